@@ -1,0 +1,32 @@
+# Everything a fresh machine needs: `make demo` and `make test` create .venv, install the pinned
+# dependencies (and Debian's WordNet for the text augmentations), then run.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo demo-quick test bench clean-venv
+
+$(STAMP): requirements.txt pyproject.toml scripts/install_wordnet.sh
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -e .
+	scripts/install_wordnet.sh $(VENV)/nltk_data
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/tacleaner demo
+
+demo-quick: $(STAMP)
+	$(BIN)/tacleaner demo --quick
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_train.py
+
+clean-venv:
+	rm -rf $(VENV)

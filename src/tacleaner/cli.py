@@ -1,0 +1,349 @@
+"""Command line: ``tacleaner <command>``. The only module that reads argv.
+
+Every command is a small function over the library; ``main(argv)`` returns the exit status
+(0 success, 2 bad input with a one-line ``error:`` message, 130 interrupted).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import time
+import warnings
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from .errors import TacleanerError
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    COMMANDS[fn.__name__.rstrip("_").replace("_", "-")] = fn
+    return fn
+
+
+# -- shared option groups ----------------------------------------------------------------------
+def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
+    """One ``--field-name`` option per dataclass field, default None so that unset options
+    fall through to the YAML file or the dataclass default."""
+    group = parser.add_argument_group(title)
+    for f in dataclasses.fields(cls):
+        typ = type(f.default) if f.default is not dataclasses.MISSING else str
+        group.add_argument(f"--{f.name.replace('_', '-')}", type=typ, default=None, metavar=typ.__name__.upper(),
+                           help=f"default {f.default}")
+
+
+def dataclass_from(cls: type, args: argparse.Namespace, yaml_path: str | None = None) -> Any:
+    """YAML file -> dataclass defaults -> command-line overrides."""
+    values: dict[str, Any] = {}
+    if yaml_path:
+        try:
+            loaded = yaml.safe_load(Path(yaml_path).read_text()) or {}
+        except FileNotFoundError:
+            raise TacleanerError(f"{yaml_path}: file not found") from None
+        except yaml.YAMLError as e:
+            raise TacleanerError(f"{yaml_path}: invalid YAML ({str(e).splitlines()[0]})") from None
+        valid = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(loaded) - valid)
+        if unknown:
+            raise TacleanerError(f"{yaml_path}: unknown setting {unknown[0]!r}; valid: {', '.join(sorted(valid))}")
+        values.update(loaded)
+    for f in dataclasses.fields(cls):
+        v = getattr(args, f.name, None)
+        if v is not None:
+            values[f.name] = v
+    return cls(**values)
+
+
+def parse_params(items: list[str] | None, option: str = "--param") -> dict[str, Any]:
+    """``key=value`` pairs; values are read as YAML scalars (numbers, booleans, strings)."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise TacleanerError(f"{option} {item!r}: expected KEY=VALUE")
+        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return out
+
+
+def add_run_folder_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--resume", action="store_true", help="continue an existing run folder")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+
+
+def add_model_options(p: argparse.ArgumentParser, checkpoint_required: bool) -> None:
+    p.add_argument("--checkpoint", required=checkpoint_required,
+                   help="model file: ours (safetensors), open_clip, or an OpenAI-format state dict (CleanCLIP/BadCLIP)")
+    p.add_argument("--model", help="architecture for foreign checkpoints (RN50-quickgelu for OpenAI-format RN50)")
+
+
+def load_bundle(args: argparse.Namespace):
+    from .models import create_model, load_model
+
+    if getattr(args, "checkpoint", None):
+        return load_model(args.checkpoint, args.model)
+    if not args.model:
+        raise TacleanerError("pass --checkpoint FILE or --model NAME")
+    return create_model(args.model, pretrained=getattr(args, "pretrained", None))
+
+
+# -- commands ----------------------------------------------------------------------------------
+@command
+def synth(args: argparse.Namespace) -> int:
+    from .data.synth import SynthConfig, generate
+
+    cfg = dataclass_from(SynthConfig, args)
+    out = generate(args.out, cfg, overwrite=args.overwrite, progress=not args.quiet)
+    print(f"wrote {out}: pretrain {cfg.pretrain}, implant {cfg.implant}, clean {cfg.clean} pairs; "
+          f"zero-shot {cfg.zeroshot_per_class} images x classes in {out / 'classes.json'}")
+    return 0
+
+
+@command
+def models(args: argparse.Namespace) -> int:
+    from .models import list_models, shipped_models
+
+    names = list_models() if args.all else shipped_models() + ["RN50", "RN50-quickgelu", "ViT-B-32", "ViT-B-32-quickgelu"]
+    print("\n".join(names))
+    if not args.all:
+        print("(--all lists every open_clip architecture)")
+    return 0
+
+
+@command
+def attacks(args: argparse.Namespace) -> int:
+    from .attacks import ATTACKS
+
+    for name in ATTACKS:
+        cls = ATTACKS.get(name)
+        params = ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(cls))
+        print(f"{name:10s} {cls.description}\n{'':10s} params: {params}")
+    return 0
+
+
+@command
+def defenses(args: argparse.Namespace) -> int:
+    from .defenses import DEFENSES
+
+    for name in DEFENSES:
+        cls = DEFENSES.get(name)
+        params = ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(cls))
+        print(f"{name:10s} {cls.description}\n{'':10s} params: {params}")
+    return 0
+
+
+@command
+def poison(args: argparse.Namespace) -> int:
+    from .attacks import create_attack, poison_dataset
+    from .data.zeroshot import imagenet_classes, read_classes
+
+    classes = read_classes(args.classes) if args.classes else imagenet_classes()
+    target = classes.classnames[classes.index(args.target)]
+    attack = create_attack(args.attack, **parse_params(args.param))
+    m = poison_dataset(args.data, attack, target, args.num, args.out, seed=args.seed, templates=classes.templates,
+                       image_col=args.image_col, caption_col=args.caption_col, overwrite=args.overwrite)
+    print(f"poisoned {m['num_poisoned']} of {m['num_total']} pairs with {m['attack']} toward {target!r}: "
+          f"{Path(args.out) / 'data.csv'}")
+    return 0
+
+
+def _train_common(args: argparse.Namespace, bundle, objective) -> int:
+    from .data.pairs import read_pairs
+    from .train import TrainConfig, train
+
+    cfg = dataclass_from(TrainConfig, args, args.config)
+    table = read_pairs(args.data, args.image_col, args.caption_col)
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    train(bundle, table, objective, cfg, args.out, resume=args.resume, overwrite=args.overwrite,
+          progress=not args.quiet, extra_config={"init": getattr(args, "init", None) or getattr(args, "checkpoint", None)})
+    print(f"wrote {Path(args.out) / 'model.safetensors'}")
+    return 0
+
+
+@command
+def train_(args: argparse.Namespace) -> int:
+    from .defenses import create_defense
+    from .models import create_model, load_model
+
+    import torch
+
+    torch.manual_seed(args.seed or 0)  # the random init is part of the run's seed
+    bundle = load_model(args.init, args.model) if args.init else create_model(args.model, args.pretrained)
+    return _train_common(args, bundle, create_defense(args.objective, **parse_params(args.param)))
+
+
+@command
+def clean(args: argparse.Namespace) -> int:
+    from .defenses import create_defense
+
+    objective = create_defense(args.defense, **parse_params(args.param))
+    return _train_common(args, load_bundle(args), objective)
+
+
+@command
+def evaluate(args: argparse.Namespace) -> int:
+    from .attacks import create_attack
+    from .data.zeroshot import read_classes, read_zeroshot
+    from .evaluate import evaluate as run_eval
+    from .fileio import read_json, write_json
+    from .train import resolve_device
+
+    classes = read_classes(args.classes)
+    attack, target = None, args.target
+    if args.trigger:  # reuse exactly the attack of a poisoning run
+        manifest = read_json(Path(args.trigger) / "manifest.json" if Path(args.trigger).is_dir() else args.trigger)
+        attack = create_attack(manifest["attack"], **manifest["params"])
+        target = target or manifest["target"]
+    elif args.attack:
+        attack = create_attack(args.attack, **parse_params(args.param))
+    if attack is not None and target is None:
+        raise TacleanerError("--attack needs --target LABEL")
+    if attack is not None:
+        classes.index(target)  # fail before the slow part
+    data = read_zeroshot(args.data, classes)
+    result = run_eval(load_bundle(args), data, classes, attack=attack, target=target,
+                      device=resolve_device(args.device), batch_size=args.batch_size)
+    result = {"checkpoint": args.checkpoint, **result}
+    if args.out:
+        write_json(args.out, result)
+    fmt = lambda x: "—" if x is None else f"{100 * x:.2f}%"  # noqa: E731
+    print(f"CA {fmt(result['clean_acc'])}  ASR@1 {fmt(result['asr_at_1'])}  ASR@10 {fmt(result['asr_at_10'])}"
+          + (f"  -> {args.out}" if args.out else ""))
+    return 0
+
+
+@command
+def run(args: argparse.Namespace) -> int:
+    from .experiment import Experiment, load_config
+
+    cfg, raw = load_config(args.config)
+    return _run_experiment(cfg, raw, args.out or f"runs/{cfg.name}", args)
+
+
+def _run_experiment(cfg, raw, out, args) -> int:
+    from .experiment import Experiment
+
+    t0 = time.perf_counter()
+    exp = Experiment(cfg, raw, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    exp.run()
+    print((exp.out / "results.md").read_text())
+    print(f"results in {exp.out} (results.json, results.md, results.png); {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+@command
+def demo(args: argparse.Namespace) -> int:
+    from .experiment import parse_config
+
+    name = "demo-quick.yaml" if args.quick else "demo.yaml"
+    raw = yaml.safe_load(resources.files("tacleaner.configs").joinpath(name).read_text())
+    out = args.out or f"runs/{raw['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return _run_experiment(parse_config(raw, name), raw, out, args)
+
+
+# -- parser ------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from .data.synth import SynthConfig
+    from .train import TrainConfig
+
+    p = argparse.ArgumentParser(prog="tacleaner", description="Backdoor attacks on CLIP and the fine-tuning defenses that remove them.")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines on the terminal")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("synth", help="generate the embedded synthetic image-caption world")
+    s.add_argument("--out", required=True)
+    s.add_argument("--overwrite", action="store_true")
+    add_dataclass_options(s, SynthConfig, "world size")
+
+    s = sub.add_parser("models", help="list model architectures")
+    s.add_argument("--all", action="store_true")
+    sub.add_parser("attacks", help="list registered attacks and their parameters")
+    sub.add_parser("defenses", help="list registered defenses and their parameters")
+
+    s = sub.add_parser("poison", help="poison an image-caption CSV with an attack")
+    s.add_argument("--data", required=True, help="image-caption CSV")
+    s.add_argument("--attack", required=True)
+    s.add_argument("--target", required=True, help="target class name or index")
+    s.add_argument("--num", type=int, required=True, help="number of pairs to poison")
+    s.add_argument("--out", required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--classes", help="classes JSON (or 'imagenet', the default) for the target and templates")
+    s.add_argument("--param", action="append", metavar="KEY=VALUE", help="attack parameter (repeatable)")
+    s.add_argument("--image-col", default="image")
+    s.add_argument("--caption-col", default="caption")
+    s.add_argument("--overwrite", action="store_true")
+
+    for name, helptext in (("train", "train or fine-tune a CLIP model on image-caption pairs"),
+                           ("clean", "apply a fine-tuning defense to a (backdoored) model")):
+        s = sub.add_parser(name, help=helptext)
+        s.add_argument("--data", required=True, help="image-caption CSV")
+        s.add_argument("--out", required=True, help="run folder")
+        s.add_argument("--config", help="YAML with training settings (overridden by options)")
+        s.add_argument("--image-col", default="image")
+        s.add_argument("--caption-col", default="caption")
+        s.add_argument("--param", action="append", metavar="KEY=VALUE", help="objective parameter (repeatable)")
+        add_run_folder_options(s)
+        add_dataclass_options(s, TrainConfig, "training")
+        if name == "train":
+            s.add_argument("--model", required=True, help="architecture name (see `tacleaner models`)")
+            s.add_argument("--init", help="start from this checkpoint instead of random weights")
+            s.add_argument("--pretrained", help="open_clip pretrained tag (needs network)")
+            s.add_argument("--objective", default="finetune", help="training objective (a registered defense)")
+        else:
+            s.add_argument("--defense", required=True)
+            add_model_options(s, checkpoint_required=True)
+
+    s = sub.add_parser("evaluate", help="zero-shot CA and, with an attack, ASR@1 / ASR@10")
+    add_model_options(s, checkpoint_required=False)
+    s.add_argument("--pretrained", help="open_clip pretrained tag, with --model and no --checkpoint")
+    s.add_argument("--data", required=True, help="zero-shot CSV (image, label) or ImageFolder tree")
+    s.add_argument("--classes", required=True, help="classes JSON, or 'imagenet'")
+    s.add_argument("--attack")
+    s.add_argument("--param", action="append", metavar="KEY=VALUE", help="attack parameter (repeatable)")
+    s.add_argument("--trigger", help="a poisoning run folder or manifest.json: evaluate with exactly its attack")
+    s.add_argument("--target")
+    s.add_argument("--out", help="write the metrics JSON here")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--batch-size", type=int, default=256)
+
+    for name in ("run", "demo"):
+        s = sub.add_parser(name, help="run an experiment grid from a YAML config" if name == "run"
+                           else "the whole story on the synthetic world, on a CPU in minutes")
+        if name == "run":
+            s.add_argument("config")
+        else:
+            s.add_argument("--quick", action="store_true", help="a smaller, faster version (~3 minutes)")
+        s.add_argument("--out", help="experiment folder")
+        add_run_folder_options(s)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse has printed its one-line usage error
+        return int(e.code or 0)
+    # open_clip announces random init through the root logger; our commands say what they load.
+    logging.getLogger().setLevel(logging.ERROR)
+    warnings.simplefilter("ignore", FutureWarning)
+    try:
+        return COMMANDS[args.command](args)
+    except TacleanerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun with --resume to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Zero-shot evaluation data: a classes file and labelled images (CSV or ImageFolder)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import TacleanerError
+from ..fileio import read_json
+from .pairs import read_csv_rows
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".jpe"}
+
+
+@dataclass
+class Classes:
+    """Class names and prompt templates (each with ``{}`` where the class name goes)."""
+
+    classnames: list[str]
+    templates: list[str]
+
+    def index(self, label: str | int) -> int:
+        """The class index of ``label``: a class name or an integer index."""
+        if isinstance(label, int) or str(label).strip().lstrip("-").isdigit():
+            i = int(label)
+            if 0 <= i < len(self.classnames):
+                return i
+            raise TacleanerError(f"label {i} out of range: {len(self.classnames)} classes")
+        try:
+            return self.classnames.index(str(label).strip())
+        except ValueError:
+            close = [c for c in self.classnames if str(label).lower() in c.lower()][:5]
+            hint = f"; similar: {', '.join(close)}" if close else ""
+            raise TacleanerError(f"label {label!r} is not in the classes file{hint}") from None
+
+
+def imagenet_classes() -> Classes:
+    """ImageNet-1K class names and the 80 OpenAI prompt templates, as open_clip ships them."""
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
+
+    return Classes(list(IMAGENET_CLASSNAMES), [t("{}") for t in OPENAI_IMAGENET_TEMPLATES])
+
+
+BUILTIN_CLASSES = {"imagenet": imagenet_classes}
+
+
+def read_classes(path: str | Path) -> Classes:
+    """A classes JSON (``classnames``, ``templates``) or a built-in name (``imagenet``)."""
+    if str(path) in BUILTIN_CLASSES:
+        return BUILTIN_CLASSES[str(path)]()
+    obj = read_json(path)
+    if not isinstance(obj, dict) or not isinstance(obj.get("classnames"), list) or not obj["classnames"]:
+        raise TacleanerError(f"{path}: expected a JSON object with a non-empty 'classnames' list")
+    templates = obj.get("templates") or ["a photo of a {}."]
+    bad = [t for t in templates if not isinstance(t, str) or "{}" not in t]
+    if bad:
+        raise TacleanerError(f"{path}: template {bad[0]!r} has no '{{}}' for the class name")
+    if len(set(obj["classnames"])) != len(obj["classnames"]):
+        raise TacleanerError(f"{path}: class names are not unique")
+    return Classes([str(c) for c in obj["classnames"]], list(templates))
+
+
+@dataclass
+class LabelledImages:
+    images: list[Path]
+    labels: list[int]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def read_zeroshot(path: str | Path, classes: Classes, image_col: str = "image", label_col: str = "label") -> LabelledImages:
+    """Labelled images from a CSV (``image``, ``label`` as index or name) or an ImageFolder tree.
+
+    ImageFolder sub-folders are matched to class names when every name matches, otherwise
+    (ImageNet's WordNet ids) by sorted order, which needs one folder per class.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return _read_image_folder(path, classes)
+    rows = read_csv_rows(path, (image_col, label_col))
+    images, labels = [], []
+    for line, row in enumerate(rows, start=2):
+        try:
+            labels.append(classes.index(row[label_col]))
+        except TacleanerError as e:
+            raise TacleanerError(f"{path}: row {line}: {e}") from None
+        images.append((path.parent / row[image_col].strip()).resolve())
+    return LabelledImages(images, labels)
+
+
+def _read_image_folder(root: Path, classes: Classes) -> LabelledImages:
+    folders = sorted(d for d in root.iterdir() if d.is_dir())
+    if not folders:
+        raise TacleanerError(f"{root}: no class sub-folders (expected an ImageFolder tree)")
+    if all(d.name in classes.classnames for d in folders):
+        label_of = {d: classes.classnames.index(d.name) for d in folders}
+    elif len(folders) == len(classes.classnames):
+        label_of = {d: i for i, d in enumerate(folders)}
+    else:
+        raise TacleanerError(
+            f"{root}: {len(folders)} sub-folders neither match the class names nor number "
+            f"{len(classes.classnames)} (one per class)"
+        )
+    images, labels = [], []
+    for d in folders:
+        for f in sorted(d.rglob("*")):
+            if f.suffix.lower() in IMAGE_SUFFIXES:
+                images.append(f.resolve())
+                labels.append(label_of[d])
+    if not images:
+        raise TacleanerError(f"{root}: no images found")
+    return LabelledImages(images, labels)

@@ -1,0 +1,5 @@
+"""Defenses: fine-tuning objectives by name. ``finetune`` is the plain CLIP loss, which also
+serves pretraining and backdoor implanting."""
+from .base import DEFENSES, Objective, create_defense
+
+__all__ = ["DEFENSES", "Objective", "create_defense"]

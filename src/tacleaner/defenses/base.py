@@ -1,0 +1,67 @@
+"""Training objectives. Pretraining, backdoor implanting and every fine-tuning defense run the
+same training loop; what differs is the objective, which builds its batch from raw samples
+and returns a dict of named losses (the loop sums every ``*_loss`` entry)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from open_clip.loss import ClipLoss
+
+from ..data.pairs import PairTable
+from ..models import ClipBundle
+from ..registry import Registry
+
+
+@dataclass
+class Objective:
+    """The CLIP contrastive objective; defenses subclass it and add terms.
+
+    ``w_clip`` weighs the image<->text InfoNCE over the batch.
+    """
+
+    w_clip: float = 1.0
+    name = "finetune"
+    description = "CLIP contrastive loss alone (plain fine-tuning)"
+
+    def setup(self, bundle: ClipBundle, table: PairTable, seed: int) -> None:
+        """Called once before training with the model and the whole dataset."""
+        self.bundle = bundle
+        self.tokenizer = bundle.tokenizer
+        self._clip_loss = ClipLoss()
+        # Captions are fixed, so tokenise them once rather than in every batch of every epoch.
+        self.tokens = torch.cat([bundle.tokenizer(table.captions[i:i + 4096]) for i in range(0, len(table), 4096)])
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Hook for objectives that redraw something per epoch (augmentations, subsets)."""
+
+    def collate(self, samples: list[dict]) -> dict[str, Any]:
+        """Turn dataset samples into a batch, dropping (and counting) unreadable images."""
+        good = [s for s in samples if s["image"] is not None]
+        batch: dict[str, Any] = {"skipped": len(samples) - len(good), "size": len(good)}
+        if good:
+            batch["index"] = torch.tensor([s["index"] for s in good])
+            batch["images"] = self.bundle.images_to_tensor([s["image"] for s in good])
+            batch["texts"] = self.tokens[batch["index"]]
+        return batch
+
+    def clip_loss(self, image_features: torch.Tensor, text_features: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return self._clip_loss(image_features, text_features, scale)
+
+    def losses(self, model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        img = model.encode_image(batch["images"], normalize=True)
+        txt = model.encode_text(batch["texts"], normalize=True)
+        return {"clip_loss": self.w_clip * self.clip_loss(img, txt, model.logit_scale.exp())}
+
+    def params(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+DEFENSES: Registry[Objective] = Registry("defense")
+DEFENSES.register("finetune")(Objective)
+
+
+def create_defense(name: str, **params: Any) -> Objective:
+    """Build a registered defense objective from its parameters."""
+    return DEFENSES.create(name, **params)

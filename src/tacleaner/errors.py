@@ -1,0 +1,10 @@
+"""The one exception type that the CLI turns into a single-line message and a non-zero exit."""
+
+
+class TacleanerError(Exception):
+    """A problem with the user's input or environment, explained in one line.
+
+    Library code raises this for anything a user can fix (a missing file, an unknown name, a
+    malformed CSV row); the CLI prints ``error: <message>`` and exits with status 2 instead of a
+    traceback. Programming errors stay ordinary exceptions.
+    """

@@ -1,0 +1,143 @@
+"""Saving and loading model weights without ever executing code from the file.
+
+Our own checkpoints are safetensors files whose metadata carries the model name and config,
+so every command rebuilds the model from the file alone. Foreign files are accepted as
+safetensors or as PyTorch pickles read with ``weights_only=True``: open_clip checkpoints and
+the OpenAI-format state dicts that CleanCLIP and BadCLIP release (``{"state_dict": ...}``,
+with or without the ``module.`` prefix of DataParallel). A pickle that would construct
+arbitrary objects is refused.
+"""
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+
+from ..errors import TacleanerError
+from ..fileio import atomic_path
+from .factory import ClipBundle, bundle_for, model_config, register_config
+
+META_KEY = "tacleaner"
+# Buffers some OpenAI-format state dicts carry that are hyper-parameters, not weights.
+_OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+def save_model(bundle: ClipBundle, path: str | Path, **meta: Any) -> None:
+    """Write the model as safetensors, atomically, with name and config in its metadata."""
+    state = {k: v.detach().contiguous().cpu() for k, v in bundle.model.state_dict().items()}
+    header = {"model_name": bundle.model_name, "model_cfg": bundle.model_cfg, **bundle.meta, **meta}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={META_KEY: json.dumps(header)})
+
+
+def read_meta(path: str | Path) -> dict[str, Any] | None:
+    """The tacleaner metadata of a safetensors checkpoint, or None for a foreign file."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(META_KEY)
+    except (SafetensorError, OSError, ValueError):
+        return None
+    return json.loads(raw) if raw else None
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors from a safetensors file or a weights-only PyTorch pickle, normalised to
+    open_clip key names."""
+    path = Path(path)
+    if not path.is_file():
+        raise TacleanerError(f"{path}: checkpoint not found")
+    if _is_safetensors(path):
+        try:
+            state = load_file(str(path))
+        except SafetensorError as e:
+            raise TacleanerError(f"{path}: corrupt safetensors file ({e})") from None
+    else:
+        state = _load_pickle(path)
+    return _normalise(state, path)
+
+
+def _is_safetensors(path: Path) -> bool:
+    # A safetensors file starts with an 8-byte little-endian header size and then '{'.
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{"
+
+
+def _load_pickle(path: Path) -> Any:
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            if any(n.endswith("/code/") or "/code/" in n for n in z.namelist()):
+                raise TacleanerError(
+                    f"{path}: is a TorchScript archive, which runs code when loaded; "
+                    "convert it to a state dict on a trusted machine first"
+                )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unpickling refused"
+        raise TacleanerError(
+            f"{path}: refused to load: the file holds objects other than plain weights and "
+            f"could execute code ({first[:160]})"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise TacleanerError(f"{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0][:160]})") from None
+
+
+def _normalise(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise TacleanerError(f"{path}: no state dict of tensors found (expected a dict or {{'state_dict': ...}})")
+    if all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return {k: v for k, v in obj.items() if k not in _OPENAI_EXTRA_KEYS}
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path, name: str) -> None:
+    """Load ``state`` strictly, explaining a mismatch in one line."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if wrong:
+            k = wrong[0]
+            parts.append(f"{len(wrong)} of another shape (e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
+        raise TacleanerError(f"{path}: checkpoint does not match model {name}: " + "; ".join(parts))
+    model.load_state_dict(state)
+
+
+def load_model(path: str | Path, model_name: str | None = None, device: str | torch.device = "cpu") -> ClipBundle:
+    """Rebuild a model from a checkpoint file.
+
+    Our own files name their model; for foreign files (open_clip, CleanCLIP, BadCLIP, OpenAI
+    state dicts) pass ``model_name`` (``RN50-quickgelu`` for OpenAI-format RN50 weights).
+    """
+    path = Path(path)
+    meta = read_meta(path) if path.is_file() else None
+    if meta is not None and model_name in (None, meta["model_name"]):
+        name, cfg = meta["model_name"], meta["model_cfg"]
+        register_config(name, cfg)
+    elif model_name is not None:
+        name, cfg, meta = model_name, model_config(model_name), {}
+    else:
+        raise TacleanerError(f"{path}: checkpoint does not name its model; pass --model NAME")
+    state = read_state_dict(path)
+    model = open_clip.create_model(name, device="cpu")
+    load_weights(model, state, path, name)
+    model.to(device)
+    provenance = {k: v for k, v in meta.items() if k not in ("model_name", "model_cfg")}
+    return bundle_for(model, name, cfg, {**provenance, "checkpoint": str(path)})

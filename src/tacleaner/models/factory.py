@@ -1,0 +1,110 @@
+"""Building open_clip models by name, with the tiny CPU configs that ship in this package.
+
+A model travels as a :class:`ClipBundle`: the network, its tokenizer and its evaluation
+preprocessing, plus the name and config needed to rebuild it from a checkpoint alone.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import open_clip
+import torch
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from PIL import Image
+
+from ..errors import TacleanerError
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+# Register the shipped tiny configs with open_clip once, so that open_clip's own factory,
+# tokenizer lookup and list_models() all know them.
+open_clip.add_model_config(CONFIG_DIR)
+
+
+@dataclass
+class ClipBundle:
+    """A CLIP model with everything needed to feed it and to rebuild it."""
+
+    model: torch.nn.Module
+    tokenizer: Callable[[list[str]], torch.Tensor]
+    preprocess: Callable  # PIL image -> normalised tensor at the model's resolution
+    model_name: str
+    model_cfg: dict[str, Any]
+    meta: dict[str, Any] = field(default_factory=dict)  # provenance: pretrained tag, file, step
+    mean: tuple[float, ...] = OPENAI_DATASET_MEAN
+    std: tuple[float, ...] = OPENAI_DATASET_STD
+
+    @property
+    def image_size(self) -> int:
+        size = self.model_cfg["vision_cfg"].get("image_size", 224)
+        return size if isinstance(size, int) else size[0]
+
+    def images_to_tensor(self, images: list[Image.Image]) -> torch.Tensor:
+        """``preprocess`` over a batch, with a fast path for RGB images already at the model's
+        resolution: there resize and crop are the identity, so only scaling and normalising
+        remain, done once for the whole batch (the same numbers as the per-image path)."""
+        s = self.image_size
+        if not all(im.size == (s, s) and im.mode == "RGB" for im in images):
+            return torch.stack([self.preprocess(im) for im in images])
+        x = torch.from_numpy(np.stack([np.asarray(im) for im in images])).permute(0, 3, 1, 2).float().div_(255)
+        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.std).view(1, 3, 1, 1)
+        return x.sub_(mean).div_(std)
+
+
+def list_models() -> list[str]:
+    """All model names open_clip knows, the shipped ``tacleaner-*`` tiny configs included."""
+    return open_clip.list_models()
+
+
+def shipped_models() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+
+
+def model_config(name: str) -> dict[str, Any]:
+    cfg = open_clip.get_model_config(name)
+    if cfg is None:
+        shipped = ", ".join(shipped_models())
+        raise TacleanerError(
+            f"unknown model {name!r}; shipped tiny models: {shipped}; "
+            f"`tacleaner models` lists all {len(list_models())} open_clip names"
+        )
+    return cfg
+
+
+def register_config(name: str, cfg: dict[str, Any]) -> None:
+    """Make a config carried inside a checkpoint known to open_clip under ``name``."""
+    known = open_clip.get_model_config(name)
+    if known == cfg:
+        return
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / f"{name}.json"
+        path.write_text(json.dumps(cfg))
+        open_clip.add_model_config(path)
+
+
+def create_model(name: str, pretrained: str | None = None, device: str | torch.device = "cpu") -> ClipBundle:
+    """Build ``name`` with random weights, or with an open_clip pretrained tag (needs network).
+
+    For weights from a file use :func:`tacleaner.models.load_model`.
+    """
+    cfg = model_config(name)
+    try:
+        model = open_clip.create_model(name, pretrained=pretrained, device=device, weights_only=True)
+    except RuntimeError as e:  # open_clip reports unknown tags and download failures this way
+        raise TacleanerError(f"could not build {name} with pretrained={pretrained!r}: {e}") from None
+    return bundle_for(model, name, cfg, {"pretrained": pretrained})
+
+
+def bundle_for(model: torch.nn.Module, name: str, cfg: dict[str, Any], meta: dict[str, Any]) -> ClipBundle:
+    pp = model.visual.preprocess_cfg if hasattr(model.visual, "preprocess_cfg") else {}
+    size = cfg["vision_cfg"].get("image_size", 224)
+    mean, std = tuple(pp.get("mean") or OPENAI_DATASET_MEAN), tuple(pp.get("std") or OPENAI_DATASET_STD)
+    preprocess = open_clip.image_transform(size, is_train=False, mean=mean, std=std)
+    tokenizer = open_clip.get_tokenizer(name)
+    return ClipBundle(model=model, tokenizer=tokenizer, preprocess=preprocess, model_name=name,
+                      model_cfg=cfg, meta=meta, mean=mean, std=std)

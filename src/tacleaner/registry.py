@@ -1,0 +1,66 @@
+"""A small name -> factory registry shared by models, attacks and defenses.
+
+Every pluggable component registers itself with a decorator, and callers go through
+``create``/``names`` instead of branching on names, so adding an attack or a defense is one
+new file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Any, Callable, Generic, Iterator, TypeVar
+
+from .errors import TacleanerError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Maps names to factories; ``kind`` names the component in error messages."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Callable[..., T]] = {}
+
+    def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Decorator registering ``factory`` under ``name`` (warns when a name is reused)."""
+
+        def wrap(factory: Callable[..., T]) -> Callable[..., T]:
+            if name in self._entries:
+                warnings.warn(f"{self.kind} {name!r} registered twice; the later one wins")
+            self._entries[name] = factory
+            return factory
+
+        return wrap
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def get(self, name: str) -> Callable[..., T]:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise TacleanerError(
+                f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}"
+            ) from None
+
+    def create(self, name: str, **kwargs: Any) -> T:
+        """Build the entry ``name``; keyword arguments that are ``None`` are dropped so that
+        unset CLI options fall through to the factory's defaults. For dataclass entries an
+        unknown keyword is an error naming the valid ones."""
+        factory = self.get(name)
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        if dataclasses.is_dataclass(factory):
+            valid = {f.name for f in dataclasses.fields(factory)}
+            unknown = sorted(set(kwargs) - valid)
+            if unknown:
+                raise TacleanerError(
+                    f"{self.kind} {name!r} has no parameter {unknown[0]!r}; valid: {', '.join(sorted(valid))}"
+                )
+        return factory(**kwargs)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())

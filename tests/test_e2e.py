@@ -1,0 +1,97 @@
+"""End to end through the CLI on tiny settings: the numbers must say the backdoor was learned."""
+import json
+
+import pytest
+import yaml
+
+from tacleaner.cli import main
+
+TINY_TRAIN = ["--batch-size", "32", "--warmup-steps", "5", "--log-every", "5"]
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """synth -> train -> poison -> implant -> evaluate -> clean -> evaluate, all via main()."""
+    d = tmp_path_factory.mktemp("e2e")
+    w = d / "world"
+    assert main(["--quiet", "synth", "--out", str(w), "--seed", "1", "--pretrain", "256", "--implant", "256",
+                 "--clean", "128", "--zeroshot-per-class", "2"]) == 0
+    assert main(["--quiet", "train", "--data", str(w / "pretrain.csv"), "--model", "tacleaner-tiny-rn",
+                 "--out", str(d / "pre"), "--epochs", "2", "--lr", "2e-3", *TINY_TRAIN]) == 0
+    assert main(["--quiet", "poison", "--data", str(w / "implant.csv"), "--attack", "badnet", "--target", "yellow star",
+                 "--num", "96", "--out", str(d / "poison"), "--classes", str(w / "classes.json"),
+                 "--param", "patch_frac=0.25", "--param", "location=bottom-right", "--param", "pattern=checkerboard"]) == 0
+    assert main(["--quiet", "train", "--data", str(d / "poison" / "data.csv"), "--model", "tacleaner-tiny-rn",
+                 "--init", str(d / "pre" / "model.safetensors"), "--out", str(d / "implant"), "--epochs", "6",
+                 "--lr", "1e-3", *TINY_TRAIN]) == 0
+    for name, ckpt in (("clean_model", d / "pre"), ("backdoored", d / "implant")):
+        assert main(["--quiet", "evaluate", "--checkpoint", str(ckpt / "model.safetensors"),
+                     "--data", str(w / "zeroshot.csv"), "--classes", str(w / "classes.json"),
+                     "--trigger", str(d / "poison"), "--out", str(d / f"{name}.json")]) == 0
+    assert main(["--quiet", "clean", "--defense", "finetune", "--checkpoint", str(d / "implant" / "model.safetensors"),
+                 "--data", str(w / "clean.csv"), "--out", str(d / "cleaned"), "--epochs", "1", "--lr", "1e-4",
+                 *TINY_TRAIN]) == 0
+    return d
+
+
+def test_backdoor_is_learned_and_metrics_complete(pipeline):
+    clean = json.loads((pipeline / "clean_model.json").read_text())
+    bad = json.loads((pipeline / "backdoored.json").read_text())
+    for res in (clean, bad):
+        for key in ("clean_acc", "asr_at_1", "asr_at_10", "num_images", "num_asr_images", "target", "attack",
+                    "checkpoint"):
+            assert key in res, key
+        assert res["target"] == "yellow star" and res["attack"] == "badnet"
+        assert res["attack_params"]["location"] == "bottom-right"
+    assert bad["asr_at_1"] >= 0.6, bad
+    assert bad["asr_at_1"] >= clean["asr_at_1"] + 0.4, (clean, bad)
+
+
+def test_stage_outputs(pipeline):
+    for stage in ("pre", "implant", "cleaned"):
+        folder = pipeline / stage
+        for name in ("config.yaml", "log.txt", "metrics.jsonl", "model.safetensors", "metadata.json", "train_state.pt"):
+            assert (folder / name).is_file(), (stage, name)
+    manifest = json.loads((pipeline / "poison" / "manifest.json").read_text())
+    assert manifest["num_poisoned"] == 96 and manifest["target"] == "yellow star"
+    cfg = yaml.safe_load((pipeline / "cleaned" / "config.yaml").read_text())
+    assert cfg["objective"]["name"] == "finetune" and cfg["train"]["lr"] == 1e-4
+
+
+def test_experiment_grid_runs_and_resumes(tmp_path, capsys):
+    config = {
+        "name": "tiny",
+        "model": {"name": "tacleaner-tiny-rn"},
+        "data": {"synth": {"seed": 2, "pretrain": 128, "implant": 128, "clean": 64, "zeroshot_per_class": 1}},
+        "pretrain": {"epochs": 1, "lr": 2e-3},
+        "train": {"batch_size": 32, "warmup_steps": 2},
+        "attacks": [{"name": "blended", "target": "red circle", "num": 16, "implant": {"epochs": 1}}],
+        "defenses": [{"name": "finetune", "train": {"epochs": 1, "lr": 1e-4}}],
+        "seeds": [0],
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "exp"
+    assert main(["--quiet", "run", str(path), "--out", str(out)]) == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert [(r["attack"], r["defense"], r["seed"]) for r in rows] == [("blended", "none", 0), ("blended", "finetune", 0)]
+    for r in rows:
+        assert all(0 <= r[k] <= 1 for k in ("clean_acc", "asr_at_1", "asr_at_10"))
+    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| blended | finetune | 0 |" in (out / "results.md").read_text()
+    # Resume after losing the last stage: only that stage is redone.
+    implant_model = out / "blended" / "seed0" / "implant" / "model.safetensors"
+    before = implant_model.stat().st_mtime_ns
+    import shutil
+
+    shutil.rmtree(out / "blended" / "seed0" / "finetune")
+    (out / "results.json").unlink()
+    assert main(["--quiet", "run", str(path), "--out", str(out)]) == 2  # exists: needs --resume
+    assert main(["--quiet", "run", str(path), "--out", str(out), "--resume"]) == 0
+    assert implant_model.stat().st_mtime_ns == before
+    assert json.loads((out / "results.json").read_text())[1]["defense"] == "finetune"
+    # A changed config is not silently mixed into an old folder.
+    config["seeds"] = [1]
+    path.write_text(yaml.safe_dump(config))
+    assert main(["--quiet", "run", str(path), "--out", str(out), "--resume"]) == 2
+    assert "config changed" in capsys.readouterr().err

@@ -1,0 +1,52 @@
+"""CA and ASR@k on hand-computed cases, and target exclusion on a real evaluation."""
+import math
+
+import torch
+
+from tacleaner.attacks import create_attack
+from tacleaner.data.zeroshot import read_classes, read_zeroshot
+from tacleaner.evaluate import attack_success_rate, build_classifier, evaluate, top1_accuracy
+
+
+def test_top1_accuracy_hand_computed():
+    logits = torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.5, 0.1, 0.4], [0.0, 0.0, 1.0]])
+    assert top1_accuracy(logits, torch.tensor([0, 1, 2, 2])) == 0.75
+
+
+def test_asr_counts_target_in_top_k():
+    target = 2
+    logits = torch.tensor([
+        [0.1, 0.2, 0.9, 0.0],  # target first
+        [0.9, 0.1, 0.5, 0.0],  # target second
+        [0.9, 0.8, 0.1, 0.7],  # target last
+        [0.3, 0.9, 0.2, 0.1],  # target third
+    ])
+    assert attack_success_rate(logits, target, 1) == 0.25
+    assert attack_success_rate(logits, target, 2) == 0.5
+    assert attack_success_rate(logits, target, 3) == 0.75
+    assert attack_success_rate(logits, target, 10) == 1.0  # k capped at the class count
+    assert math.isnan(attack_success_rate(torch.empty(0, 4), target, 1))
+
+
+def test_classifier_is_normalised_template_mean(world, tiny):
+    classes = read_classes(world / "classes.json")
+    w = build_classifier(tiny, classes, torch.device("cpu"))
+    assert w.shape == (128, len(classes.classnames))
+    assert torch.allclose(w.norm(dim=0), torch.ones(w.shape[1]), atol=1e-5)
+    tokens = tiny.tokenizer([t.format(classes.classnames[3]) for t in classes.templates])
+    with torch.no_grad():
+        e = tiny.model.encode_text(tokens, normalize=True).mean(0)
+    assert torch.allclose(w[:, 3], e / e.norm(), atol=1e-5)
+
+
+def test_evaluate_excludes_target_images(world, tiny):
+    classes = read_classes(world / "classes.json")
+    data = read_zeroshot(world / "zeroshot.csv", classes)
+    res = evaluate(tiny, data, classes, attack=create_attack("badnet"), target="yellow star")
+    n_target = sum(1 for y in data.labels if y == classes.index("yellow star"))
+    assert n_target == 2
+    assert res["num_asr_images"] == len(data) - n_target
+    assert res["target"] == "yellow star" and res["target_index"] == classes.index("yellow star")
+    for key in ("clean_acc", "asr_at_1", "asr_at_10"):
+        assert 0.0 <= res[key] <= 1.0
+    assert res["asr_at_10"] >= res["asr_at_1"]

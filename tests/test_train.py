@@ -1,0 +1,115 @@
+"""The shared training loop: schedule, parameter groups, resume, skipped images."""
+import json
+import math
+
+import pytest
+import torch
+
+from tacleaner.data.pairs import read_pairs
+from tacleaner.defenses import DEFENSES, Objective, create_defense
+from tacleaner.errors import TacleanerError
+from tacleaner.models import create_model, load_model
+from tacleaner.train import TrainConfig, is_complete, lr_lambda, param_groups, train
+
+FAST = dict(batch_size=32, lr=1e-3, warmup_steps=2, log_every=1)
+
+
+def test_warmup_then_cosine():
+    f = lr_lambda(warmup=4, total=12)
+    assert [f(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert f(4) == 1.0
+    assert f(8) == pytest.approx(0.5)  # half-way through the 8 cosine steps
+    assert f(12) == pytest.approx(0.0, abs=1e-12) and f(100) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_no_decay_on_gains_biases_embeddings_and_logit_scale(tiny):
+    no_decay, decay = param_groups(tiny.model, 0.1)
+    names = {id(p): n for n, p in tiny.model.named_parameters()}
+    nd = {names[id(p)] for p in no_decay["params"]}
+    d = {names[id(p)] for p in decay["params"]}
+    assert "logit_scale" in nd and "token_embedding.weight" in nd and "positional_embedding" in nd
+    assert "visual.bn1.weight" in nd and "ln_final.bias" in nd
+    assert "visual.conv1.weight" in d and "transformer.resblocks.0.attn.in_proj_weight" in d
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert len(nd) + len(d) == len(list(tiny.model.parameters()))
+
+
+class InterruptAt(Objective):
+    """The plain objective, interrupted (as by Ctrl-C) when epoch ``stop`` starts."""
+
+    stop: int = 1
+
+    def on_epoch_start(self, epoch):
+        if epoch == self.stop:
+            raise KeyboardInterrupt
+
+
+def test_resume_reproduces_an_uninterrupted_run(world, tmp_path):
+    table = read_pairs(world / "pretrain.csv")
+    cfg = TrainConfig(epochs=2, **FAST)
+    torch.manual_seed(0)
+    straight = create_model("tacleaner-tiny-rn")
+    train(straight, table, create_defense("finetune"), cfg, tmp_path / "a", progress=False)
+    torch.manual_seed(0)
+    first = create_model("tacleaner-tiny-rn")
+    with pytest.raises(KeyboardInterrupt):
+        train(first, table, InterruptAt(), cfg, tmp_path / "b", progress=False)
+    assert not is_complete(tmp_path / "b") and (tmp_path / "b" / "train_state.pt").is_file()
+    with pytest.raises(TacleanerError, match="pass --resume"):
+        train(first, table, create_defense("finetune"), cfg, tmp_path / "b", progress=False)
+    torch.manual_seed(123)  # a fresh process would not share our RNG state
+    resumed = create_model("tacleaner-tiny-rn")
+    train(resumed, table, create_defense("finetune"), cfg, tmp_path / "b", resume=True, progress=False)
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert is_complete(tmp_path / "b")
+    rows = [json.loads(line) for line in open(tmp_path / "b" / "metrics.jsonl")]
+    assert [r["epoch"] for r in rows if r.get("summary")] == [1, 2]
+    step_rows = [r for r in rows if not r.get("summary")]
+    assert all(k in step_rows[0] for k in ("loss", "clip_loss", "lr", "logit_scale", "pairs_per_s"))
+    assert (tmp_path / "b" / "config.yaml").is_file() and (tmp_path / "b" / "log.txt").is_file()
+    assert torch.equal(load_model(tmp_path / "b" / "model.safetensors").model.state_dict()["logit_scale"],
+                       b["logit_scale"])
+
+
+def test_training_lowers_the_loss_and_clamps_logit_scale(world, tiny, tmp_path):
+    with torch.no_grad():
+        tiny.model.logit_scale.fill_(math.log(500.0))  # beyond CLIP's cap of 100
+    train(tiny, read_pairs(world / "pretrain.csv"), create_defense("finetune"), TrainConfig(epochs=3, **FAST),
+          tmp_path / "r", progress=False)
+    rows = [json.loads(line) for line in open(tmp_path / "r" / "metrics.jsonl") if '"summary"' in line]
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    assert float(tiny.model.logit_scale.detach()) <= math.log(100.0) + 1e-6
+
+
+def test_unreadable_images_are_skipped_and_counted(world, tiny, tmp_path):
+    lines = (world / "clean.csv").read_text().splitlines()
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    rows = lines[:40] + [f"{tmp_path / 'broken.png'},a broken image", f"{tmp_path / 'gone.png'},a missing image"]
+    csv_path = world / "with_broken.csv"  # image paths are relative to the CSV's folder
+    csv_path.write_text("\n".join(rows) + "\n")
+    cfg = TrainConfig(epochs=1, **{**FAST, "batch_size": 64})  # one batch holds every row
+    train(tiny, read_pairs(csv_path), create_defense("finetune"), cfg, tmp_path / "s", progress=False)
+    summary = [json.loads(line) for line in open(tmp_path / "s" / "metrics.jsonl") if '"summary"' in line][0]
+    assert summary["skipped_images"] == 2
+    assert "skipped 2 unreadable images" in (tmp_path / "s" / "log.txt").read_text()
+
+
+@pytest.mark.parametrize("name", DEFENSES.names())
+def test_contract_every_defense_trains_and_returns_named_losses(name, world, tiny, tmp_path):
+    objective = create_defense(name)
+    table = read_pairs(world / "clean.csv")
+    objective.setup(tiny, table, seed=0)
+    objective.on_epoch_start(0)
+    from tacleaner.data.pairs import PairDataset
+
+    ds = PairDataset(table)
+    batch = objective.collate([ds[i] for i in range(8)])
+    losses = objective.losses(tiny.model, batch)
+    assert losses and all(k.endswith("_loss") for k in losses)
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    grads = [p.grad for p in tiny.model.parameters() if p.grad is not None]
+    assert tiny.model.visual.conv1.weight.grad is not None and tiny.model.token_embedding.weight.grad is not None
+    assert len(grads) > 10
