@@ -6,7 +6,7 @@ import yaml
 
 from tacleaner.cli import main
 
-TINY_TRAIN = ["--batch-size", "32", "--warmup-steps", "5", "--log-every", "5"]
+TINY_TRAIN = ["--batch-size", "64", "--warmup-steps", "10", "--log-every", "5"]
 
 
 @pytest.fixture(scope="module")
@@ -14,16 +14,16 @@ def pipeline(tmp_path_factory):
     """synth -> train -> poison -> implant -> evaluate -> clean -> evaluate, all via main()."""
     d = tmp_path_factory.mktemp("e2e")
     w = d / "world"
-    assert main(["--quiet", "synth", "--out", str(w), "--seed", "1", "--pretrain", "256", "--implant", "256",
-                 "--clean", "128", "--zeroshot-per-class", "2"]) == 0
+    assert main(["--quiet", "synth", "--out", str(w), "--seed", "1", "--pretrain", "2048", "--implant", "1024",
+                 "--clean", "512", "--zeroshot-per-class", "2"]) == 0
     assert main(["--quiet", "train", "--data", str(w / "pretrain.csv"), "--model", "tacleaner-tiny-rn",
-                 "--out", str(d / "pre"), "--epochs", "2", "--lr", "2e-3", *TINY_TRAIN]) == 0
+                 "--out", str(d / "pre"), "--epochs", "3", "--lr", "2e-3", *TINY_TRAIN]) == 0
     assert main(["--quiet", "poison", "--data", str(w / "implant.csv"), "--attack", "badnet", "--target", "yellow star",
-                 "--num", "96", "--out", str(d / "poison"), "--classes", str(w / "classes.json"),
-                 "--param", "patch_frac=0.25", "--param", "location=bottom-right", "--param", "pattern=checkerboard"]) == 0
+                 "--num", "256", "--out", str(d / "poison"), "--classes", str(w / "classes.json"),
+                 "--param", "patch_frac=0.25", "--param", "location=bottom-right"]) == 0
     assert main(["--quiet", "train", "--data", str(d / "poison" / "data.csv"), "--model", "tacleaner-tiny-rn",
-                 "--init", str(d / "pre" / "model.safetensors"), "--out", str(d / "implant"), "--epochs", "6",
-                 "--lr", "1e-3", *TINY_TRAIN]) == 0
+                 "--init", str(d / "pre" / "model.safetensors"), "--out", str(d / "implant"), "--epochs", "5",
+                 "--lr", "2e-3", *TINY_TRAIN]) == 0
     for name, ckpt in (("clean_model", d / "pre"), ("backdoored", d / "implant")):
         assert main(["--quiet", "evaluate", "--checkpoint", str(ckpt / "model.safetensors"),
                      "--data", str(w / "zeroshot.csv"), "--classes", str(w / "classes.json"),
@@ -53,7 +53,7 @@ def test_stage_outputs(pipeline):
         for name in ("config.yaml", "log.txt", "metrics.jsonl", "model.safetensors", "metadata.json", "train_state.pt"):
             assert (folder / name).is_file(), (stage, name)
     manifest = json.loads((pipeline / "poison" / "manifest.json").read_text())
-    assert manifest["num_poisoned"] == 96 and manifest["target"] == "yellow star"
+    assert manifest["num_poisoned"] == 256 and manifest["target"] == "yellow star"
     cfg = yaml.safe_load((pipeline / "cleaned" / "config.yaml").read_text())
     assert cfg["objective"]["name"] == "finetune" and cfg["train"]["lr"] == 1e-4
 
