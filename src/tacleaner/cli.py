@@ -221,6 +221,39 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 @command
+def subtexts(args: argparse.Namespace) -> int:
+    import json
+
+    from .text.subtexts import SubtextConfig, SubtextGenerator
+
+    path = Path(args.captions)
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    except FileNotFoundError:
+        raise TacleanerError(f"{path}: file not found") from None
+    except UnicodeDecodeError as e:
+        raise TacleanerError(f"{path}: not UTF-8 text ({e})") from None
+    captions = [line for line in lines if line]
+    if not captions:
+        raise TacleanerError(f"{path}: no captions (one per line)")
+    cfg = SubtextConfig(spacy_model=args.spacy_model, seed=args.seed, negatives_per_positive=args.m)
+    results = SubtextGenerator(cfg, vocabulary=captions).generate(captions)
+    if args.json:
+        print(json.dumps([{"caption": r.caption, "positives": list(r.positives),
+                           "negatives": [n.text for n in r.negatives],
+                           "negative_details": [dataclasses.asdict(n) for n in r.negatives]} for r in results],
+                         indent=1))
+        return 0
+    for r in results:
+        print(r.caption)
+        for p in r.positives:
+            print(f"  + {p}")
+        for n in r.negatives:
+            print(f"  - {n.text}    [{n.kind}: {n.source} -> {n.replacement}, {n.origin}]")
+    return 0
+
+
+@command
 def run(args: argparse.Namespace) -> int:
     from .experiment import Experiment, load_config
 
@@ -313,6 +346,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="write the metrics JSON here")
     s.add_argument("--device", default="auto")
     s.add_argument("--batch-size", type=int, default=256)
+
+    s = sub.add_parser("subtexts", help="print each caption's positive and negative subtexts (TA-Cleaner)")
+    s.add_argument("--captions", required=True, help="text file, one caption per line (blank lines skipped)")
+    s.add_argument("--json", action="store_true", help="a JSON list of {caption, positives, negatives}")
+    s.add_argument("--m", type=int, default=2, help="negatives per positive")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--spacy-model", help="spaCy pipeline (default en_core_web_sm)")
 
     for name in ("run", "demo"):
         s = sub.add_parser(name, help="run an experiment grid from a YAML config" if name == "run"

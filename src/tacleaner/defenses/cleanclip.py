@@ -1,0 +1,73 @@
+"""CleanCLIP (Bansal et al., ICCV 2023): the CLIP loss plus unimodal self-supervision.
+
+``w_clip * L_clip(I, T) + w_inmodal * (L_img(I, aug(I)) + L_txt(T, eda(T))) / 2``, where each
+in-modal term is a one-directional InfoNCE between an embedding and its augmented twin across
+the batch, with the model's logit scale. Images are augmented by AutoAugment (ImageNet policy)
+on the image as loaded; captions by EDA on WordNet. Originals and augmentations go through the
+model in one forward pass per tower.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torchvision.transforms import AutoAugment, AutoAugmentPolicy
+
+from ..data.pairs import PairTable
+from ..models import ClipBundle
+from ..text.eda import augment_all
+from .base import DEFENSES, Objective
+from .infonce import info_nce
+
+
+@DEFENSES.register("cleanclip")
+@dataclass
+class CleanCLIP(Objective):
+    """Knobs: ``w_inmodal`` weighs the in-modal terms; ``eda_alpha`` is the rate of each EDA
+    operation; ``eda_redraw`` draws every caption's augmentation anew each epoch (the public
+    implementation fixes it once, the default here)."""
+
+    w_inmodal: float = 1.0
+    eda_alpha: float = 0.1
+    eda_redraw: bool = False
+    name = "cleanclip"
+    description = "CLIP loss + in-modal InfoNCE on AutoAugment images and EDA captions (CleanCLIP)"
+
+    def setup(self, bundle: ClipBundle, table: PairTable, seed: int) -> None:
+        super().setup(bundle, table, seed)
+        self.seed, self.captions = seed, table.captions
+        self.autoaugment = AutoAugment(AutoAugmentPolicy.IMAGENET)
+        self.aug_tokens = self._eda_tokens(0)
+
+    def _eda_tokens(self, epoch: int) -> torch.Tensor:
+        augmented = augment_all(self.captions, seed=self.seed * 100_003 + epoch, alpha=self.eda_alpha)
+        return torch.cat([self.tokenizer(augmented[i:i + 4096]) for i in range(0, len(augmented), 4096)])
+
+    def on_epoch_start(self, epoch: int) -> None:
+        if self.eda_redraw and epoch > 0:
+            self.aug_tokens = self._eda_tokens(epoch)
+
+    def collate(self, samples: list[dict]) -> dict[str, Any]:
+        batch = super().collate(samples)
+        if batch["size"]:
+            good = [s["image"] for s in samples if s["image"] is not None]
+            batch["aug_images"] = self.bundle.images_to_tensor([self.autoaugment(im) for im in good])
+            batch["aug_texts"] = self.aug_tokens[batch["index"]]
+        return batch
+
+    def encode(self, model: torch.nn.Module, batch: dict[str, Any], extra_texts: torch.Tensor | None = None):
+        """Embeddings of originals and augmentations (and ``extra_texts``) in one pass per tower."""
+        n = batch["size"]
+        images = model.encode_image(torch.cat([batch["images"], batch["aug_images"]]), normalize=True)
+        parts = [batch["texts"], batch["aug_texts"]] + ([extra_texts] if extra_texts is not None else [])
+        texts = model.encode_text(torch.cat(parts), normalize=True)
+        return images[:n], images[n:], texts[:n], texts[n:2 * n], texts[2 * n:]
+
+    def cleanclip_losses(self, img, aug_img, txt, aug_txt, scale) -> dict[str, torch.Tensor]:
+        inmodal = (info_nce(img, aug_img, scale) + info_nce(txt, aug_txt, scale)) / 2
+        return {"clip_loss": self.w_clip * self.clip_loss(img, txt, scale), "inmodal_loss": self.w_inmodal * inmodal}
+
+    def losses(self, model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        img, aug_img, txt, aug_txt, _ = self.encode(model, batch)
+        return self.cleanclip_losses(img, aug_img, txt, aug_txt, model.logit_scale.exp())
