@@ -78,7 +78,8 @@ def test_experiment_grid_runs_and_resumes(tmp_path, capsys):
     for r in rows:
         assert all(0 <= r[k] <= 1 for k in ("clean_acc", "asr_at_1", "asr_at_10"))
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "| blended | finetune | 0 |" in (out / "results.md").read_text()
+    md = (out / "results.md").read_text()
+    assert "| blended | finetune | 0 |" in md and "| blended | *clean model* | 0 |" in md
     # Resume after losing the last stage: only that stage is redone.
     implant_model = out / "blended" / "seed0" / "implant" / "model.safetensors"
     before = implant_model.stat().st_mtime_ns

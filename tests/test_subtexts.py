@@ -174,3 +174,25 @@ def test_config_knobs(plain):
     assert all(n.origin == "antonym" for n in s.negatives)
     with pytest.raises(ValueError, match="unknown negative sources"):
         SubtextGenerator(SubtextConfig(negative_sources=("thesaurus",)))
+
+
+def test_cli_prints_json_in_input_order(tmp_path, capsys):
+    import json
+
+    from tacleaner.cli import main
+
+    captions = ["A black dog runs across the green grass .", "two red circles above a blue square",
+                "A little girl in a pink dress is climbing the stairs ."]
+    path = tmp_path / "caps.txt"
+    path.write_text("\n".join(captions) + "\n\n")
+    assert main(["subtexts", "--captions", str(path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [o["caption"] for o in out] == captions
+    for o in out:
+        assert o["positives"] and o["negatives"]
+        assert [d["text"] for d in o["negative_details"]] == o["negatives"]
+        assert {d["kind"] for d in o["negative_details"]} <= {"object", "attribute", "relation"}
+    assert main(["subtexts", "--captions", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(captions[0]) and "\n  + " in text and "\n  - " in text
+    assert main(["subtexts", "--captions", str(tmp_path / "missing.txt")]) == 2

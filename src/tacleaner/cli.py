@@ -116,26 +116,26 @@ def models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_registry(registry) -> int:
+    for name in registry:
+        cls = registry.get(name)
+        params = ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(cls))
+        print(f"{name:10s} {cls.description}\n{'':10s} params: {params}")
+    return 0
+
+
 @command
 def attacks(args: argparse.Namespace) -> int:
     from .attacks import ATTACKS
 
-    for name in ATTACKS:
-        cls = ATTACKS.get(name)
-        params = ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(cls))
-        print(f"{name:10s} {cls.description}\n{'':10s} params: {params}")
-    return 0
+    return _print_registry(ATTACKS)
 
 
 @command
 def defenses(args: argparse.Namespace) -> int:
     from .defenses import DEFENSES
 
-    for name in DEFENSES:
-        cls = DEFENSES.get(name)
-        params = ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(cls))
-        print(f"{name:10s} {cls.description}\n{'':10s} params: {params}")
-    return 0
+    return _print_registry(DEFENSES)
 
 
 @command

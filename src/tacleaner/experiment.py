@@ -158,7 +158,8 @@ class Experiment:
                 generate(root, SynthConfig(**d["synth"]), overwrite=True, progress=self.progress)
             return {k: root / f"{k}.csv" for k in ("pretrain", "implant", "clean", "zeroshot")} | {
                 "classes": root / "classes.json"}
-        missing = [k for k in ("implant", "clean", "zeroshot", "classes") if k not in d]
+        needed = ("implant", "clean", "zeroshot", "classes") + (("pretrain",) if self.cfg.pretrain is not None else ())
+        missing = [k for k in needed if k not in d]
         if missing:
             raise TacleanerError(f"config data: missing {missing[0]!r} (or give 'synth')")
         return {k: Path(v) for k, v in d.items()}
@@ -200,17 +201,18 @@ class Experiment:
                 from .models import save_model
 
                 save_model(self.base_model(), clean_ckpt)
-        rows = []
+        rows, references = [], []
         clean_eval = self.stage_eval(clean_ckpt, self.out / "pretrain_eval.json", paths)
         self.log(f"clean model: CA {clean_eval['clean_acc']:.3f}")
         for spec in self.cfg.attacks:
             attack = create_attack(spec.name, **spec.params)
             for seed in self.cfg.seeds:
                 root = self.out / spec.id / f"seed{seed}"
-                self.stage_eval(clean_ckpt, root / "clean_model_eval.json", paths, attack, spec.target)
+                ref = self.stage_eval(clean_ckpt, root / "clean_model_eval.json", paths, attack, spec.target)
+                references.append(self.row(spec.id, "*clean model*", seed, ref))
                 rows += self.attack_rows(spec, attack, seed, root, clean_ckpt, paths)
         write_json(self.out / "results.json", rows)
-        table = write_reports(rows, self.out, clean_eval)
+        table = write_reports(rows, self.out, clean_eval, references)
         self.log("\n" + table)
         return rows
 

@@ -172,6 +172,7 @@ def _caption(rng: np.random.Generator, objs: list[_Obj], relation: str | None, b
     p = [_article(o.phrase(rng)) for o in objs]
     verb = VERBS[rng.integers(len(VERBS))]
     on_bg = f"on a {bg} background"
+    rel = {"left": "to the left of", "above": "above", "next": "next to"}[relation or "next"]
     if len(objs) == 1:
         options = [
             f"{p[0]}",
@@ -182,7 +183,6 @@ def _caption(rng: np.random.Generator, objs: list[_Obj], relation: str | None, b
             f"{p[0]} in the picture",
         ]
     elif len(objs) == 2:
-        rel = {"left": "to the left of", "above": "above", "next": "next to"}[relation or "next"]
         options = [
             f"{p[0]} {rel} {p[1]}",
             f"{p[0]} {verb} {rel} {p[1]}",
@@ -195,7 +195,6 @@ def _caption(rng: np.random.Generator, objs: list[_Obj], relation: str | None, b
         if relation == "left":
             options.append(f"{p[1]} {verb} to the right of {p[0]}")
     else:
-        rel = {"left": "to the left of", "above": "above", "next": "next to"}[relation or "next"]
         options = [
             f"there are {p[0]}, {p[1]} and {p[2]} {on_bg}",
             f"{p[0]} {verb} {rel} {p[1]}, and {p[2]} is nearby",
