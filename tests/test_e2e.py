@@ -96,3 +96,21 @@ def test_experiment_grid_runs_and_resumes(tmp_path, capsys):
     path.write_text(yaml.safe_dump(config))
     assert main(["--quiet", "run", str(path), "--out", str(out), "--resume"]) == 2
     assert "config changed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("defense", ["finetune", "cleanclip", "tacleaner"])
+def test_each_defense_lowers_asr(pipeline, defense):
+    out = pipeline / f"clean-{defense}"
+    w = pipeline / "world"
+    assert main(["--quiet", "clean", "--defense", defense, "--checkpoint", str(pipeline / "implant" / "model.safetensors"),
+                 "--data", str(w / "clean.csv"), "--out", str(out), "--epochs", "6", "--lr", "1e-3", *TINY_TRAIN]) == 0
+    assert main(["--quiet", "evaluate", "--checkpoint", str(out / "model.safetensors"), "--data", str(w / "zeroshot.csv"),
+                 "--classes", str(w / "classes.json"), "--trigger", str(pipeline / "poison"),
+                 "--out", str(out / "eval.json")]) == 0
+    bad = json.loads((pipeline / "backdoored.json").read_text())
+    cleaned = json.loads((out / "eval.json").read_text())
+    assert cleaned["asr_at_1"] <= bad["asr_at_1"] - 0.2, (bad["asr_at_1"], cleaned["asr_at_1"])
+    losses = {k for line in open(out / "metrics.jsonl") for k in json.loads(line) if k.endswith("_loss")}
+    expected = {"finetune": {"clip_loss"}, "cleanclip": {"clip_loss", "inmodal_loss"},
+                "tacleaner": {"clip_loss", "inmodal_loss", "ta_loss"}}[defense]
+    assert losses == expected
