@@ -66,7 +66,6 @@ class TACleaner(CleanCLIP):
                             negative_sources=tuple(self.negative_sources), seed=seed)
         self.generator = SubtextGenerator(cfg, vocabulary=table.captions)
         self.selected: dict[int, int] = {}  # dataset index -> row in this epoch's subtext tensors
-        self.coverage: list[float] = []
 
     def on_epoch_start(self, epoch: int) -> None:
         super().on_epoch_start(epoch)
@@ -85,7 +84,6 @@ class TACleaner(CleanCLIP):
             negatives += negs + [pos] * (self.m - len(negs))  # padding, masked out of the loss
             positives.append(pos)
             self.selected[i] = len(positives) - 1
-        self.coverage.append(len(self.selected) / max(count, 1))
         self.pos_tokens = self.tokenizer(positives) if positives else None
         self.neg_tokens = self.tokenizer(negatives) if negatives else None
         self.neg_mask = torch.tensor(masks, dtype=torch.bool).view(len(positives), self.m)
