@@ -31,7 +31,7 @@ class Objective:
         self.tokenizer = bundle.tokenizer
         self._clip_loss = ClipLoss()
         # Captions are fixed, so tokenise them once rather than in every batch of every epoch.
-        self.tokens = torch.cat([bundle.tokenizer(table.captions[i:i + 4096]) for i in range(0, len(table), 4096)])
+        self.tokens = tokenize_all(bundle.tokenizer, table.captions)
 
     def on_epoch_start(self, epoch: int) -> None:
         """Hook for objectives that redraw something per epoch (augmentations, subsets)."""
@@ -56,6 +56,11 @@ class Objective:
 
     def params(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def tokenize_all(tokenizer, texts: list[str], chunk: int = 4096) -> torch.Tensor:
+    """Token ids for many texts, tokenised in chunks to bound peak memory."""
+    return torch.cat([tokenizer(texts[i:i + chunk]) for i in range(0, len(texts), chunk)])
 
 
 DEFENSES: Registry[Objective] = Registry("defense")

@@ -17,7 +17,7 @@ from torchvision.transforms import AutoAugment, AutoAugmentPolicy
 from ..data.pairs import PairTable
 from ..models import ClipBundle
 from ..text.eda import augment_all
-from .base import DEFENSES, Objective
+from .base import DEFENSES, Objective, tokenize_all
 from .infonce import info_nce
 
 
@@ -42,7 +42,7 @@ class CleanCLIP(Objective):
 
     def _eda_tokens(self, epoch: int) -> torch.Tensor:
         augmented = augment_all(self.captions, seed=self.seed * 100_003 + epoch, alpha=self.eda_alpha)
-        return torch.cat([self.tokenizer(augmented[i:i + 4096]) for i in range(0, len(augmented), 4096)])
+        return tokenize_all(self.tokenizer, augmented)
 
     def on_epoch_start(self, epoch: int) -> None:
         if self.eda_redraw and epoch > 0:

@@ -76,17 +76,22 @@ class TACleaner(CleanCLIP):
         subtexts = self.generator.generate([self.captions[i] for i in chosen])
         positives, negatives, masks, self.selected = [], [], [], {}
         for i, sub in zip(chosen, subtexts):
-            if (self.use_positives and not sub.positives) or (self.use_negatives and self.m and not sub.negatives):
+            if (self.use_positives and not sub.positives) or (self.uses_negatives and not sub.negatives):
                 continue  # the generator found nothing usable for this caption
             pos = sub.positives[rng.integers(len(sub.positives))] if self.use_positives else self.captions[i]
-            negs = self._negatives_for(sub, pos, rng) if self.use_negatives else []
-            masks.append([True] * len(negs) + [False] * (self.m - len(negs)))
-            negatives += negs + [pos] * (self.m - len(negs))  # padding, masked out of the loss
+            if self.uses_negatives:
+                negs = self._negatives_for(sub, pos, rng)
+                masks.append([True] * len(negs) + [False] * (self.m - len(negs)))
+                negatives += negs + [pos] * (self.m - len(negs))  # padding, masked out of the loss
             positives.append(pos)
             self.selected[i] = len(positives) - 1
         self.pos_tokens = self.tokenizer(positives) if positives else None
         self.neg_tokens = self.tokenizer(negatives) if negatives else None
-        self.neg_mask = torch.tensor(masks, dtype=torch.bool).view(len(positives), self.m)
+        self.neg_mask = torch.tensor(masks, dtype=torch.bool).view(len(masks), self.m)
+
+    @property
+    def uses_negatives(self) -> bool:
+        return self.use_negatives and self.m > 0
 
     def _negatives_for(self, sub, pos: str, rng: np.random.Generator) -> list[str]:
         """Up to ``m`` negatives, those made from the chosen positive first (they differ from it
@@ -105,7 +110,7 @@ class TACleaner(CleanCLIP):
         if rows:
             ids = torch.tensor([r for _, r in rows])
             batch["ta_pos"] = self.pos_tokens[ids]
-            if self.use_negatives and self.m:
+            if self.uses_negatives:
                 neg_ids = (ids[:, None] * self.m + torch.arange(self.m)[None, :]).flatten()
                 batch["ta_neg"] = self.neg_tokens[neg_ids]
                 batch["ta_neg_mask"] = self.neg_mask[ids]
@@ -115,7 +120,7 @@ class TACleaner(CleanCLIP):
         sel = batch["ta_batch_pos"]
         s = len(sel)
         extra = None
-        if s:
+        if s and self.w_ta:  # with w_ta = 0 (CleanCLIP) the subtexts need no encoding
             extra = torch.cat([batch["ta_pos"]] + ([batch["ta_neg"]] if "ta_neg" in batch else []))
         img, aug_img, txt, aug_txt, sub = self.encode(model, batch, extra)
         scale = model.logit_scale.exp()
