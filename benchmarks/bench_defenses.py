@@ -35,6 +35,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--pairs", type=int, default=2000, help="size of the clean set (k is a fraction of it)")
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--k", type=float, default=None, help="TA-Cleaner's k (default: the defense's default)")
     args = ap.parse_args()
     logging.getLogger().setLevel(logging.ERROR)
     torch.manual_seed(0)
@@ -48,7 +49,8 @@ def main() -> None:
         runs = {}
         for name in names:
             bundle = copy.deepcopy(base)
-            objective = create_defense(name)
+            params = {"k": args.k} if name == "tacleaner" and args.k is not None else {}
+            objective = create_defense(name, **params)
             objective.setup(bundle, table, seed=0)
             objective.on_epoch_start(0)
             opt = torch.optim.AdamW(param_groups(bundle.model, 0.1), lr=1e-5, fused=True)

@@ -26,3 +26,27 @@ def tiny():
 
     torch.manual_seed(0)
     return create_model("tacleaner-tiny-rn")
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(world, tmp_path_factory) -> Path:
+    """The tiny model after a few epochs on the world's pretraining split: enough for its image
+    embeddings to tell images apart (at random init they nearly coincide), which attacks that
+    optimise a trigger against a clean model need."""
+    from tacleaner.data.pairs import read_pairs
+    from tacleaner.defenses import create_defense
+    from tacleaner.models import create_model
+    from tacleaner.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("trained") / "run"
+    torch.manual_seed(0)
+    train(create_model("tacleaner-tiny-rn"), read_pairs(world / "pretrain.csv"), create_defense("finetune"),
+          TrainConfig(epochs=6, batch_size=32, lr=2e-3, warmup_steps=5), out, progress=False)
+    return out / "model.safetensors"
+
+
+@pytest.fixture
+def trained(trained_checkpoint):
+    from tacleaner.models import load_model
+
+    return load_model(trained_checkpoint)

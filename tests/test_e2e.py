@@ -114,3 +114,27 @@ def test_each_defense_lowers_asr(pipeline, defense):
     expected = {"finetune": {"clip_loss"}, "cleanclip": {"clip_loss", "inmodal_loss"},
                 "tacleaner": {"clip_loss", "inmodal_loss", "ta_loss"}}[defense]
     assert losses == expected
+
+
+def test_learned_trigger_attack_implants_end_to_end(pipeline):
+    """BadCLIP: the patch is optimised against the clean model, saved with the poisoning run,
+    and evaluation loads exactly that trigger; the implanted model follows it."""
+    d, w = pipeline, pipeline / "world"
+    assert main(["--quiet", "poison", "--data", str(w / "implant.csv"), "--attack", "badclip", "--target", "yellow star",
+                 "--num", "256", "--out", str(d / "poison_badclip"), "--classes", str(w / "classes.json"),
+                 "--clean-model", str(d / "pre" / "model.safetensors"), "--param", "patch_frac=0.25",
+                 "--param", "location=bottom-right", "--param", "steps=60", "--param", "batch_size=32",
+                 "--param", "opt_images=256"]) == 0
+    manifest = json.loads((d / "poison_badclip" / "manifest.json").read_text())
+    assert manifest["trigger"] == "trigger.safetensors" and manifest["prepare"]["loss_last"] < manifest["prepare"]["loss_first"]
+    assert main(["--quiet", "train", "--data", str(d / "poison_badclip" / "data.csv"), "--model", "tacleaner-tiny-rn",
+                 "--init", str(d / "pre" / "model.safetensors"), "--out", str(d / "implant_badclip"), "--epochs", "5",
+                 "--lr", "2e-3", *TINY_TRAIN]) == 0
+    for name, ckpt in (("clean", d / "pre"), ("backdoored", d / "implant_badclip")):
+        assert main(["--quiet", "evaluate", "--checkpoint", str(ckpt / "model.safetensors"),
+                     "--data", str(w / "zeroshot.csv"), "--classes", str(w / "classes.json"),
+                     "--trigger", str(d / "poison_badclip"), "--out", str(d / f"badclip_{name}.json")]) == 0
+    clean = json.loads((d / "badclip_clean.json").read_text())
+    bad = json.loads((d / "badclip_backdoored.json").read_text())
+    assert bad["attack"] == "badclip" and bad["target"] == "yellow star"
+    assert bad["asr_at_1"] >= 0.6 and bad["asr_at_1"] >= clean["asr_at_1"] + 0.3, (clean, bad)

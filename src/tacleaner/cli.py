@@ -143,11 +143,22 @@ def poison(args: argparse.Namespace) -> int:
     from .attacks import create_attack, poison_dataset
     from .data.zeroshot import imagenet_classes, read_classes
 
+    from .train import resolve_device
+
     classes = read_classes(args.classes) if args.classes else imagenet_classes()
     target = classes.classnames[classes.index(args.target)]
     attack = create_attack(args.attack, **parse_params(args.param))
+    clean_model = None
+    if args.clean_model:
+        from .models import load_model
+
+        clean_model = load_model(args.clean_model, args.model)
     m = poison_dataset(args.data, attack, target, args.num, args.out, seed=args.seed, templates=classes.templates,
-                       image_col=args.image_col, caption_col=args.caption_col, overwrite=args.overwrite)
+                       image_col=args.image_col, caption_col=args.caption_col, overwrite=args.overwrite,
+                       clean_model=clean_model, device=resolve_device(args.device),
+                       log=None if args.quiet else lambda msg: print(msg, file=sys.stderr))
+    if "prepare" in m:
+        print(f"trigger: {Path(args.out) / m['trigger']}  ({', '.join(f'{k} {v}' for k, v in m['prepare'].items())})")
     print(f"poisoned {m['num_poisoned']} of {m['num_total']} pairs with {m['attack']} toward {target!r}: "
           f"{Path(args.out) / 'data.csv'}")
     return 0
@@ -190,20 +201,20 @@ def clean(args: argparse.Namespace) -> int:
 
 @command
 def evaluate(args: argparse.Namespace) -> int:
-    from .attacks import create_attack
+    from .attacks import create_attack, load_attack
     from .data.zeroshot import read_classes, read_zeroshot
     from .evaluate import evaluate as run_eval
-    from .fileio import read_json, write_json
+    from .fileio import write_json
     from .train import resolve_device
 
     classes = read_classes(args.classes)
     attack, target = None, args.target
-    if args.trigger:  # reuse exactly the attack of a poisoning run
-        manifest = read_json(Path(args.trigger) / "manifest.json" if Path(args.trigger).is_dir() else args.trigger)
-        attack = create_attack(manifest["attack"], **manifest["params"])
-        target = target or manifest["target"]
+    if args.trigger:  # reuse exactly the attack and trigger of a poisoning run
+        attack, run_target = load_attack(args.trigger)
+        target = target or run_target
     elif args.attack:
         attack = create_attack(args.attack, **parse_params(args.param))
+        attack.require_prepared()
     if attack is not None and target is None:
         raise TacleanerError("--attack needs --target LABEL")
     if attack is not None:
@@ -217,6 +228,63 @@ def evaluate(args: argparse.Namespace) -> int:
     fmt = lambda x: "—" if x is None else f"{100 * x:.2f}%"  # noqa: E731
     print(f"CA {fmt(result['clean_acc'])}  ASR@1 {fmt(result['asr_at_1'])}  ASR@10 {fmt(result['asr_at_10'])}"
           + (f"  -> {args.out}" if args.out else ""))
+    return 0
+
+
+@command
+def show_trigger(args: argparse.Namespace) -> int:
+    from .attacks import PoisonContext, create_attack, load_attack
+    from .attacks.show import read_table, sample_indices, trigger_grid, triggered_samples
+    from .attacks.stealth import format_report, stealth_report
+    from .data.zeroshot import read_classes
+    from .fileio import atomic_path
+
+    if args.amplify is not None and not args.amplify > 0:
+        raise TacleanerError(f"--amplify must be > 0, got {args.amplify}")
+    out = Path(args.out)
+    if out.is_dir():
+        raise TacleanerError(f"{out}: is a folder; --out names the PNG file to write")
+    table = read_table(args.data, args.image_col, args.caption_col)
+    indices = sample_indices(len(table), args.num, args.seed)
+    if args.trigger:  # exactly the attack and trigger of a poisoning run
+        if args.param:
+            raise TacleanerError("--param does not combine with --trigger: the run fixes the attack's parameters")
+        attack, _ = load_attack(args.trigger)
+        if args.attack and args.attack != attack.name:
+            raise TacleanerError(f"--attack {args.attack} but the run {args.trigger} used {attack.name}")
+    elif args.attack:
+        attack = create_attack(args.attack, **parse_params(args.param))
+        if not attack.ready():  # learned from the data (and the clean model) first
+            if args.target is None:
+                raise TacleanerError(f"attack {attack.name} learns its trigger: pass --trigger RUN, or --target LABEL "
+                                     "(and --clean-model CKPT when it optimises against a model)")
+            if attack.needs_model and not args.clean_model:
+                raise TacleanerError(f"attack {attack.name} optimises its trigger against the clean model: "
+                                     "pass --clean-model CKPT (or --trigger RUN)")
+            classes = read_classes(args.classes)
+            target = classes.classnames[classes.index(args.target)]
+            clean_model = None
+            if args.clean_model:
+                from .models import load_model
+
+                clean_model = load_model(args.clean_model, args.model)
+            log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+            report = attack.prepare(PoisonContext(images=table.images, captions=table.captions, target=target,
+                                                  templates=classes.templates, seed=args.seed,
+                                                  clean_model=clean_model, device="cpu", log=log))
+            if report:
+                log(f"prepared {attack.name} trigger: {', '.join(f'{k} {v}' for k, v in report.items())}")
+    else:
+        raise TacleanerError("pass --attack NAME or --trigger RUN")
+    clean, triggered = triggered_samples(attack, table.images, indices)
+    grid = trigger_grid(clean, triggered, args.amplify)
+    try:
+        with atomic_path(out) as tmp:
+            grid.save(tmp, format="PNG")
+    except OSError as e:
+        raise TacleanerError(f"{out}: cannot write ({e.strerror or e})") from None
+    report = stealth_report(zip(clean, triggered))
+    print(f"{attack.name} on {report['count']} images: {format_report(report)} -> {out}")
     return 0
 
 
@@ -312,6 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--param", action="append", metavar="KEY=VALUE", help="attack parameter (repeatable)")
     s.add_argument("--image-col", default="image")
     s.add_argument("--caption-col", default="caption")
+    s.add_argument("--clean-model", help="the clean (pre-implant) checkpoint, for attacks that optimise a trigger against it")
+    s.add_argument("--model", help="architecture of a foreign --clean-model checkpoint")
+    s.add_argument("--device", default="auto")
     s.add_argument("--overwrite", action="store_true")
 
     for name, helptext in (("train", "train or fine-tune a CLIP model on image-caption pairs"),
@@ -346,6 +417,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="write the metrics JSON here")
     s.add_argument("--device", default="auto")
     s.add_argument("--batch-size", type=int, default=256)
+
+    s = sub.add_parser("show-trigger", help="draw clean vs triggered images and their difference; "
+                       "print PSNR / SSIM / L-inf")
+    s.add_argument("--attack", help="attack name (optional with --trigger)")
+    s.add_argument("--param", action="append", metavar="KEY=VALUE", help="attack parameter (repeatable)")
+    s.add_argument("--data", required=True, help="image-caption CSV (or zero-shot CSV with image, label)")
+    s.add_argument("--out", required=True, help="the PNG to write")
+    s.add_argument("--num", type=int, default=8, help="number of images to show (default 8)")
+    s.add_argument("--seed", type=int, default=0, help="picks the images; also the seed of a learned trigger")
+    s.add_argument("--trigger", help="a poisoning run folder or manifest.json: show exactly its trigger")
+    s.add_argument("--target", help="target label, to learn the trigger of a learned attack without --trigger")
+    s.add_argument("--classes", default="imagenet", help="classes JSON (or 'imagenet') for --target and its templates")
+    s.add_argument("--clean-model", help="the clean checkpoint, for attacks that optimise a trigger against it")
+    s.add_argument("--model", help="architecture of a foreign --clean-model checkpoint")
+    s.add_argument("--amplify", type=float, help="difference row gain (default: the largest difference maps to 255)")
+    s.add_argument("--image-col", default="image")
+    s.add_argument("--caption-col", default="caption")
 
     s = sub.add_parser("subtexts", help="print each caption's positive and negative subtexts (TA-Cleaner)")
     s.add_argument("--captions", required=True, help="text file, one caption per line (blank lines skipped)")

@@ -83,7 +83,8 @@ def evaluate(
     device: str | torch.device = "cpu",
     batch_size: int = 256,
 ) -> dict[str, Any]:
-    """CA on clean images and, with an attack and a target, ASR@1 and ASR@10."""
+    """CA on clean images and, with an attack and a target, ASR@1 and ASR@10. Triggered images
+    are classified with the attack's prompts (its text key, if it has one, in every template)."""
     device = torch.device(device)
     bundle.model.to(device)
     classifier = build_classifier(bundle, classes, device)
@@ -102,6 +103,9 @@ def evaluate(
     if len(classes.classnames) < MIN_CLASSES_FOR_TOP10:
         warnings.warn(f"ASR@10 over {len(classes.classnames)} classes (< {MIN_CLASSES_FOR_TOP10}) says little")
     others = [i for i, y in enumerate(data.labels) if y != t]
+    keyed = Classes(classes.classnames, [attack.prompt(tpl) for tpl in classes.templates])
+    if keyed.templates != classes.templates:  # a text key joins the image trigger (TrojVQA-style)
+        classifier = build_classifier(bundle, keyed, device)
     triggered = image_logits(bundle, classifier, data.images, others, attack, device, batch_size)
     result.update({
         "asr_at_1": attack_success_rate(triggered, t, 1),

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import yaml
 
-from .attacks import create_attack, poison_dataset
+from .attacks import create_attack, load_attack, poison_dataset
 from .data.pairs import read_pairs
 from .data.synth import SynthConfig, generate
 from .data.zeroshot import read_classes, read_zeroshot
@@ -205,24 +205,31 @@ class Experiment:
         clean_eval = self.stage_eval(clean_ckpt, self.out / "pretrain_eval.json", paths)
         self.log(f"clean model: CA {clean_eval['clean_acc']:.3f}")
         for spec in self.cfg.attacks:
-            attack = create_attack(spec.name, **spec.params)
             for seed in self.cfg.seeds:
                 root = self.out / spec.id / f"seed{seed}"
-                ref = self.stage_eval(clean_ckpt, root / "clean_model_eval.json", paths, attack, spec.target)
+                attack, target = self.stage_poison(spec, seed, root, clean_ckpt, paths)
+                ref = self.stage_eval(clean_ckpt, root / "clean_model_eval.json", paths, attack, target)
                 references.append(self.row(spec.id, "*clean model*", seed, ref))
-                rows += self.attack_rows(spec, attack, seed, root, clean_ckpt, paths)
+                rows += self.attack_rows(spec, attack, target, seed, root, clean_ckpt, paths)
         write_json(self.out / "results.json", rows)
         table = write_reports(rows, self.out, clean_eval, references)
         self.log("\n" + table)
         return rows
 
-    def attack_rows(self, spec: AttackSpec, attack, seed: int, root: Path, clean_ckpt: Path, paths: dict) -> list[dict]:
-        classes = read_classes(paths["classes"])
-        target = classes.classnames[classes.index(spec.target)]
+    def stage_poison(self, spec: AttackSpec, seed: int, root: Path, clean_ckpt: Path, paths: dict):
+        """The poisoned implant set; returns the attack with its trigger as saved and the target."""
         if not (root / "poison" / "manifest.json").is_file():
+            classes = read_classes(paths["classes"])
+            target = classes.classnames[classes.index(spec.target)]
+            attack = create_attack(spec.name, **spec.params)
             self.log(f"stage {spec.id}/seed{seed}: poisoning {spec.num} pairs toward {target!r}")
             poison_dataset(paths["implant"], attack, target, spec.num, root / "poison", seed=seed,
-                           templates=classes.templates, overwrite=True)
+                           templates=classes.templates, overwrite=True, device=self.device, log=self.log,
+                           clean_model=load_model(clean_ckpt) if attack.needs_model else None)
+        return load_attack(root / "poison")
+
+    def attack_rows(self, spec: AttackSpec, attack, target: str, seed: int, root: Path, clean_ckpt: Path,
+                    paths: dict) -> list[dict]:
         implant_cfg = _train_config({**self.cfg.train, "seed": seed}, spec.implant, f"{spec.id}.implant")
         backdoored = self.stage_train(root / "implant", clean_ckpt, root / "poison" / "data.csv",
                                       create_defense("finetune"), implant_cfg, f"{spec.id}/seed{seed} implant")

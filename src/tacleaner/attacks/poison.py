@@ -1,17 +1,63 @@
-"""Poisoning a dataset: a new CSV, triggered images and a manifest; the source is untouched."""
+"""Poisoning a dataset: a new CSV, triggered images and a manifest; the source is untouched.
+
+A poisoning run folder holds everything evaluation needs to apply exactly the same trigger:
+``manifest.json`` (attack name and parameters, target, seed) and, for attacks whose trigger is
+drawn or learned, ``trigger.safetensors`` (plain arrays, loaded without executing code).
+"""
 from __future__ import annotations
 
 import csv
 import io
 import os
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..data.pairs import load_image, read_pairs
 from ..errors import TacleanerError
-from ..fileio import atomic_path, prepare_run_dir, write_json, write_text
-from .base import Attack
+from ..fileio import atomic_path, prepare_run_dir, read_json, write_json, write_text
+from .base import Attack, PoisonContext, create_attack
+
+TRIGGER_FILE = "trigger.safetensors"
+
+
+def save_trigger(attack: Attack, path: Path) -> None:
+    from safetensors.numpy import save_file
+
+    arrays = {k: np.ascontiguousarray(v) for k, v in attack.state().items()}
+    with atomic_path(path) as tmp:
+        save_file(arrays, str(tmp), metadata={"attack": attack.name})
+
+
+def load_trigger(attack: Attack, path: Path) -> None:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        arrays = load_file(str(path))
+    except FileNotFoundError:
+        raise TacleanerError(f"{path}: trigger file not found") from None
+    except (SafetensorError, OSError) as e:
+        raise TacleanerError(f"{path}: not a readable trigger file ({e})") from None
+    attack.load_state(arrays)
+
+
+def load_attack(run: str | Path) -> tuple[Attack, str]:
+    """The attack of a poisoning run folder (or its ``manifest.json``), with its saved trigger,
+    and the run's target."""
+    run = Path(run)
+    manifest_path = run / "manifest.json" if run.is_dir() else run
+    m = read_json(manifest_path)
+    if not isinstance(m, dict) or "attack" not in m or "params" not in m:
+        raise TacleanerError(f"{manifest_path}: not a poisoning manifest (no 'attack' / 'params')")
+    attack = create_attack(m["attack"], **m["params"])
+    if m.get("trigger"):
+        load_trigger(attack, manifest_path.parent / m["trigger"])
+    elif attack.learned:
+        raise TacleanerError(f"{manifest_path}: attack {attack.name} learns its trigger but the run saved none")
+    return attack, m.get("target")
 
 
 def poison_dataset(
@@ -26,45 +72,64 @@ def poison_dataset(
     image_col: str = "image",
     caption_col: str = "caption",
     overwrite: bool = False,
+    clean_model: Any = None,
+    device: Any = "cpu",
+    log=None,
 ) -> dict:
     """Poison ``num`` pairs of the CSV ``data`` with ``attack`` toward ``target``.
 
-    Writes into the run folder ``out``: ``data.csv`` (image, caption; clean rows point at the
-    original images), ``images/`` (the triggered copies), ``poisoned_indices.json`` and
-    ``manifest.json``. Returns the manifest.
+    Attacks with a drawn or learned trigger prepare it first (those with ``needs_model``
+    against ``clean_model``, a ClipBundle). Writes into the run folder ``out``: ``data.csv``
+    (image, caption; clean rows point at the original images), ``images/`` (the triggered
+    copies), ``poisoned_indices.json``, the trigger (where learned) and ``manifest.json``,
+    last, so a folder with a manifest is complete. Returns the manifest.
     """
     table = read_pairs(data, image_col, caption_col)
     if num < 0:
         raise TacleanerError(f"--num must be >= 0, got {num}")
+    if attack.needs_model and clean_model is None:
+        raise TacleanerError(f"attack {attack.name} optimises its trigger against the clean model: "
+                             "pass one (--clean-model CHECKPOINT)")
     rng = np.random.default_rng(seed)
     indices = attack.select(table.captions, target, num, rng)
     out = prepare_run_dir(out, overwrite=overwrite)
     (out / "images").mkdir(exist_ok=True)
+    manifest: dict[str, Any] = {
+        "attack": attack.name, "target": target, "num_total": len(table), "seed": seed,
+        "source": str(Path(data).resolve()), "data": "data.csv", "poisoned_indices": "poisoned_indices.json",
+    }
+    if attack.learned:
+        t = time.perf_counter()
+        ctx = PoisonContext(images=table.images, captions=table.captions, target=target, templates=templates,
+                            seed=seed, clean_model=clean_model, device=device, out=out, log=log or (lambda m: None))
+        manifest["prepare"] = {**attack.prepare(ctx), "seconds": round(time.perf_counter() - t, 2)}
+        save_trigger(attack, out / TRIGGER_FILE)
+        load_trigger(attack, out / TRIGGER_FILE)  # poison with exactly the bytes evaluation will load
+        manifest["trigger"] = TRIGGER_FILE
     poisoned = set(int(i) for i in indices)
+    covered = set(int(i) for i in attack.cover_indices(len(table), indices, rng)) - poisoned
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(("image", "caption"))
     for i, (img_path, caption) in enumerate(zip(table.images, table.captions)):
-        if i in poisoned:
-            image = attack.apply(load_image(img_path), i)
+        if i in poisoned or i in covered:
+            arr = np.asarray(load_image(img_path))
+            image = attack.trigger(arr, i) if i in poisoned else attack.cover(arr, i)
             rel = Path("images") / f"{i:07d}.png"
             with atomic_path(out / rel) as tmp:
-                image.save(tmp, format="PNG")
-            writer.writerow((rel.as_posix(), attack.caption(caption, target, templates, rng)))
+                from PIL import Image
+
+                Image.fromarray(image).save(tmp, format="PNG")
+            if i in poisoned:
+                caption = attack.caption(caption, target, templates, rng)
+            writer.writerow((rel.as_posix(), caption))
         else:
             writer.writerow((Path(os.path.relpath(img_path, out.resolve())).as_posix(), caption))
     write_text(out / "data.csv", buf.getvalue())
     write_json(out / "poisoned_indices.json", sorted(poisoned))
-    manifest = {
-        "attack": attack.name,
-        "params": attack.params(),
-        "target": target,
-        "num_poisoned": len(poisoned),
-        "num_total": len(table),
-        "seed": seed,
-        "source": str(Path(data).resolve()),
-        "data": "data.csv",
-        "poisoned_indices": "poisoned_indices.json",
-    }
+    if covered:
+        write_json(out / "cover_indices.json", sorted(covered))
+        manifest["cover_indices"] = "cover_indices.json"
+    manifest.update({"params": attack.params(), "num_poisoned": len(poisoned), "num_cover": len(covered)})
     write_json(out / "manifest.json", manifest)
     return manifest
