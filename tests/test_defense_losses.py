@@ -106,3 +106,26 @@ def test_eda_never_empties_and_is_seeded():
     caps = ["a red circle above a blue square", "two dogs run on the grass"]
     assert augment_all(caps, seed=1) == augment_all(caps, seed=1)
     assert augment_all(caps, seed=1) != augment_all(caps, seed=2)
+
+
+def test_cleanclip_autoaugment_interpolation_knob(world, tiny):
+    from PIL import Image
+
+    from tacleaner.data.pairs import read_pairs
+    from tacleaner.defenses import create_defense
+    from tacleaner.errors import TacleanerError
+
+    table = read_pairs(world / "clean.csv")
+    square = Image.new("RGB", (32, 32), (40, 40, 40))
+    square.paste((250, 250, 250), (8, 8, 24, 24))
+    outputs = {}
+    for mode in ("nearest", "bilinear"):
+        objective = create_defense("tacleaner", aug_interpolation=mode)  # inherited by TA-Cleaner
+        objective.setup(tiny, table, seed=0)
+        torch.manual_seed(3)  # the same policy draws for both modes
+        outputs[mode] = [np.asarray(objective.autoaugment(square)) for _ in range(40)]
+    # Geometric operations resample: nearest keeps the two original grey levels, bilinear blends edges.
+    levels = lambda imgs: len(np.unique(np.concatenate([im.reshape(-1, 3) for im in imgs]), axis=0))  # noqa: E731
+    assert levels(outputs["bilinear"]) > levels(outputs["nearest"])
+    with pytest.raises(TacleanerError, match="aug_interpolation 'cubic'"):
+        create_defense("cleanclip", aug_interpolation="cubic")

@@ -12,13 +12,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torchvision.transforms import AutoAugment, AutoAugmentPolicy
+from torchvision.transforms import AutoAugment, AutoAugmentPolicy, InterpolationMode
 
 from ..data.pairs import PairTable
+from ..errors import TacleanerError
 from ..models import ClipBundle
 from ..text.eda import augment_all
 from .base import DEFENSES, Objective, tokenize_all
 from .infonce import info_nce
+
+
+INTERPOLATIONS = {"nearest": InterpolationMode.NEAREST, "bilinear": InterpolationMode.BILINEAR}
 
 
 @DEFENSES.register("cleanclip")
@@ -26,18 +30,27 @@ from .infonce import info_nce
 class CleanCLIP(Objective):
     """Knobs: ``w_inmodal`` weighs the in-modal terms; ``eda_alpha`` is the rate of each EDA
     operation; ``eda_redraw`` draws every caption's augmentation anew each epoch (the public
-    implementation fixes it once, the default here)."""
+    implementation fixes it once, the default here); ``aug_interpolation`` is AutoAugment's
+    resampling for its geometric operations: ``nearest`` (torchvision's default, which the
+    public implementation uses at 224 px) or ``bilinear`` (kinder to tiny images, where a
+    nearest-neighbour rotation turns a 32 px square into a jagged blob)."""
 
     w_inmodal: float = 1.0
     eda_alpha: float = 0.1
     eda_redraw: bool = False
+    aug_interpolation: str = "nearest"
     name = "cleanclip"
     description = "CLIP loss + in-modal InfoNCE on AutoAugment images and EDA captions (CleanCLIP)"
+
+    def __post_init__(self) -> None:
+        if self.aug_interpolation not in INTERPOLATIONS:
+            raise TacleanerError(f"{self.name} aug_interpolation {self.aug_interpolation!r}; "
+                                 f"choose one of: {', '.join(INTERPOLATIONS)}")
 
     def setup(self, bundle: ClipBundle, table: PairTable, seed: int) -> None:
         super().setup(bundle, table, seed)
         self.seed, self.captions = seed, table.captions
-        self.autoaugment = AutoAugment(AutoAugmentPolicy.IMAGENET)
+        self.autoaugment = AutoAugment(AutoAugmentPolicy.IMAGENET, interpolation=INTERPOLATIONS[self.aug_interpolation])
         self.aug_tokens = self._eda_tokens(0)
 
     def _eda_tokens(self, epoch: int) -> torch.Tensor:

@@ -53,6 +53,7 @@ class TACleaner(CleanCLIP):
     description = "CleanCLIP + alignment of positive / negative subtexts on k samples per epoch (TA-Cleaner)"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.m < 0 or self.k <= 0:
             raise TacleanerError(f"tacleaner needs k > 0 and m >= 0 (got k={self.k}, m={self.m})")
         if not (self.use_positives or self.use_negatives):
