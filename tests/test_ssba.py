@@ -8,7 +8,8 @@ import pytest
 import tacleaner.attacks.ssba  # noqa: F401  (registers "ssba")
 from tacleaner.attacks.base import PoisonContext, create_attack
 from tacleaner.attacks.poison import TRIGGER_FILE, load_attack, poison_dataset
-from tacleaner.attacks.stegastamp import load_encoder, psnr, save_encoder, training_crops
+from tacleaner.attacks.stealth import psnr
+from tacleaner.attacks.stegastamp import load_encoder, save_encoder, training_crops
 from tacleaner.data.pairs import load_image, read_pairs
 from tacleaner.errors import TacleanerError
 

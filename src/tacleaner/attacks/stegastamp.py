@@ -37,6 +37,7 @@ from torch import nn
 
 from ..errors import TacleanerError
 from ..fileio import atomic_path
+from .stealth import psnr
 
 META_KEY = "tacleaner"
 ENCODER_KIND = "ssba-encoder"
@@ -171,12 +172,6 @@ def apply_encoder(encoder: Encoder, image: np.ndarray, bits: np.ndarray, strengt
         residual = encoder(x / 255, torch.from_numpy(np.asarray(bits))[None]) * (255 * strength)
         out = (x + residual).round().clamp(0, 255)
     return out[0].permute(1, 2, 0).to(torch.uint8).numpy()
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """Peak signal-to-noise ratio in dB of two uint8 images (inf when identical)."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
 
 
 def training_crops(images: Sequence[np.ndarray], rng: np.random.Generator) -> np.ndarray:
