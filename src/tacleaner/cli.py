@@ -93,6 +93,23 @@ def load_bundle(args: argparse.Namespace):
     return create_model(args.model, pretrained=getattr(args, "pretrained", None))
 
 
+def _clean_model(args: argparse.Namespace):
+    """The clean (pre-implant) model of ``--clean-model``, for attacks that optimise against it."""
+    if not args.clean_model:
+        return None
+    from .models import load_model
+
+    return load_model(args.clean_model, args.model)
+
+
+def _stderr_log(args: argparse.Namespace) -> Callable[[str], None]:
+    return (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+
+
+def _describe(report: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in report.items())
+
+
 # -- commands ----------------------------------------------------------------------------------
 @command
 def synth(args: argparse.Namespace) -> int:
@@ -148,17 +165,11 @@ def poison(args: argparse.Namespace) -> int:
     classes = read_classes(args.classes) if args.classes else imagenet_classes()
     target = classes.classnames[classes.index(args.target)]
     attack = create_attack(args.attack, **parse_params(args.param))
-    clean_model = None
-    if args.clean_model:
-        from .models import load_model
-
-        clean_model = load_model(args.clean_model, args.model)
     m = poison_dataset(args.data, attack, target, args.num, args.out, seed=args.seed, templates=classes.templates,
                        image_col=args.image_col, caption_col=args.caption_col, overwrite=args.overwrite,
-                       clean_model=clean_model, device=resolve_device(args.device),
-                       log=None if args.quiet else lambda msg: print(msg, file=sys.stderr))
+                       clean_model=_clean_model(args), device=resolve_device(args.device), log=_stderr_log(args))
     if "prepare" in m:
-        print(f"trigger: {Path(args.out) / m['trigger']}  ({', '.join(f'{k} {v}' for k, v in m['prepare'].items())})")
+        print(f"trigger: {Path(args.out) / m['trigger']}  ({_describe(m['prepare'])})")
     print(f"poisoned {m['num_poisoned']} of {m['num_total']} pairs with {m['attack']} toward {target!r}: "
           f"{Path(args.out) / 'data.csv'}")
     return 0
@@ -234,6 +245,7 @@ def evaluate(args: argparse.Namespace) -> int:
 @command
 def show_trigger(args: argparse.Namespace) -> int:
     from .attacks import PoisonContext, create_attack, load_attack
+    from .attacks.poison import require_model
     from .attacks.show import read_table, sample_indices, trigger_grid, triggered_samples
     from .attacks.stealth import format_report, stealth_report
     from .data.zeroshot import read_classes
@@ -258,22 +270,15 @@ def show_trigger(args: argparse.Namespace) -> int:
             if args.target is None:
                 raise TacleanerError(f"attack {attack.name} learns its trigger: pass --trigger RUN, or --target LABEL "
                                      "(and --clean-model CKPT when it optimises against a model)")
-            if attack.needs_model and not args.clean_model:
-                raise TacleanerError(f"attack {attack.name} optimises its trigger against the clean model: "
-                                     "pass --clean-model CKPT (or --trigger RUN)")
+            require_model(attack, args.clean_model)
             classes = read_classes(args.classes)
             target = classes.classnames[classes.index(args.target)]
-            clean_model = None
-            if args.clean_model:
-                from .models import load_model
-
-                clean_model = load_model(args.clean_model, args.model)
-            log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+            log = _stderr_log(args)
             report = attack.prepare(PoisonContext(images=table.images, captions=table.captions, target=target,
                                                   templates=classes.templates, seed=args.seed,
-                                                  clean_model=clean_model, device="cpu", log=log))
+                                                  clean_model=_clean_model(args), device="cpu", log=log))
             if report:
-                log(f"prepared {attack.name} trigger: {', '.join(f'{k} {v}' for k, v in report.items())}")
+                log(f"prepared {attack.name} trigger: {_describe(report)}")
     else:
         raise TacleanerError("pass --attack NAME or --trigger RUN")
     clean, triggered = triggered_samples(attack, table.images, indices)

@@ -44,6 +44,13 @@ def load_trigger(attack: Attack, path: Path) -> None:
     attack.load_state(arrays)
 
 
+def require_model(attack: Attack, clean_model: Any) -> None:
+    """Attacks that optimise their trigger against the clean model cannot prepare without it."""
+    if attack.needs_model and clean_model is None:
+        raise TacleanerError(f"attack {attack.name} optimises its trigger against the clean model: "
+                             "pass one (--clean-model CHECKPOINT)")
+
+
 def load_attack(run: str | Path) -> tuple[Attack, str]:
     """The attack of a poisoning run folder (or its ``manifest.json``), with its saved trigger,
     and the run's target."""
@@ -87,9 +94,7 @@ def poison_dataset(
     table = read_pairs(data, image_col, caption_col)
     if num < 0:
         raise TacleanerError(f"--num must be >= 0, got {num}")
-    if attack.needs_model and clean_model is None:
-        raise TacleanerError(f"attack {attack.name} optimises its trigger against the clean model: "
-                             "pass one (--clean-model CHECKPOINT)")
+    require_model(attack, clean_model)
     rng = np.random.default_rng(seed)
     indices = attack.select(table.captions, target, num, rng)
     out = prepare_run_dir(out, overwrite=overwrite)
