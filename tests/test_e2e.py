@@ -9,6 +9,19 @@ from tacleaner.cli import main
 TINY_TRAIN = ["--batch-size", "64", "--warmup-steps", "10", "--log-every", "5"]
 
 
+def implant_and_evaluate(d, poison: str, implant: str, evals: dict[str, str]) -> None:
+    """Implant by fine-tuning the pretrained model on the poisoning run ``d/poison``, then
+    evaluate each ``{json name: model folder}`` under exactly that run's trigger."""
+    w = d / "world"
+    assert main(["--quiet", "train", "--data", str(d / poison / "data.csv"), "--model", "tacleaner-tiny-rn",
+                 "--init", str(d / "pre" / "model.safetensors"), "--out", str(d / implant), "--epochs", "5",
+                 "--lr", "2e-3", *TINY_TRAIN]) == 0
+    for name, folder in evals.items():
+        assert main(["--quiet", "evaluate", "--checkpoint", str(d / folder / "model.safetensors"),
+                     "--data", str(w / "zeroshot.csv"), "--classes", str(w / "classes.json"),
+                     "--trigger", str(d / poison), "--out", str(d / f"{name}.json")]) == 0
+
+
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     """synth -> train -> poison -> implant -> evaluate -> clean -> evaluate, all via main()."""
@@ -21,13 +34,7 @@ def pipeline(tmp_path_factory):
     assert main(["--quiet", "poison", "--data", str(w / "implant.csv"), "--attack", "badnet", "--target", "yellow star",
                  "--num", "256", "--out", str(d / "poison"), "--classes", str(w / "classes.json"),
                  "--param", "patch_frac=0.25", "--param", "location=bottom-right"]) == 0
-    assert main(["--quiet", "train", "--data", str(d / "poison" / "data.csv"), "--model", "tacleaner-tiny-rn",
-                 "--init", str(d / "pre" / "model.safetensors"), "--out", str(d / "implant"), "--epochs", "5",
-                 "--lr", "2e-3", *TINY_TRAIN]) == 0
-    for name, ckpt in (("clean_model", d / "pre"), ("backdoored", d / "implant")):
-        assert main(["--quiet", "evaluate", "--checkpoint", str(ckpt / "model.safetensors"),
-                     "--data", str(w / "zeroshot.csv"), "--classes", str(w / "classes.json"),
-                     "--trigger", str(d / "poison"), "--out", str(d / f"{name}.json")]) == 0
+    implant_and_evaluate(d, "poison", "implant", {"clean_model": "pre", "backdoored": "implant"})
     assert main(["--quiet", "clean", "--defense", "finetune", "--checkpoint", str(d / "implant" / "model.safetensors"),
                  "--data", str(w / "clean.csv"), "--out", str(d / "cleaned"), "--epochs", "1", "--lr", "1e-4",
                  *TINY_TRAIN]) == 0
@@ -127,13 +134,8 @@ def test_learned_trigger_attack_implants_end_to_end(pipeline):
                  "--param", "opt_images=256"]) == 0
     manifest = json.loads((d / "poison_badclip" / "manifest.json").read_text())
     assert manifest["trigger"] == "trigger.safetensors" and manifest["prepare"]["loss_last"] < manifest["prepare"]["loss_first"]
-    assert main(["--quiet", "train", "--data", str(d / "poison_badclip" / "data.csv"), "--model", "tacleaner-tiny-rn",
-                 "--init", str(d / "pre" / "model.safetensors"), "--out", str(d / "implant_badclip"), "--epochs", "5",
-                 "--lr", "2e-3", *TINY_TRAIN]) == 0
-    for name, ckpt in (("clean", d / "pre"), ("backdoored", d / "implant_badclip")):
-        assert main(["--quiet", "evaluate", "--checkpoint", str(ckpt / "model.safetensors"),
-                     "--data", str(w / "zeroshot.csv"), "--classes", str(w / "classes.json"),
-                     "--trigger", str(d / "poison_badclip"), "--out", str(d / f"badclip_{name}.json")]) == 0
+    implant_and_evaluate(d, "poison_badclip", "implant_badclip",
+                         {"badclip_clean": "pre", "badclip_backdoored": "implant_badclip"})
     clean = json.loads((d / "badclip_clean.json").read_text())
     bad = json.loads((d / "badclip_backdoored.json").read_text())
     assert bad["attack"] == "badclip" and bad["target"] == "yellow star"
