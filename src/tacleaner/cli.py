@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 import time
 import warnings
@@ -338,10 +339,14 @@ def _run_experiment(cfg, raw, out, args) -> int:
     from .experiment import Experiment
 
     t0 = time.perf_counter()
-    exp = Experiment(cfg, raw, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    if args.jobs is not None and args.jobs < 1:
+        raise TacleanerError(f"--jobs must be >= 1, got {args.jobs}")
+    jobs = args.jobs or (min(2, os.cpu_count() or 1) if args.command == "demo" else 1)
+    exp = Experiment(cfg, raw, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, jobs=jobs)
     exp.run()
     print((exp.out / "results.md").read_text())
-    print(f"results in {exp.out} (results.json, results.md, results.png); {time.perf_counter() - t0:.0f} s")
+    print(f"results in {exp.out} (results.json, aggregate.json, results.md, results.png); "
+          f"{time.perf_counter() - t0:.0f} s")
     return 0
 
 
@@ -455,6 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             s.add_argument("--quick", action="store_true", help="a smaller, faster version (~3 minutes)")
         s.add_argument("--out", help="experiment folder")
+        s.add_argument("--jobs", type=int, help="stages run in parallel processes (default: 1 for run, "
+                       "min(2, CPU cores) for demo); results do not depend on it when the config fixes threads")
         add_run_folder_options(s)
     return p
 

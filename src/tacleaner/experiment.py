@@ -1,17 +1,34 @@
 """Experiments: a grid of attacks x defenses x seeds over shared, resumable stages.
 
+Three seeds are kept apart (``seeds`` in the config):
+
+- the **world** seed W: the synthetic world (added to ``data.synth.seed``), the model's random
+  initialisation (added to ``model.seed``) and the pretraining data order (added to
+  ``pretrain.seed``);
+- the **implant** seed I: which pairs are poisoned, the trigger's draw, the implant's data order;
+- the **clean** seed C: the defense's data order, augmentations and subtext draws.
+
+``seeds: [0, 1, 2]`` is short for ``{world: [0], implant: [0, 1, 2], clean: paired}``: each
+backdoored model cleaned once, with the clean seed equal to its implant seed. A mapping varies
+each axis independently (the product of the lists).
+
 Stages, each a run folder under the experiment folder, computed once and reused:
-``data/`` (the synthetic world, when the config asks for it), ``pretrain/`` (a clean CLIP),
-then per attack and seed ``<attack>/seed<S>/poison`` and ``.../implant`` (the backdoored
-model), and per defense ``.../<defense>/`` (the cleaned model). Every model is evaluated once
-(``eval.json`` beside it). A stage whose output is complete is skipped, so an interrupted run
-resumes where it stopped. Results: ``results.json`` (one row per attack, defense and seed),
-``results.md`` and ``results.png``.
+``world<W>/data`` (the synthetic world, when the config asks for it), ``world<W>/pretrain`` (a
+clean CLIP), per attack and implant seed ``world<W>/<attack>/implant<I>/poison`` and
+``.../backdoored``, and per defense and clean seed ``.../<defense>/clean<C>``. Every model is
+evaluated once (``eval.json`` beside it) on the test split and, when the data has one, the
+validation split. A stage whose output is complete is skipped, so an interrupted run resumes
+where it stopped. Independent stages run in parallel with ``jobs`` > 1.
+
+Results: ``results.json`` (one row per attack, defense and seed triple, clean-model rows
+included), ``aggregate.json`` (means, intervals, paired comparisons), ``results.md`` and
+``results.png``; ``environment.json`` records the machine and software.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,12 +42,16 @@ from .data.pairs import read_pairs
 from .data.synth import SynthConfig, generate
 from .data.zeroshot import read_classes, read_zeroshot
 from .defenses import create_defense
+from .environment import environment, precision_of
 from .errors import TacleanerError
 from .evaluate import evaluate
 from .fileio import prepare_run_dir, read_json, write_json, write_yaml
 from .models import create_model, load_model
-from .report import write_reports
+from .report import CLEAN_MODEL, write_reports
+from .scheduler import Task, run_tasks
 from .train import TrainConfig, is_complete, resolve_device, train
+
+METRICS = ("clean_acc", "asr_at_1", "asr_at_10")
 
 
 @dataclass
@@ -51,19 +72,68 @@ class DefenseSpec:
     id: str = ""
 
 
+@dataclass(frozen=True)
+class SeedPlan:
+    """The seeds of an experiment; ``clean`` None pairs each implant seed with itself."""
+
+    world: tuple[int, ...] = (0,)
+    implant: tuple[int, ...] = (0,)
+    clean: tuple[int, ...] | None = None
+
+    @classmethod
+    def parse(cls, raw: Any, where: str = "seeds") -> "SeedPlan":
+        def ints(value: Any, key: str) -> tuple[int, ...]:
+            value = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+            if (not isinstance(value, list) or not value
+                    or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+                raise TacleanerError(f"{where}.{key}: expected a non-empty list of integers, got {value!r}")
+            if len(set(value)) != len(value):
+                raise TacleanerError(f"{where}.{key}: repeated seed in {value}")
+            return tuple(value)
+
+        if isinstance(raw, list):
+            return cls(implant=ints(raw, "implant"))
+        if isinstance(raw, dict):
+            unknown = sorted(set(raw) - {"world", "implant", "clean"})
+            if unknown:
+                raise TacleanerError(f"{where}: unknown key {unknown[0]!r}; valid: clean, implant, world")
+            clean = raw.get("clean", "paired")
+            return cls(world=ints(raw.get("world", [0]), "world"), implant=ints(raw.get("implant", [0]), "implant"),
+                       clean=None if clean == "paired" else ints(clean, "clean"))
+        raise TacleanerError(f"{where}: expected a list of seeds or a mapping with world / implant / clean")
+
+    def clean_seeds(self, implant: int) -> tuple[int, ...]:
+        return (implant,) if self.clean is None else self.clean
+
+    def describe(self) -> str:
+        """Which seeds vary, in words, for reports."""
+        parts = [f"world {_seq(self.world)}", f"implant {_seq(self.implant)}",
+                 "clean = implant (paired)" if self.clean is None else f"clean {_seq(self.clean)}"]
+        return "seeds: " + "; ".join(parts)
+
+
+def _seq(xs: tuple[int, ...]) -> str:
+    return ", ".join(map(str, xs))
+
+
 @dataclass
 class ExperimentConfig:
-    """The parsed experiment YAML; see ``configs/demo.yaml`` for a commented example."""
+    """The parsed experiment YAML; see ``configs/demo.yaml`` for a commented example and the
+    README's "Experiment configs" for every key."""
 
-    model: dict[str, Any]  # name, and optionally pretrained (tag) or init (checkpoint file)
-    data: dict[str, Any]  # either {synth: {...}} or paths: pretrain, implant, clean, zeroshot, classes
+    model: dict[str, Any]  # name, and optionally seed (random init), pretrained (tag) or init (file)
+    data: dict[str, Any]  # {synth: {...}} or paths: pretrain, implant, clean, zeroshot, classes[, zeroshot_val]
     attacks: list[AttackSpec]
     defenses: list[DefenseSpec]
     pretrain: dict[str, Any] | None = None  # TrainConfig for clean pretraining; None skips it
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig defaults for every stage
-    seeds: list[int] = field(default_factory=lambda: [0])
+    seeds: Any = field(default_factory=lambda: [0])  # a list, or {world, implant, clean}; see SeedPlan
     eval_batch_size: int = 256
     name: str = "experiment"
+
+    @property
+    def seed_plan(self) -> SeedPlan:
+        return SeedPlan.parse(self.seeds)
 
 
 def _specs(cls, items: list[dict], where: str) -> list:
@@ -78,6 +148,8 @@ def _specs(cls, items: list[dict], where: str) -> list:
     ids = [s.id for s in out]
     if len(set(ids)) != len(ids):
         raise TacleanerError(f"{where}: duplicate entries; give each an 'id'")
+    if cls is DefenseSpec and any(i in ("none", CLEAN_MODEL) for i in ids):
+        raise TacleanerError(f"{where}: 'none' and {CLEAN_MODEL!r} are reserved row names; use another id")
     return out
 
 
@@ -107,8 +179,13 @@ def parse_config(raw: Any, where: str = "config") -> ExperimentConfig:
     raw["attacks"] = _specs(AttackSpec, raw["attacks"], f"{where}: attacks")
     raw["defenses"] = _specs(DefenseSpec, raw["defenses"], f"{where}: defenses")
     cfg = ExperimentConfig(**raw)
+    plan = SeedPlan.parse(cfg.seeds, f"{where}: seeds")
     for stage in [cfg.pretrain or {}, cfg.train] + [a.implant for a in cfg.attacks] + [d.train for d in cfg.defenses]:
         _train_config({}, stage, where)
+    if len(plan.world) > 1 and "synth" not in cfg.data and cfg.pretrain is None and (
+            cfg.model.get("init") or cfg.model.get("pretrained")):
+        raise TacleanerError(f"{where}: seeds.world varies the synthetic world, the random init and pretraining; "
+                             "this config has none of them (fixed data and starting weights)")
     # Fail now, not an hour in, on names and parameters that do not exist.
     for a in cfg.attacks:
         create_attack(a.name, **a.params)
@@ -130,8 +207,9 @@ class Experiment:
     """Runs the stages of one experiment folder; see the module docstring."""
 
     def __init__(self, cfg: ExperimentConfig, raw: dict, out: str | Path, *, resume: bool = False,
-                 overwrite: bool = False, progress: bool = True) -> None:
-        self.cfg, self.raw, self.progress = cfg, raw, progress
+                 overwrite: bool = False, progress: bool = True, jobs: int = 1) -> None:
+        self.cfg, self.raw, self.progress, self.jobs = cfg, raw, progress, max(1, int(jobs))
+        self.plan = cfg.seed_plan
         self.out = prepare_run_dir(out, resume=resume, overwrite=overwrite)
         saved = self.out / "config.yaml"
         if saved.is_file() and yaml.safe_load(saved.read_text()) != raw:
@@ -148,103 +226,210 @@ class Experiment:
         if self.progress:
             tqdm.write(msg)
 
-    # -- stages -----------------------------------------------------------------------------
-    def data_paths(self) -> dict[str, Path]:
+    # -- folders and settings ---------------------------------------------------------------
+    def world_dir(self, w: int) -> Path:
+        return self.out / f"world{w}"
+
+    def unit_dir(self, w: int, spec: AttackSpec, i: int) -> Path:
+        return self.world_dir(w) / spec.id / f"implant{i}"
+
+    def data_paths(self, w: int) -> dict[str, Path]:
         d = self.cfg.data
         if "synth" in d:
-            root = self.out / "data"
-            if not (root / "world.json").is_file():
-                self.log("stage data: generating the synthetic world")
-                generate(root, SynthConfig(**d["synth"]), overwrite=True, progress=self.progress)
-            return {k: root / f"{k}.csv" for k in ("pretrain", "implant", "clean", "zeroshot")} | {
-                "classes": root / "classes.json"}
+            root = self.world_dir(w) / "data"
+            files = {k: root / f"{k}.csv" for k in ("pretrain", "implant", "clean", "zeroshot", "zeroshot_val")}
+            return files | {"classes": root / "classes.json"}
         needed = ("implant", "clean", "zeroshot", "classes") + (("pretrain",) if self.cfg.pretrain is not None else ())
         missing = [k for k in needed if k not in d]
         if missing:
             raise TacleanerError(f"config data: missing {missing[0]!r} (or give 'synth')")
         return {k: Path(v) for k, v in d.items()}
 
-    def stage_train(self, out: Path, init: Path | None, csv: Path, objective, tcfg: TrainConfig, label: str) -> Path:
+    def make_data(self, w: int) -> None:
+        if "synth" not in self.cfg.data:
+            return
+        root = self.world_dir(w) / "data"
+        if not (root / "world.json").is_file():
+            synth = dict(self.cfg.data["synth"])
+            synth["seed"] = synth.get("seed", 0) + w
+            self.log(f"stage world{w}/data: generating the synthetic world (seed {synth['seed']})")
+            generate(root, SynthConfig(**synth), overwrite=True, progress=self.progress and self.jobs == 1)
+
+    def stage_threads(self, tcfg: TrainConfig) -> TrainConfig:
+        """Unset threads under parallel jobs: share the cores (results then depend on ``jobs``;
+        fix ``threads`` in the config for results that do not)."""
+        if tcfg.threads == 0 and self.jobs > 1:
+            return dataclasses.replace(tcfg, threads=max(1, (os.cpu_count() or 1) // self.jobs))
+        return tcfg
+
+    def pretrain_config(self, w: int) -> TrainConfig:
+        tcfg = _train_config(self.cfg.train, self.cfg.pretrain or {}, "pretrain")
+        return self.stage_threads(dataclasses.replace(tcfg, seed=tcfg.seed + w))
+
+    def clean_checkpoint(self, w: int) -> Path:
+        if self.cfg.pretrain is not None:
+            return self.world_dir(w) / "pretrain" / "model.safetensors"
+        return self.world_dir(w) / "base.safetensors"
+
+    # -- stages (each runs in this process or in a worker) ---------------------------------
+    def stage_pretrain(self, w: int) -> None:
+        paths = self.data_paths(w)
+        tcfg = self.pretrain_config(w)
+        _set_threads(tcfg)
+        if self.cfg.pretrain is not None:
+            self.stage_train(self.world_dir(w) / "pretrain", None, paths["pretrain"], "finetune", {}, tcfg,
+                             f"world{w}/pretrain", world=w)
+        elif not self.clean_checkpoint(w).is_file():
+            from .fileio import atomic_path
+            from .models import save_model
+
+            with atomic_path(self.clean_checkpoint(w)) as tmp:
+                save_model(self.base_model(w), tmp)
+        self.stage_eval(self.clean_checkpoint(w), self.world_dir(w) / "pretrain_eval.json", paths)
+
+    def stage_poison(self, w: int, a: int, i: int) -> None:
+        spec = self.cfg.attacks[a]
+        root, paths = self.unit_dir(w, spec, i), self.data_paths(w)
+        _set_threads(self.stage_threads(_train_config(self.cfg.train, {}, "train")))
+        if not (root / "poison" / "manifest.json").is_file():
+            classes = read_classes(paths["classes"])
+            target = classes.classnames[classes.index(spec.target)]
+            attack = create_attack(spec.name, **spec.params)
+            self.log(f"stage world{w}/{spec.id}/implant{i}: poisoning {spec.num} pairs toward {target!r}")
+            clean = load_model(self.clean_checkpoint(w)) if attack.needs_model else None
+            poison_dataset(paths["implant"], attack, target, spec.num, root / "poison", seed=i,
+                           templates=classes.templates, overwrite=True, device=self.device, log=self.log,
+                           clean_model=clean)
+        attack, target = load_attack(root / "poison")
+        self.stage_eval(self.clean_checkpoint(w), root / "clean_model_eval.json", paths, attack, target)
+
+    def implant_config(self, spec: AttackSpec, i: int) -> TrainConfig:
+        return self.stage_threads(_train_config({**self.cfg.train, "seed": i}, spec.implant, f"{spec.id}.implant"))
+
+    def stage_implant(self, w: int, a: int, i: int) -> None:
+        spec = self.cfg.attacks[a]
+        root, paths = self.unit_dir(w, spec, i), self.data_paths(w)
+        tcfg = self.implant_config(spec, i)
+        _set_threads(tcfg)
+        ckpt = self.stage_train(root / "backdoored", self.clean_checkpoint(w), root / "poison" / "data.csv",
+                                "finetune", {}, tcfg, f"world{w}/{spec.id}/implant{i}")
+        attack, target = load_attack(root / "poison")
+        self.stage_eval(ckpt, root / "backdoored" / "eval.json", paths, attack, target)
+
+    def defense_config(self, d: DefenseSpec, c: int) -> TrainConfig:
+        return self.stage_threads(_train_config({**self.cfg.train, "seed": c}, d.train, f"{d.id}.train"))
+
+    def stage_defense(self, w: int, a: int, i: int, k: int, c: int) -> None:
+        spec, d = self.cfg.attacks[a], self.cfg.defenses[k]
+        root, paths = self.unit_dir(w, spec, i), self.data_paths(w)
+        tcfg = self.defense_config(d, c)
+        _set_threads(tcfg)
+        out = root / d.id / f"clean{c}"
+        ckpt = self.stage_train(out, root / "backdoored" / "model.safetensors", paths["clean"], d.name, d.params,
+                                tcfg, f"world{w}/{spec.id}/implant{i} {d.id} clean{c}")
+        attack, target = load_attack(root / "poison")
+        self.stage_eval(ckpt, out / "eval.json", paths, attack, target)
+
+    def stage_train(self, out: Path, init: Path | None, csv: Path, objective: str, params: dict,
+                    tcfg: TrainConfig, label: str, world: int = 0) -> Path:
         if not is_complete(out):
             self.log(f"stage {label}: training")
-            bundle = load_model(init) if init else self.base_model()
+            t0 = time.perf_counter()
+            bundle = load_model(init) if init else self.base_model(world)
             torch.manual_seed(tcfg.seed)
-            train(bundle, read_pairs(csv), objective, tcfg, out, resume=True, progress=self.progress)
+            train(bundle, read_pairs(csv), create_defense(objective, **params), tcfg, out, resume=True,
+                  progress=self.progress and self.jobs == 1)
+            self.log(f"stage {label}: done in {time.perf_counter() - t0:.0f} s")
         return out / "model.safetensors"
 
-    def base_model(self):
+    def base_model(self, w: int = 0):
         m = self.cfg.model
         if m.get("init"):
             return load_model(m["init"], m.get("name"))
-        torch.manual_seed(m.get("seed", 0))
+        torch.manual_seed(m.get("seed", 0) + w)
         return create_model(m["name"], pretrained=m.get("pretrained"))
 
     def stage_eval(self, ckpt: Path, out: Path, paths: dict, attack=None, target=None) -> dict:
         if not out.is_file():
             classes = read_classes(paths["classes"])
-            zs = read_zeroshot(paths["zeroshot"], classes)
-            res = evaluate(load_model(ckpt), zs, classes, attack=attack, target=target, device=self.device,
-                           batch_size=self.cfg.eval_batch_size)
-            write_json(out, {"checkpoint": str(ckpt), **res})
+            bundle = load_model(ckpt)
+
+            def run(split: str) -> dict:
+                return evaluate(bundle, read_zeroshot(paths[split], classes), classes, attack=attack, target=target,
+                                device=self.device, batch_size=self.cfg.eval_batch_size)
+
+            res = {"checkpoint": str(ckpt), "split": "test", **run("zeroshot")}
+            if paths.get("zeroshot_val") and Path(paths["zeroshot_val"]).is_file():
+                res["val"] = run("zeroshot_val")
+            res["environment"] = environment(self.device, precision_of(self.device))
+            write_json(out, res)
         return read_json(out)
 
     # -- the grid ---------------------------------------------------------------------------
-    def run(self) -> list[dict[str, Any]]:
-        paths = self.data_paths()
-        base = self.cfg.train
-        if self.cfg.pretrain is not None:
-            clean_ckpt = self.stage_train(self.out / "pretrain", None, paths["pretrain"], create_defense("finetune"),
-                                          _train_config(base, self.cfg.pretrain, "pretrain"), "pretrain")
-        else:
-            clean_ckpt = self.out / "base.safetensors"
-            if not clean_ckpt.is_file():
-                from .models import save_model
+    def tasks(self) -> list[Task]:
+        """Every stage of the grid with its dependencies, in a good starting order."""
+        plan, out = self.plan, []
+        for w in plan.world:
+            out.append(Task(f"pretrain/{w}", _run_stage, (self, "stage_pretrain", (w,))))
+        for w in plan.world:
+            for a, spec in enumerate(self.cfg.attacks):
+                for i in plan.implant:
+                    unit = f"{w}/{spec.id}/{i}"
+                    out.append(Task(f"poison/{unit}", _run_stage, (self, "stage_poison", (w, a, i)), (f"pretrain/{w}",)))
+                    out.append(Task(f"implant/{unit}", _run_stage, (self, "stage_implant", (w, a, i)),
+                                    (f"poison/{unit}",)))
+                    for k, d in enumerate(self.cfg.defenses):
+                        for c in plan.clean_seeds(i):
+                            out.append(Task(f"defense/{unit}/{d.id}/{c}", _run_stage,
+                                            (self, "stage_defense", (w, a, i, k, c)), (f"implant/{unit}",)))
+        return out
 
-                save_model(self.base_model(), clean_ckpt)
-        rows, references = [], []
-        clean_eval = self.stage_eval(clean_ckpt, self.out / "pretrain_eval.json", paths)
-        self.log(f"clean model: CA {clean_eval['clean_acc']:.3f}")
-        for spec in self.cfg.attacks:
-            for seed in self.cfg.seeds:
-                root = self.out / spec.id / f"seed{seed}"
-                attack, target = self.stage_poison(spec, seed, root, clean_ckpt, paths)
-                ref = self.stage_eval(clean_ckpt, root / "clean_model_eval.json", paths, attack, target)
-                references.append(self.row(spec.id, "*clean model*", seed, ref))
-                rows += self.attack_rows(spec, attack, target, seed, root, clean_ckpt, paths)
+    def run(self) -> list[dict[str, Any]]:
+        for w in self.plan.world:
+            self.make_data(w)
+        self.log(f"{self.plan.describe()}; {self.jobs} parallel job(s)")
+        run_tasks(self.tasks(), self.jobs)
+        rows, cleans = self.collect()
         write_json(self.out / "results.json", rows)
-        table = write_reports(rows, self.out, clean_eval, references)
+        write_json(self.out / "environment.json", environment(self.device, precision_of(self.device)))
+        table = write_reports(rows, self.out, cleans, self.plan.describe())
         self.log("\n" + table)
         return rows
 
-    def stage_poison(self, spec: AttackSpec, seed: int, root: Path, clean_ckpt: Path, paths: dict):
-        """The poisoned implant set; returns the attack with its trigger as saved and the target."""
-        if not (root / "poison" / "manifest.json").is_file():
-            classes = read_classes(paths["classes"])
-            target = classes.classnames[classes.index(spec.target)]
-            attack = create_attack(spec.name, **spec.params)
-            self.log(f"stage {spec.id}/seed{seed}: poisoning {spec.num} pairs toward {target!r}")
-            poison_dataset(paths["implant"], attack, target, spec.num, root / "poison", seed=seed,
-                           templates=classes.templates, overwrite=True, device=self.device, log=self.log,
-                           clean_model=load_model(clean_ckpt) if attack.needs_model else None)
-        return load_attack(root / "poison")
-
-    def attack_rows(self, spec: AttackSpec, attack, target: str, seed: int, root: Path, clean_ckpt: Path,
-                    paths: dict) -> list[dict]:
-        implant_cfg = _train_config({**self.cfg.train, "seed": seed}, spec.implant, f"{spec.id}.implant")
-        backdoored = self.stage_train(root / "implant", clean_ckpt, root / "poison" / "data.csv",
-                                      create_defense("finetune"), implant_cfg, f"{spec.id}/seed{seed} implant")
-        rows = [self.row(spec.id, "none", seed, self.stage_eval(backdoored, root / "implant" / "eval.json", paths,
-                                                                 attack, target))]
-        for d in self.cfg.defenses:
-            dcfg = _train_config({**self.cfg.train, "seed": seed}, d.train, f"{d.id}.train")
-            cleaned = self.stage_train(root / d.id, backdoored, paths["clean"], create_defense(d.name, **d.params),
-                                       dcfg, f"{spec.id}/seed{seed} {d.id}")
-            rows.append(self.row(spec.id, d.id, seed, self.stage_eval(cleaned, root / d.id / "eval.json", paths,
-                                                                       attack, target)))
-        return rows
+    def collect(self) -> tuple[list[dict], list[dict]]:
+        """Rows from every stage's ``eval.json``: the clean model under each trigger, the
+        backdoored model (``none``) and each defense; and the clean models' own evaluations."""
+        rows, cleans = [], []
+        for w in self.plan.world:
+            cleans.append({"world_seed": w, **_metrics(read_json(self.world_dir(w) / "pretrain_eval.json"))})
+            for spec in self.cfg.attacks:
+                for i in self.plan.implant:
+                    root = self.unit_dir(w, spec, i)
+                    rows.append(self.row(spec.id, CLEAN_MODEL, (w, i, None), read_json(root / "clean_model_eval.json")))
+                    rows.append(self.row(spec.id, "none", (w, i, None), read_json(root / "backdoored" / "eval.json")))
+                    for d in self.cfg.defenses:
+                        for c in self.plan.clean_seeds(i):
+                            rows.append(self.row(spec.id, d.id, (w, i, c), read_json(root / d.id / f"clean{c}" / "eval.json")))
+        return rows, cleans
 
     @staticmethod
-    def row(attack: str, defense: str, seed: int, res: dict) -> dict:
-        return {"attack": attack, "defense": defense, "seed": seed, "clean_acc": res["clean_acc"],
-                "asr_at_1": res["asr_at_1"], "asr_at_10": res["asr_at_10"], "target": res.get("target"),
-                "checkpoint": res["checkpoint"]}
+    def row(attack: str, defense: str, seeds: tuple[int, int, int | None], res: dict) -> dict:
+        w, i, c = seeds
+        return {"attack": attack, "defense": defense, "world_seed": w, "implant_seed": i, "clean_seed": c,
+                **_metrics(res), "target": res.get("target"), "checkpoint": res["checkpoint"]}
+
+
+def _metrics(res: dict) -> dict:
+    """Test metrics, and validation metrics prefixed ``val_`` (None where not measured)."""
+    val = res.get("val") or {}
+    return {**{m: res.get(m) for m in METRICS}, **{f"val_{m}": val.get(m) for m in METRICS}}
+
+
+def _set_threads(tcfg: TrainConfig) -> None:
+    if tcfg.threads:
+        torch.set_num_threads(tcfg.threads)
+
+
+def _run_stage(exp: Experiment, method: str, args: tuple) -> None:
+    """Module-level entry for worker processes: ``exp.<method>(*args)``."""
+    getattr(exp, method)(*args)

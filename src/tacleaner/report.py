@@ -1,50 +1,235 @@
-"""Experiment reports: a Markdown table and a PNG chart of CA and ASR per attack and defense."""
+"""Experiment reports: per (attack, defense) means with 95% intervals over seeds, paired
+comparisons of defenses on the same backdoored models, a Markdown table and a PNG chart.
+
+The unit of an interval is an independent run. When an experiment has several backdoored
+models (implant or world seeds), a unit is one backdoored model, its clean seeds averaged;
+with a single backdoored model, a unit is one cleaning seed, and the interval covers the
+cleaning randomness only (the report says which).
+"""
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
-from .fileio import atomic_path, write_text
+from .fileio import atomic_path, write_json, write_text
+from .stats import INTERVAL, compare, summarize
+
+CLEAN_MODEL = "clean model"  # rows of the clean (pre-attack) model under each attack's trigger
+NO_DEFENSE = "none"  # rows of the backdoored model
+METRICS = (("clean_acc", "CA"), ("asr_at_1", "ASR@1"), ("asr_at_10", "ASR@10"))
+COMPARED = (("asr_at_1", "ASR@1"), ("clean_acc", "CA"))
+CA_TOLERANCE = 5.0  # points of CA a defense may cost against its backdoored model in the per-run checks
+
+
+def _model_key(r: dict) -> tuple:
+    return r["world_seed"], r["implant_seed"]
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def unit_values(rows: list[dict], metric: str) -> tuple[list[float], str]:
+    """The values an interval is computed over, and what one unit is (see module docstring)."""
+    rows = [r for r in rows if r.get(metric) is not None]
+    models: dict[tuple, list[float]] = {}
+    for r in rows:
+        models.setdefault(_model_key(r), []).append(r[metric])
+    if len(models) > 1:
+        return [_mean(v) for v in models.values()], "backdoored models"
+    return [r[metric] for r in rows], ("cleaning seeds" if any(r["clean_seed"] is not None for r in rows) else "runs")
+
+
+def groups(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    out: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        out.setdefault((r["attack"], r["defense"]), []).append(r)
+    return out
+
+
+def summaries(rows: list[dict]) -> list[dict[str, Any]]:
+    """Per (attack, defense): n, the unit, and a summary of every metric (test and val)."""
+    out = []
+    for (attack, defense), rs in groups(rows).items():
+        entry: dict[str, Any] = {"attack": attack, "defense": defense}
+        for metric in [m for m, _ in METRICS] + [f"val_{m}" for m, _ in METRICS]:
+            values, unit = unit_values(rs, metric)
+            if values:
+                entry[metric] = summarize(values).to_dict()
+                entry.setdefault("n", len(values))
+                entry.setdefault("unit", unit)
+        out.append(entry)
+    return out
+
+
+def paired_values(a_rows: list[dict], b_rows: list[dict], metric: str) -> list[tuple[float, float]]:
+    """Matched (a, b) values: per backdoored model when there are several (clean seeds
+    averaged on each side), else per cleaning seed; a side without clean seeds (the
+    backdoored model itself) matches every clean seed of the other."""
+    def by(rows: list[dict]) -> dict[tuple, float]:
+        return {(*_model_key(r), r["clean_seed"]): r[metric] for r in rows if r.get(metric) is not None}
+
+    a, b = by(a_rows), by(b_rows)
+    pairs: dict[tuple, list[tuple[float, float]]] = {}
+    for key, x in a.items():
+        y = b.get(key, b.get((key[0], key[1], None)))
+        if y is None and key[2] is None:  # a is the backdoored model: average b over its clean seeds
+            ys = [v for k, v in b.items() if k[:2] == key[:2]]
+            y = _mean(ys) if ys else None
+        if y is not None:
+            pairs.setdefault(key[:2], []).append((x, y))
+    if len(pairs) > 1:
+        return [(_mean([p[0] for p in ps]), _mean([p[1] for p in ps])) for ps in pairs.values()]
+    return [p for ps in pairs.values() for p in ps]
+
+
+def comparisons(rows: list[dict]) -> list[dict[str, Any]]:
+    """For each attack, every defense against the backdoored model and every pair of defenses
+    (a - b with b the one listed first in the config, the baseline), on ASR@1 and CA."""
+    g = groups(rows)
+    attacks = list(dict.fromkeys(r["attack"] for r in rows))
+    out = []
+    for attack in attacks:
+        defenses = [d for (a, d) in g if a == attack and d not in (CLEAN_MODEL, NO_DEFENSE)]
+        pairs = [(d, NO_DEFENSE) for d in defenses] + [(b, a) for a, b in itertools.combinations(defenses, 2)]
+        for a, b in pairs:
+            if (attack, b) not in g:
+                continue
+            for metric, _ in COMPARED:
+                matched = paired_values(g[(attack, a)], g[(attack, b)], metric)
+                if matched:
+                    out.append({"attack": attack, **compare(a, b, metric, matched).to_dict()})
+    return out
+
+
+def per_run_checks(rows: list[dict]) -> list[dict[str, Any]]:
+    """For each attack and defense, on how many runs the defense at least halved its own
+    backdoored model's ASR@1 and kept CA within ``CA_TOLERANCE`` points of it (counts over
+    runs, not intervals: a claim that holds on every seed run)."""
+    backdoored = {(r["attack"], *_model_key(r)): r for r in rows if r["defense"] == NO_DEFENSE}
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in rows:
+        ref = backdoored.get((r["attack"], *_model_key(r)))
+        if r["defense"] in (NO_DEFENSE, CLEAN_MODEL) or ref is None or r["asr_at_1"] is None:
+            continue
+        c = out.setdefault((r["attack"], r["defense"]), {"attack": r["attack"], "defense": r["defense"], "n": 0,
+                                                          "asr_halved": 0, "ca_kept": 0, "both": 0,
+                                                          "worst_asr": 0.0, "worst_ca_change": float("inf")})
+        halved = r["asr_at_1"] <= ref["asr_at_1"] / 2
+        kept = r["clean_acc"] >= ref["clean_acc"] - CA_TOLERANCE / 100
+        c["n"] += 1
+        c["asr_halved"] += halved
+        c["ca_kept"] += kept
+        c["both"] += halved and kept
+        c["worst_asr"] = max(c["worst_asr"], r["asr_at_1"])
+        c["worst_ca_change"] = min(c["worst_ca_change"], r["clean_acc"] - ref["clean_acc"])
+    return list(out.values())
+
+
+def _cell(s: dict | None) -> str:
+    if s is None:
+        return "—"
+    if s["lo"] is None:
+        return f"{100 * s['mean']:.1f}"
+    return f"{100 * s['mean']:.1f} ± {100 * (s['hi'] - s['lo']) / 2:.1f}"
+
+
+def _num(x: float) -> str:
+    return f"{x:.1f}" if round(x, 1) != 0 or x == 0 else f"{x:.2f}"
 
 
 def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.1f}"
 
 
-def markdown_table(rows: list[dict[str, Any]], clean: dict[str, Any] | None = None,
-                   references: list[dict[str, Any]] | None = None) -> str:
-    """One line per (attack, defense, seed), metrics in percent. ``references`` are rows for the
-    clean model under each attack's trigger (the ASR a model without a backdoor shows)."""
+def markdown_table(rows: list[dict[str, Any]], cleans: list[dict[str, Any]] | None = None,
+                   seeds: str | None = None) -> str:
+    """The report: summaries with intervals, paired comparisons, then every row."""
     lines = []
-    if clean is not None:
-        lines.append(f"Clean model (before any attack): CA {_pct(clean['clean_acc'])}%\n")
-    lines += ["| attack | defense | seed | CA % | ASR@1 % | ASR@10 % |", "|---|---|---|---:|---:|---:|"]
-    for r in (references or []) + rows:
-        lines.append(f"| {r['attack']} | {r['defense']} | {r['seed']} | {_pct(r['clean_acc'])} | "
-                     f"{_pct(r['asr_at_1'])} | {_pct(r['asr_at_10'])} |")
+    if cleans:
+        s = summarize([c["clean_acc"] for c in cleans]).to_dict()
+        lines.append(f"Clean model (before any attack): CA {_cell(s)}% (n={s['n']} world seed(s))\n")
+    if seeds:
+        lines.append(f"{seeds}. `none` is the backdoored model; `clean model` is the model before the attack "
+                     "under the same trigger (the floor a defense is judged against).\n")
+    lines.append(f"Mean ± half-width of the {INTERVAL} (n independent units: backdoored models when there are "
+                 "several, else cleaning seeds of one backdoored model). Percent.\n")
+    lines += ["| attack | defense | n | CA % | ASR@1 % | ASR@10 % |", "|---|---|---:|---:|---:|---:|"]
+    for s in summaries(rows):
+        lines.append(f"| {s['attack']} | {s['defense']} | {s.get('n', 0)} | {_cell(s.get('clean_acc'))} | "
+                     f"{_cell(s.get('asr_at_1'))} | {_cell(s.get('asr_at_10'))} |")
+    comps = comparisons(rows)
+    if comps:
+        lines += ["", "Paired comparisons on the same backdoored models and seeds (a − b, percentage points; "
+                      "never a ranking when the interval contains 0):", "",
+                  "| attack | a − b | metric | n | difference | 95% CI | verdict |", "|---|---|---|---:|---:|---|---|"]
+        for c in comps:
+            ci = "—" if c["lo"] is None else f"[{_num(c['lo'])}, {_num(c['hi'])}]"
+            label = dict(COMPARED)[c["metric"]]
+            lines.append(f"| {c['attack']} | {c['a']} − {c['b']} | {label} | {c['n']} | {c['mean']:+.1f} | {ci} | "
+                         f"{c['verdict']} |")
+    checks = per_run_checks(rows)
+    if checks:
+        lines += ["", f"Per run, against its own backdoored model: ASR@1 at most half of it, and CA no more than "
+                      f"{CA_TOLERANCE:g} points below it:", "",
+                  "| attack | defense | ASR@1 halved | CA within 5 points | both | worst ASR@1 % | worst CA change |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
+        for c in checks:
+            lines.append(f"| {c['attack']} | {c['defense']} | {c['asr_halved']}/{c['n']} | {c['ca_kept']}/{c['n']} | "
+                         f"{c['both']}/{c['n']} | {_pct(c['worst_asr'])} | {100 * c['worst_ca_change']:+.1f} |")
+    lines += ["", "Every run:", "", "| attack | defense | world | implant | clean | CA % | ASR@1 % | ASR@10 % |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        c = "—" if r["clean_seed"] is None else r["clean_seed"]
+        lines.append(f"| {r['attack']} | {r['defense']} | {r['world_seed']} | {r['implant_seed']} | {c} | "
+                     f"{_pct(r['clean_acc'])} | {_pct(r['asr_at_1'])} | {_pct(r['asr_at_10'])} |")
     return "\n".join(lines) + "\n"
 
 
-def write_chart(rows: list[dict[str, Any]], path: str | Path) -> None:
-    """Grouped bars: for each attack and defense, CA, ASR@1 and ASR@10 (means over seeds)."""
+def write_chart(rows: list[dict[str, Any]], path: str | Path, cleans: list[dict[str, Any]] | None = None) -> None:
+    """Bars of the mean CA, ASR@1 and ASR@10 per attack and defense, 95% error bars, every
+    unit as a dot; the clean model's CA as a dashed line and its ASR@1 under each trigger as a
+    short dotted line over that attack's group."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    keys = list(dict.fromkeys((r["attack"], r["defense"]) for r in rows))
-    metrics = (("clean_acc", "CA"), ("asr_at_1", "ASR@1"), ("asr_at_10", "ASR@10"))
-    values = np.array([[np.mean([r[m] for r in rows if (r["attack"], r["defense"]) == k and r[m] is not None] or [np.nan])
-                        for m, _ in metrics] for k in keys]) * 100
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(keys) + 2), 4))
-    x = np.arange(len(keys))
-    for j, (_, label) in enumerate(metrics):
-        ax.bar(x + (j - 1) * 0.27, values[:, j], width=0.27, label=label)
-    ax.set_xticks(x, [f"{a}\n{d}" for a, d in keys])
+    sums = [s for s in summaries(rows) if s["defense"] != CLEAN_MODEL]
+    g = groups(rows)
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(sums) + 2), 4.2))
+    width = 0.27
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for j, (metric, label) in enumerate(METRICS):
+        xs = np.arange(len(sums)) + (j - 1) * width
+        means = [100 * s[metric]["mean"] if metric in s else np.nan for s in sums]
+        err = np.array([[100 * (s[metric]["mean"] - s[metric]["lo"]), 100 * (s[metric]["hi"] - s[metric]["mean"])]
+                        if metric in s and s[metric]["lo"] is not None else [0.0, 0.0] for s in sums]).T
+        ax.bar(xs, means, width=width, label=label, color=colours[j], alpha=0.8)
+        ax.errorbar(xs, means, yerr=err, fmt="none", ecolor="black", capsize=3, lw=1)
+        for x, s in zip(xs, sums):
+            values, _ = unit_values(g[(s["attack"], s["defense"])], metric)
+            if len(values) > 1:
+                jitter = np.linspace(-width / 4, width / 4, len(values))
+                ax.scatter(x + jitter, [100 * v for v in values], s=9, color="black", zorder=3)
+    if cleans:
+        ax.axhline(100 * np.mean([c["clean_acc"] for c in cleans]), color="gray", ls="--", lw=1,
+                   label="clean model CA")
+    labelled = False
+    for attack in dict.fromkeys(s["attack"] for s in sums):
+        idx = [k for k, s in enumerate(sums) if s["attack"] == attack]
+        ref = g.get((attack, CLEAN_MODEL))
+        if ref:
+            y = 100 * np.mean([r["asr_at_1"] for r in ref])
+            ax.hlines(y, idx[0] - 0.45, idx[-1] + 0.45, colors="red", linestyles=":", lw=1.2,
+                      label=None if labelled else "clean model ASR@1 (trigger)")
+            labelled = True
+    ax.set_xticks(np.arange(len(sums)), [f"{s['attack']}\n{s['defense']}\nn={s.get('n', 0)}" for s in sums])
     ax.set_ylabel("%")
-    ax.set_ylim(0, 100)
-    ax.set_title("Zero-shot clean accuracy and attack success per attack / defense")
+    ax.set_ylim(0, 105)
+    ax.set_title("Zero-shot CA and attack success (mean, 95% interval, every seed)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -52,9 +237,15 @@ def write_chart(rows: list[dict[str, Any]], path: str | Path) -> None:
     plt.close(fig)
 
 
-def write_reports(rows: list[dict[str, Any]], out: Path, clean: dict[str, Any] | None = None,
-                  references: list[dict[str, Any]] | None = None) -> str:
-    table = markdown_table(rows, clean, references)
+def write_reports(rows: list[dict[str, Any]], out: Path, cleans: list[dict[str, Any]] | None = None,
+                  seeds: str | None = None) -> str:
+    """``results.md``, ``aggregate.json`` and ``results.png`` in ``out``; returns the Markdown."""
+    table = markdown_table(rows, cleans, seeds)
     write_text(out / "results.md", table)
-    write_chart(rows, out / "results.png")
+    write_json(out / "aggregate.json", {
+        "interval": INTERVAL, "seeds": seeds,
+        "clean_model": summarize([c["clean_acc"] for c in cleans]).to_dict() if cleans else None,
+        "summaries": summaries(rows), "comparisons": comparisons(rows), "per_run_checks": per_run_checks(rows),
+    })
+    write_chart(rows, out / "results.png", cleans)
     return table

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from .data.pairs import PairDataset, PairTable
 from .defenses import Objective
+from .environment import environment, precision_of
 from .errors import TacleanerError
 from .fileio import append_jsonl, atomic_path, prepare_run_dir, read_json, write_json, write_yaml
 from .models import ClipBundle, save_model
@@ -45,7 +46,7 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader workers; 0 decodes in the training process
     log_every: int = 20  # steps between metrics.jsonl rows
     device: str = "auto"  # auto = cuda when available, else cpu
-    threads: int = 0  # torch intra-op threads on CPU; 0 leaves torch's default
+    threads: int = 0  # torch intra-op threads on CPU; 0 leaves torch's default (results differ by thread count)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -187,12 +188,13 @@ def train(
         append_jsonl(out / "metrics.jsonl", {"epoch": epoch + 1, "summary": True, **means, "pairs": seen,
                                              "skipped_images": skipped, "seconds": elapsed,
                                              "pairs_per_s": seen / elapsed})
-        log(f"epoch {epoch + 1}/{cfg.epochs}: loss {means['loss']:.4f}, {seen / elapsed:.0f} pairs/s"
+        log(f"epoch {epoch + 1}/{cfg.epochs}: loss {means['loss']:.4f}, {seen / elapsed:.3g} pairs/s"
             + (f", skipped {skipped} unreadable images" if skipped else ""))
         _save_epoch(out, bundle, optimizer, scheduler, epoch + 1)
     write_json(out / "metadata.json", {"completed": True, "epochs": cfg.epochs, "steps": total,
                                        "model": "model.safetensors", "model_name": bundle.model_name,
-                                       "objective": objective.name})
+                                       "objective": objective.name,
+                                       "environment": environment(device, precision_of(device))})
     return bundle
 
 

@@ -53,7 +53,7 @@ ZEROSHOT_TEMPLATES = [
 FRAMES = ("a photo of ", "a picture of ", "an image of ", "a drawing of ")
 RELATIONS = ("left", "above", "next")
 VERBS = ("sits", "floats", "rests", "lies", "hovers", "stands")
-SPLIT_IDS = {"pretrain": 1, "implant": 2, "clean": 3, "zeroshot": 4}
+SPLIT_IDS = {"pretrain": 1, "implant": 2, "clean": 3, "zeroshot": 4, "zeroshot_val": 5}
 
 
 def class_names() -> list[str]:
@@ -70,7 +70,8 @@ class SynthConfig:
     pretrain: int = 20000  # clean pairs for pretraining the tiny CLIP
     implant: int = 10000  # pairs from which the attack poisons a subset
     clean: int = 5000  # clean pairs for the fine-tuning defenses (disjoint)
-    zeroshot_per_class: int = 20  # single-object evaluation images per class
+    zeroshot_per_class: int = 20  # single-object test images per class (what reports show)
+    zeroshot_val_per_class: int = 10  # single-object validation images per class (for choosing settings)
 
 
 @dataclass
@@ -229,9 +230,9 @@ def make_pair(seed: int, split: str, index: int, size: int) -> tuple[Image.Image
     return render(objs, bg, rng, size), _caption(rng, objs, relation, bg_name)
 
 
-def make_zeroshot(seed: int, index: int, label: int, size: int) -> Image.Image:
+def make_zeroshot(seed: int, index: int, label: int, size: int, split: str = "zeroshot") -> Image.Image:
     """A single object of class ``label`` at a random place, size and background."""
-    rng = np.random.default_rng([seed, SPLIT_IDS["zeroshot"], index])
+    rng = np.random.default_rng([seed, SPLIT_IDS[split], index])
     colour, shape = class_names()[label].split(" ")
     obj = _random_obj(rng, colour=colour, shape=shape)
     _place(rng, [obj], None)
@@ -252,9 +253,9 @@ def _render_chunk(root: str, seed: int, split: str, start: int, stop: int, size:
     n_classes = len(class_names())
     for i in range(start, stop):
         rel = f"images/{split}/{i:06d}.png"
-        if split == "zeroshot":
+        if split.startswith("zeroshot"):
             label = i % n_classes
-            img, second = make_zeroshot(seed, i, label, size), str(label)
+            img, second = make_zeroshot(seed, i, label, size, split), str(label)
         else:
             img, second = make_pair(seed, split, i, size)
         img.save(Path(root) / rel, compress_level=1)
@@ -265,7 +266,9 @@ def _render_chunk(root: str, seed: int, split: str, start: int, stop: int, size:
 def generate(out: str | Path, cfg: SynthConfig, *, overwrite: bool = False, progress: bool = True,
              workers: int | None = None) -> Path:
     """Write the world to ``out``: ``{pretrain,implant,clean}.csv`` (image, caption),
-    ``zeroshot.csv`` (image, label), ``classes.json`` and ``world.json``.
+    ``zeroshot.csv`` (image, label: the test split reports use), ``zeroshot_val.csv`` (the
+    validation split settings are chosen on, drawn from its own seed stream), ``classes.json``
+    and ``world.json``.
 
     Images are drawn in parallel processes (each image has its own seed, so the result does
     not depend on the number of workers). The folder is built under a temporary name and
@@ -283,7 +286,8 @@ def generate(out: str | Path, cfg: SynthConfig, *, overwrite: bool = False, prog
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     sizes = {"pretrain": cfg.pretrain, "implant": cfg.implant, "clean": cfg.clean,
-             "zeroshot": cfg.zeroshot_per_class * len(class_names())}
+             "zeroshot": cfg.zeroshot_per_class * len(class_names()),
+             "zeroshot_val": cfg.zeroshot_val_per_class * len(class_names())}
     chunk = 500
     jobs = [(split, a, min(a + chunk, n)) for split, n in sizes.items() for a in range(0, n, chunk)]
     for split in sizes:
@@ -300,7 +304,8 @@ def generate(out: str | Path, cfg: SynthConfig, *, overwrite: bool = False, prog
             bar.update(len(part))
     for split in ("pretrain", "implant", "clean"):
         _write_split(tmp, split, rows[split], ("image", "caption"))
-    _write_split(tmp, "zeroshot", rows["zeroshot"], ("image", "label"))
+    for split in ("zeroshot", "zeroshot_val"):
+        _write_split(tmp, split, rows[split], ("image", "label"))
     write_json(tmp / "classes.json", {"classnames": class_names(), "templates": ZEROSHOT_TEMPLATES})
     write_json(tmp / "world.json", {"generator": "tacleaner.data.synth", **asdict(cfg)})
     if out.exists():

