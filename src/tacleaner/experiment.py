@@ -37,16 +37,17 @@ from typing import Any
 import torch
 import yaml
 
-from .attacks import create_attack, load_attack, poison_dataset
+from .attacks import ATTACKS, create_attack, load_attack, poison_dataset
 from .data.pairs import read_pairs
 from .data.synth import SynthConfig, generate
-from .data.zeroshot import read_classes, read_zeroshot
-from .defenses import create_defense
+from .data.zeroshot import BUILTIN_CLASSES, read_classes, read_zeroshot
+from .defenses import DEFENSES, create_defense
 from .environment import environment, precision_of
 from .errors import TacleanerError
 from .evaluate import evaluate
 from .fileio import prepare_run_dir, read_json, write_json, write_yaml
 from .models import create_model, load_model
+from .params import build, path_fields
 from .report import CLEAN_MODEL, write_reports
 from .scheduler import Task, run_tasks
 from .train import TrainConfig, is_complete, resolve_device, train
@@ -162,7 +163,37 @@ def load_config(path: str | Path) -> tuple[ExperimentConfig, dict]:
         raise TacleanerError(f"{path}: file not found") from None
     except yaml.YAMLError as e:
         raise TacleanerError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise TacleanerError(f"{path}: cannot read ({e})") from None
+    raw = resolve_paths(raw, path.parent)
     return parse_config(raw, str(path)), raw
+
+
+def resolve_paths(raw: Any, base: Path) -> Any:
+    """Relative file paths of a config (data files, ``model.init``, path parameters such as
+    SSBA's ``encoder``) made absolute against ``base``, the YAML's own folder."""
+    if not isinstance(raw, dict):
+        return raw
+    raw = copy.deepcopy(raw)
+
+    def fix(value: Any) -> Any:
+        if isinstance(value, str) and value and value not in BUILTIN_CLASSES and not Path(value).is_absolute():
+            return str((base / value).resolve())
+        return value
+
+    if isinstance(raw.get("data"), dict):
+        for key in DATA_PATHS:
+            if key in raw["data"]:
+                raw["data"][key] = fix(raw["data"][key])
+    if isinstance(raw.get("model"), dict) and raw["model"].get("init"):
+        raw["model"]["init"] = fix(raw["model"]["init"])
+    for key, registry in (("attacks", ATTACKS), ("defenses", DEFENSES)):
+        for item in raw.get(key) or []:
+            if isinstance(item, dict) and isinstance(item.get("params"), dict) and item.get("name") in registry:
+                for name in path_fields(registry.get(item["name"])):
+                    if item["params"].get(name):
+                        item["params"][name] = fix(item["params"][name])
+    return raw
 
 
 def parse_config(raw: Any, where: str = "config") -> ExperimentConfig:
@@ -179,6 +210,7 @@ def parse_config(raw: Any, where: str = "config") -> ExperimentConfig:
     raw["attacks"] = _specs(AttackSpec, raw["attacks"], f"{where}: attacks")
     raw["defenses"] = _specs(DefenseSpec, raw["defenses"], f"{where}: defenses")
     cfg = ExperimentConfig(**raw)
+    _check_model_and_data(cfg, where)
     plan = SeedPlan.parse(cfg.seeds, f"{where}: seeds")
     for stage in [cfg.pretrain or {}, cfg.train] + [a.implant for a in cfg.attacks] + [d.train for d in cfg.defenses]:
         _train_config({}, stage, where)
@@ -194,13 +226,48 @@ def parse_config(raw: Any, where: str = "config") -> ExperimentConfig:
     return cfg
 
 
+MODEL_KEYS = ("name", "seed", "pretrained", "init")
+DATA_PATHS = ("pretrain", "implant", "clean", "zeroshot", "zeroshot_val", "classes")
+
+
+def _check_model_and_data(cfg: ExperimentConfig, where: str) -> None:
+    for key, value, valid in (("model", cfg.model, MODEL_KEYS), ("data", cfg.data, DATA_PATHS + ("synth",))):
+        if not isinstance(value, dict):
+            raise TacleanerError(f"{where}: {key}: expected a mapping, got {value!r}")
+        unknown = sorted(set(value) - set(valid))
+        if unknown:
+            raise TacleanerError(f"{where}: {key}: unknown key {unknown[0]!r}; valid: {', '.join(valid)}")
+    if not isinstance(cfg.model.get("name"), str) and not cfg.model.get("init"):
+        raise TacleanerError(f"{where}: model: give a 'name' (see `tacleaner models`) or an 'init' checkpoint")
+    if isinstance(cfg.model.get("name"), str) and not cfg.model.get("init"):
+        from .models.factory import model_config
+
+        try:
+            model_config(cfg.model["name"])
+        except TacleanerError as e:
+            raise TacleanerError(f"{where}: model: {e}") from None
+    if cfg.model.get("init") and not Path(cfg.model["init"]).is_file():
+        raise TacleanerError(f"{where}: model.init {cfg.model['init']}: checkpoint not found")
+    if "seed" in cfg.model and (not isinstance(cfg.model["seed"], int) or isinstance(cfg.model["seed"], bool)):
+        raise TacleanerError(f"{where}: model.seed={cfg.model['seed']!r}: expected an integer")
+    if "synth" in cfg.data:
+        if set(cfg.data) != {"synth"}:
+            raise TacleanerError(f"{where}: data: give either 'synth' or file paths, not both")
+        build(SynthConfig, cfg.data["synth"] or {}, f"{where}: data.synth")
+    else:
+        for key, value in cfg.data.items():
+            if not (key == "classes" and value in BUILTIN_CLASSES) and not Path(str(value)).exists():
+                raise TacleanerError(f"{where}: data.{key} {value}: file not found")
+    for key in ("eval_batch_size",):
+        value = getattr(cfg, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise TacleanerError(f"{where}: {key}={value!r}: expected a positive integer")
+
+
 def _train_config(base: dict, override: dict, where: str) -> TrainConfig:
-    merged = {**base, **(override or {})}
-    valid = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(merged) - valid)
-    if unknown:
-        raise TacleanerError(f"{where}: unknown training setting {unknown[0]!r}; valid: {', '.join(sorted(valid))}")
-    return TrainConfig(**merged)
+    if not isinstance(override or {}, dict):
+        raise TacleanerError(f"{where}: expected a mapping of training settings, got {override!r}")
+    return build(TrainConfig, {**base, **(override or {})}, f"{where}: training settings")
 
 
 class Experiment:
@@ -253,7 +320,7 @@ class Experiment:
             synth = dict(self.cfg.data["synth"])
             synth["seed"] = synth.get("seed", 0) + w
             self.log(f"stage world{w}/data: generating the synthetic world (seed {synth['seed']})")
-            generate(root, SynthConfig(**synth), overwrite=True, progress=self.progress and self.jobs == 1)
+            generate(root, build(SynthConfig, synth, "data.synth"), overwrite=True, progress=self.progress and self.jobs == 1)
 
     def stage_threads(self, tcfg: TrainConfig) -> TrainConfig:
         """Unset threads under parallel jobs: share the cores (results then depend on ``jobs``;

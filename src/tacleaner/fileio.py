@@ -61,21 +61,85 @@ def append_jsonl(path: str | os.PathLike, row: dict) -> None:
         f.write(json.dumps(row) + "\n")
 
 
-def prepare_run_dir(path: str | os.PathLike, *, resume: bool = False, overwrite: bool = False) -> Path:
-    """Create the run folder ``path``.
+MARKER = ".tacleaner"  # written into every folder tacleaner creates; --overwrite deletes only those
 
-    An existing non-empty folder is an error unless ``resume`` (keep it and continue) or
-    ``overwrite`` (empty it first) is given.
-    """
+
+def is_ours(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder tacleaner created: it carries our marker, or (folders
+    written before the marker existed) a completed run's metadata, a poisoning manifest or a
+    synthetic world's description."""
     path = Path(path)
+    if (path / MARKER).is_file():
+        return True
+    for name, keys in (("metadata.json", ("completed", "objective")), ("manifest.json", ("attack", "poisoned_indices")),
+                       ("world.json", ("generator",))):
+        try:
+            obj = json.loads((path / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(obj, dict) and all(k in obj for k in keys):
+            return True
+    return False
+
+
+def mark(path: str | os.PathLike) -> None:
+    """Mark ``path`` as a folder tacleaner created."""
+    marker = Path(path) / MARKER
+    if not marker.is_file():
+        marker.write_text("This folder was created by tacleaner; `--overwrite` may replace it.\n", encoding="utf-8")
+
+
+def check_replaceable(path: Path, *, overwrite: bool, resume: bool = False, resumable: bool = True) -> bool:
+    """For an output folder ``path``: False when it is absent or empty, True when it exists and
+    ``overwrite`` may replace it; otherwise a one-line error. Only folders tacleaner created
+    are ever replaced."""
     if path.exists() and not path.is_dir():
         raise TacleanerError(f"{path}: exists and is not a folder")
-    if path.exists() and any(path.iterdir()):
-        if overwrite:
-            shutil.rmtree(path)
-        elif not resume:
-            raise TacleanerError(
-                f"{path}: run folder exists; pass --resume to continue it or --overwrite to replace it"
-            )
+    if not (path.exists() and any(path.iterdir())):
+        return False
+    if overwrite:
+        if not is_ours(path):
+            raise TacleanerError(f"{path}: not a folder tacleaner created (no {MARKER} marker); --overwrite "
+                                 "replaces only our own run folders: choose another --out or remove it yourself")
+        return True
+    if resume:
+        return False
+    hint = "pass --resume to continue it or --overwrite to replace it" if resumable else \
+        "pass --overwrite to replace it, or choose another --out"
+    raise TacleanerError(f"{path}: folder exists; {hint}")
+
+
+def prepare_run_dir(path: str | os.PathLike, *, resume: bool = False, overwrite: bool = False,
+                    resumable: bool = True) -> Path:
+    """Create the run folder ``path`` (marked as ours).
+
+    An existing non-empty folder is an error unless ``resume`` (keep it and continue) or
+    ``overwrite`` (empty it first; only a folder tacleaner created) is given.
+    """
+    path = Path(path)
+    if check_replaceable(path, overwrite=overwrite, resume=resume, resumable=resumable) and overwrite:
+        shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
+    mark(path)
     return path
+
+
+@contextmanager
+def staged_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Build a folder under a temporary name beside ``path`` and move it into place only when
+    the block succeeds: a failure leaves ``path`` as it was (absent, or the old folder)."""
+    path = Path(path)
+    replace = check_replaceable(path, overwrite=overwrite, resumable=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    try:
+        mark(tmp)
+        yield tmp
+        if replace:
+            shutil.rmtree(path)
+        elif path.exists():
+            path.rmdir()  # empty
+        tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

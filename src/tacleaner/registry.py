@@ -11,6 +11,7 @@ import warnings
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
 from .errors import TacleanerError
+from .params import build
 
 T = TypeVar("T")
 
@@ -46,17 +47,13 @@ class Registry(Generic[T]):
 
     def create(self, name: str, **kwargs: Any) -> T:
         """Build the entry ``name``; keyword arguments that are ``None`` are dropped so that
-        unset CLI options fall through to the factory's defaults. For dataclass entries an
-        unknown keyword is an error naming the valid ones."""
+        unset CLI options fall through to the factory's defaults. For dataclass entries every
+        value is converted to its field's type (:func:`tacleaner.params.build`), and an
+        unknown keyword or a value of the wrong type is an error naming the valid ones."""
         factory = self.get(name)
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
         if dataclasses.is_dataclass(factory):
-            valid = {f.name for f in dataclasses.fields(factory)}
-            unknown = sorted(set(kwargs) - valid)
-            if unknown:
-                raise TacleanerError(
-                    f"{self.kind} {name!r} has no parameter {unknown[0]!r}; valid: {', '.join(sorted(valid))}"
-                )
+            return build(factory, kwargs, f"{self.kind} {name!r}")
         return factory(**kwargs)
 
     def __contains__(self, name: str) -> bool:

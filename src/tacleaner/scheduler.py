@@ -28,8 +28,11 @@ class Task:
 
 def _init_worker() -> None:
     # The same quieting as the CLI's main(): open_clip's random-init notices, torch's FutureWarnings.
+    from .cli import show_warning
+
     logging.getLogger().setLevel(logging.ERROR)
     warnings.simplefilter("ignore", FutureWarning)
+    warnings.showwarning = show_warning
 
 
 def run_tasks(tasks: list[Task], jobs: int = 1) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..data.pairs import load_image, read_pairs
 from ..errors import TacleanerError
-from ..fileio import atomic_path, prepare_run_dir, read_json, write_json, write_text
+from ..fileio import atomic_path, read_json, staged_dir, write_json, write_text
 from .base import Attack, PoisonContext, create_attack
 
 TRIGGER_FILE = "trigger.safetensors"
@@ -88,8 +88,9 @@ def poison_dataset(
     Attacks with a drawn or learned trigger prepare it first (those with ``needs_model``
     against ``clean_model``, a ClipBundle). Writes into the run folder ``out``: ``data.csv``
     (image, caption; clean rows point at the original images), ``images/`` (the triggered
-    copies), ``poisoned_indices.json``, the trigger (where learned) and ``manifest.json``,
-    last, so a folder with a manifest is complete. Returns the manifest.
+    copies), ``poisoned_indices.json``, the trigger (where learned) and ``manifest.json``.
+    Everything is written under a temporary name and moved into place when complete: a bad
+    image or an interruption leaves ``out`` as it was. Returns the manifest.
     """
     table = read_pairs(data, image_col, caption_col)
     if num < 0:
@@ -97,11 +98,21 @@ def poison_dataset(
     require_model(attack, clean_model)
     rng = np.random.default_rng(seed)
     indices = attack.select(table.captions, target, num, rng)
-    out = prepare_run_dir(out, overwrite=overwrite)
+    final = Path(out)
+    with staged_dir(final, overwrite=overwrite) as out:
+        manifest = _poison_into(out, final, table, attack, target, indices, rng, seed=seed, templates=templates,
+                                clean_model=clean_model, device=device, log=log, source=data)
+    return manifest
+
+
+def _poison_into(out: Path, final: Path, table, attack: Attack, target: str, indices, rng, *, seed: int,
+                 templates: list[str], clean_model: Any, device: Any, log, source) -> dict:
+    """The body of :func:`poison_dataset`, writing into the staging folder ``out`` (moved to
+    ``final`` afterwards: clean rows point at the source images relative to ``final``)."""
     (out / "images").mkdir(exist_ok=True)
     manifest: dict[str, Any] = {
         "attack": attack.name, "target": target, "num_total": len(table), "seed": seed,
-        "source": str(Path(data).resolve()), "data": "data.csv", "poisoned_indices": "poisoned_indices.json",
+        "source": str(Path(source).resolve()), "data": "data.csv", "poisoned_indices": "poisoned_indices.json",
     }
     if attack.learned:
         t = time.perf_counter()
@@ -116,9 +127,13 @@ def poison_dataset(
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(("image", "caption"))
+    base = final.resolve()
     for i, (img_path, caption) in enumerate(zip(table.images, table.captions)):
         if i in poisoned or i in covered:
-            arr = np.asarray(load_image(img_path))
+            try:
+                arr = np.asarray(load_image(img_path))
+            except TacleanerError as e:
+                raise TacleanerError(f"{table.source}: row {i + 2}: {e}; nothing was written") from None
             image = attack.trigger(arr, i) if i in poisoned else attack.cover(arr, i)
             rel = Path("images") / f"{i:07d}.png"
             with atomic_path(out / rel) as tmp:
@@ -129,7 +144,7 @@ def poison_dataset(
                 caption = attack.caption(caption, target, templates, rng)
             writer.writerow((rel.as_posix(), caption))
         else:
-            writer.writerow((Path(os.path.relpath(img_path, out.resolve())).as_posix(), caption))
+            writer.writerow((Path(os.path.relpath(img_path, base)).as_posix(), caption))
     write_text(out / "data.csv", buf.getvalue())
     write_json(out / "poisoned_indices.json", sorted(poisoned))
     if covered:

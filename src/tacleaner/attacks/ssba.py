@@ -7,7 +7,7 @@ the bit string are saved with the poisoning run, so evaluation applies the same 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -50,7 +50,7 @@ class SSBA(Attack):
     batch_size: int = 16
     lr: float = 4e-3
     w_image: float = 10.0
-    encoder: str | None = None
+    encoder: str | None = field(default=None, metadata={"path": True})
     name = "ssba"
     description = "sample-specific invisible residual from a StegaStamp-style encoder (32 bits); template captions"
     learned = True

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import csv
 import math
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..errors import TacleanerError
-from ..fileio import write_json
+from ..fileio import staged_dir, write_json
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
@@ -272,7 +270,8 @@ def generate(out: str | Path, cfg: SynthConfig, *, overwrite: bool = False, prog
 
     Images are drawn in parallel processes (each image has its own seed, so the result does
     not depend on the number of workers). The folder is built under a temporary name and
-    renamed when complete, so an interrupted run never leaves a half-written dataset behind.
+    renamed when complete, so an interrupted run never leaves a half-written dataset behind;
+    ``overwrite`` replaces only a folder tacleaner created.
     """
     import os
     from concurrent.futures import ProcessPoolExecutor
@@ -280,35 +279,28 @@ def generate(out: str | Path, cfg: SynthConfig, *, overwrite: bool = False, prog
     from tqdm import tqdm
 
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise TacleanerError(f"{out}: folder exists; pass --overwrite to replace it")
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
     sizes = {"pretrain": cfg.pretrain, "implant": cfg.implant, "clean": cfg.clean,
              "zeroshot": cfg.zeroshot_per_class * len(class_names()),
              "zeroshot_val": cfg.zeroshot_val_per_class * len(class_names())}
     chunk = 500
     jobs = [(split, a, min(a + chunk, n)) for split, n in sizes.items() for a in range(0, n, chunk)]
-    for split in sizes:
-        (tmp / "images" / split).mkdir(parents=True)
     workers = workers or min(len(jobs), os.cpu_count() or 1) or 1
     rows: dict[str, list] = {split: [] for split in sizes}
-    with tqdm(total=sum(sizes.values()), desc="synth", unit="img", disable=not progress) as bar, \
-            ProcessPoolExecutor(workers) as pool:
-        futures = [(split, pool.submit(_render_chunk, str(tmp), cfg.seed, split, a, b, cfg.image_size))
-                   for split, a, b in jobs]
-        for split, fut in futures:  # submission order keeps rows in index order
-            part = fut.result()
-            rows[split] += part
-            bar.update(len(part))
-    for split in ("pretrain", "implant", "clean"):
-        _write_split(tmp, split, rows[split], ("image", "caption"))
-    for split in ("zeroshot", "zeroshot_val"):
-        _write_split(tmp, split, rows[split], ("image", "label"))
-    write_json(tmp / "classes.json", {"classnames": class_names(), "templates": ZEROSHOT_TEMPLATES})
-    write_json(tmp / "world.json", {"generator": "tacleaner.data.synth", **asdict(cfg)})
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    with staged_dir(out, overwrite=overwrite) as tmp:
+        for split in sizes:
+            (tmp / "images" / split).mkdir(parents=True)
+        with tqdm(total=sum(sizes.values()), desc="synth", unit="img", disable=not progress) as bar, \
+                ProcessPoolExecutor(workers) as pool:
+            futures = [(split, pool.submit(_render_chunk, str(tmp), cfg.seed, split, a, b, cfg.image_size))
+                       for split, a, b in jobs]
+            for split, fut in futures:  # submission order keeps rows in index order
+                part = fut.result()
+                rows[split] += part
+                bar.update(len(part))
+        for split in ("pretrain", "implant", "clean"):
+            _write_split(tmp, split, rows[split], ("image", "caption"))
+        for split in ("zeroshot", "zeroshot_val"):
+            _write_split(tmp, split, rows[split], ("image", "label"))
+        write_json(tmp / "classes.json", {"classnames": class_names(), "templates": ZEROSHOT_TEMPLATES})
+        write_json(tmp / "world.json", {"generator": "tacleaner.data.synth", **asdict(cfg)})
     return out

@@ -34,14 +34,16 @@ from .infonce import info_nce
 @DEFENSES.register("tacleaner")
 @dataclass
 class TACleaner(CleanCLIP):
-    """Knobs: ``w_ta`` weighs the subtext terms; ``k`` is the number of samples drawn per epoch
-    (a fraction of the set when < 1); ``m`` negatives per positive; ``use_positives`` /
+    """Knobs: ``w_ta`` weighs the subtext terms; ``k`` is the fraction of the clean set drawn
+    per epoch, in (0, 1]; ``k_count``, when > 0, draws that many samples instead (a count and
+    a fraction are never confused); ``m`` negatives per positive; ``use_positives`` /
     ``use_negatives`` for ablations; ``text_term`` adds the text in-modal term;
     ``negative_sources`` picks where counterfactual words come from; ``spacy_model`` names the
     parser (default en_core_web_sm)."""
 
     w_ta: float = 1.0
     k: float = 0.1
+    k_count: int = 0
     m: int = 2
     use_positives: bool = True
     use_negatives: bool = True
@@ -54,8 +56,17 @@ class TACleaner(CleanCLIP):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.m < 0 or self.k <= 0:
-            raise TacleanerError(f"tacleaner needs k > 0 and m >= 0 (got k={self.k}, m={self.m})")
+        if not 0 < self.k <= 1:
+            raise TacleanerError(f"tacleaner k={self.k}: k is the fraction of samples drawn per epoch, in (0, 1]; "
+                                 "use k_count for a number of samples")
+        if self.k_count < 0 or self.m < 0:
+            raise TacleanerError(f"tacleaner needs k_count >= 0 and m >= 0 (got k_count={self.k_count}, m={self.m})")
+        from ..text.subtexts import ORIGINS
+
+        unknown = [s for s in self.negative_sources if s not in ORIGINS]
+        if unknown or not self.negative_sources:
+            raise TacleanerError(f"tacleaner negative_sources {unknown or '[]'}: choose one or more of "
+                                 f"{', '.join(ORIGINS)}")
         if not (self.use_positives or self.use_negatives):
             raise TacleanerError("tacleaner: use_positives and use_negatives cannot both be false (that is cleanclip)")
 
@@ -71,7 +82,7 @@ class TACleaner(CleanCLIP):
     def on_epoch_start(self, epoch: int) -> None:
         super().on_epoch_start(epoch)
         n = len(self.captions)
-        count = min(n, int(round(self.k * n)) if self.k < 1 else int(self.k))
+        count = min(n, self.k_count) if self.k_count else max(1, int(round(self.k * n)))
         rng = np.random.default_rng([self.seed, epoch, 1])
         chosen = sorted(int(i) for i in rng.choice(n, size=count, replace=False))
         subtexts = self.generator.generate([self.captions[i] for i in chosen])

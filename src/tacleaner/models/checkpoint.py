@@ -127,7 +127,9 @@ def load_model(path: str | Path, model_name: str | None = None, device: str | to
     state dicts) pass ``model_name`` (``RN50-quickgelu`` for OpenAI-format RN50 weights).
     """
     path = Path(path)
-    meta = read_meta(path) if path.is_file() else None
+    if not path.is_file():
+        raise TacleanerError(f"{path}: checkpoint not found" + (" (it is a folder)" if path.is_dir() else ""))
+    meta = read_meta(path)
     if meta is not None and model_name in (None, meta["model_name"]):
         name, cfg = meta["model_name"], meta["model_cfg"]
         register_config(name, cfg)
