@@ -445,11 +445,18 @@ class Experiment:
                     out.append(Task(f"poison/{unit}", _run_stage, (self, "stage_poison", (w, a, i)), (f"pretrain/{w}",)))
                     out.append(Task(f"implant/{unit}", _run_stage, (self, "stage_implant", (w, a, i)),
                                     (f"poison/{unit}",)))
-                    for k, d in enumerate(self.cfg.defenses):
-                        for c in plan.clean_seeds(i):
-                            out.append(Task(f"defense/{unit}/{d.id}/{c}", _run_stage,
+                    # Longest first, so that the last stages to finish run side by side.
+                    order = sorted(range(len(self.cfg.defenses)), key=lambda k: -self.defense_cost(k))
+                    for c in plan.clean_seeds(i):
+                        for k in order:
+                            out.append(Task(f"defense/{unit}/{self.cfg.defenses[k].id}/{c}", _run_stage,
                                             (self, "stage_defense", (w, a, i, k, c)), (f"implant/{unit}",)))
         return out
+
+    def defense_cost(self, k: int) -> float:
+        """A defense stage's relative cost: the objective's cost per pair times its epochs."""
+        d = self.cfg.defenses[k]
+        return DEFENSES.get(d.name).relative_cost * self.defense_config(d, 0).epochs
 
     def run(self) -> list[dict[str, Any]]:
         for w in self.plan.world:

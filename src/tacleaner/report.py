@@ -229,11 +229,11 @@ def write_chart(rows: list[dict[str, Any]], path: str | Path, cleans: list[dict[
     ax.set_xticks(np.arange(len(sums)), [f"{s['attack']}\n{s['defense']}\nn={s.get('n', 0)}" for s in sums])
     ax.set_ylabel("%")
     ax.set_ylim(0, 105)
-    ax.set_title("Zero-shot CA and attack success (mean, 95% interval, every seed)")
+    ax.set_title("Zero-shot CA and ASR: mean, 95% interval, each seed a dot", fontsize=10)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 

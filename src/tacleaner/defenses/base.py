@@ -23,6 +23,7 @@ class Objective:
 
     w_clip: float = 1.0
     name = "finetune"
+    relative_cost = 1.0  # time per pair against plain fine-tuning; orders parallel stages
     description = "CLIP contrastive loss alone (plain fine-tuning)"
 
     def setup(self, bundle: ClipBundle, table: PairTable, seed: int) -> None:

@@ -40,6 +40,7 @@ class CleanCLIP(Objective):
     eda_redraw: bool = False
     aug_interpolation: str = "nearest"
     name = "cleanclip"
+    relative_cost = 2.4  # two views per pair (bench_defenses.py)
     description = "CLIP loss + in-modal InfoNCE on AutoAugment images and EDA captions (CleanCLIP)"
 
     def __post_init__(self) -> None:

@@ -52,6 +52,7 @@ class TACleaner(CleanCLIP):
                                                                  "vocabulary"])
     spacy_model: str | None = None
     name = "tacleaner"
+    relative_cost = 2.7  # cleanclip + subtexts (bench_defenses.py: 1.1x cleanclip at k 0.1)
     description = "CleanCLIP + alignment of positive / negative subtexts on k samples per epoch (TA-Cleaner)"
 
     def __post_init__(self) -> None:
