@@ -99,6 +99,23 @@ CASES = {
                                   "--data {w}/zeroshot.csv --classes {w}/classes.json",
     "resume_and_overwrite": "clean --defense finetune --checkpoint {s}/none.safetensors --data {w}/clean.csv "
                             "--out {s}/c1 --resume --overwrite",
+    "clean_model_unused": "poison --data {w}/implant.csv --attack blended --target 1 --num 2 --out {s}/p1 "
+                          "--classes {w}/classes.json --clean-model {s}/none.safetensors",
+    "model_without_clean_model": "poison --data {w}/implant.csv --attack blended --target 1 --num 2 --out {s}/p1 "
+                                 "--classes {w}/classes.json --model RN50",
+    "show_trigger_run_with_target": "show-trigger --trigger {s}/poisoned --data {w}/zeroshot.csv --out {s}/x.png "
+                                    "--target 1",
+    # values out of range
+    "epochs_zero": "train --data {w}/pretrain.csv --model tacleaner-tiny-rn --out {s}/t1 --epochs 0",
+    "batch_of_one": "train --data {w}/pretrain.csv --model tacleaner-tiny-rn --out {s}/t1 --batch-size 1",
+    "negative_lr": "clean --defense finetune --checkpoint {s}/none.safetensors --data {w}/clean.csv --out {s}/c1 "
+                   "--lr -1",
+    "bad_device": "train --data {w}/pretrain.csv --model tacleaner-tiny-rn --out {s}/t1 --device gpu0",
+    "eval_batch_zero": "evaluate --model tacleaner-tiny-rn --data {w}/zeroshot.csv --classes {w}/classes.json "
+                       "--batch-size 0",
+    "show_num_zero": "show-trigger --attack blended --data {w}/zeroshot.csv --out {s}/x.png --num 0",
+    "subtexts_negative_m": "subtexts --captions {s}/mine/notes.txt --m -1",
+    "synth_tiny_images": "synth --out {s}/w2 --image-size 4",
     # messages that name the actual problem
     "checkpoint_missing": "clean --defense finetune --checkpoint {s}/none.safetensors --data {w}/clean.csv "
                           "--out {s}/c1",

@@ -1,6 +1,7 @@
 """Experiment grids through the CLI: seeds as an axis, statistics in every report, parallel
 stages that give the same numbers, resume, and bit-identical reruns on one machine."""
 import json
+from pathlib import Path
 import shutil
 
 import pytest
@@ -118,3 +119,48 @@ def test_world_seeds_vary_the_world_and_pretraining(tmp_path):
     rows = json.loads((out / "results.json").read_text())
     assert sorted({r["world_seed"] for r in rows}) == [0, 1]
     assert "Clean model (before any attack): CA" in (out / "results.md").read_text()
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc to find child processes")
+def test_workers_stop_when_the_parent_is_killed_and_resume_finishes(tmp_path):
+    """kill -9 of `tacleaner run --jobs 2`: its stage workers stop within seconds instead of
+    training on unseen, and --resume completes the grid."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config = {**CONFIG, "defenses": CONFIG["defenses"][:1], "seeds": {"implant": [0, 1]},
+              "pretrain": {"epochs": 3, "lr": 2e-3}}
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "g"
+    cmd = [sys.executable, "-m", "tacleaner", "--quiet", "run", str(path), "--out", str(out), "--jobs", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    workers = []
+    while time.time() < deadline and not (out / "world0" / "pretrain" / "log.txt").is_file():
+        time.sleep(0.2)
+    workers = [p for p in _children(proc.pid) if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
+    assert workers, "no stage worker started"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(4)
+    alive = [p for p in workers if Path(f"/proc/{p}").exists() and "Z" not in Path(f"/proc/{p}/stat").read_text().split()[2]]
+    assert not alive, f"workers still running after their parent died: {alive}"
+    assert main(["--quiet", "run", str(path), "--out", str(out), "--resume"]) == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert [r["defense"] for r in rows] == ["clean model", "none", "finetune"] * 2

@@ -180,6 +180,10 @@ def poison(args: argparse.Namespace) -> int:
     classes = read_classes(args.classes) if args.classes else imagenet_classes()
     target = classes.classnames[classes.index(args.target)]
     attack = create_attack(args.attack, **parse_params(args.param))
+    if args.clean_model and not attack.needs_model:
+        raise TacleanerError(f"attack {attack.name} does not optimise against a model; drop --clean-model")
+    if args.model and not args.clean_model:
+        raise TacleanerError("--model names the architecture of --clean-model; pass both or neither")
     m = poison_dataset(args.data, attack, target, args.num, args.out, seed=args.seed, templates=classes.templates,
                        image_col=args.image_col, caption_col=args.caption_col, overwrite=args.overwrite,
                        clean_model=_clean_model(args), device=resolve_device(args.device), log=_stderr_log(args))
@@ -243,6 +247,8 @@ def evaluate(args: argparse.Namespace) -> int:
         raise TacleanerError("--param needs --attack NAME")
     if args.pretrained and args.checkpoint:
         raise TacleanerError("--pretrained names weights to download; it does not combine with --checkpoint")
+    if args.batch_size < 1:
+        raise TacleanerError(f"--batch-size must be >= 1, got {args.batch_size}")
     classes = read_classes(args.classes)
     attack, target = None, args.target
     if args.trigger:  # reuse exactly the attack and trigger of a poisoning run
@@ -280,6 +286,8 @@ def show_trigger(args: argparse.Namespace) -> int:
 
     if args.amplify is not None and not args.amplify > 0:
         raise TacleanerError(f"--amplify must be > 0, got {args.amplify}")
+    if args.num < 1:
+        raise TacleanerError(f"--num must be >= 1, got {args.num}")
     out = Path(args.out)
     if out.is_dir():
         raise TacleanerError(f"{out}: is a folder; --out names the PNG file to write")
@@ -288,6 +296,8 @@ def show_trigger(args: argparse.Namespace) -> int:
     if args.trigger:  # exactly the attack and trigger of a poisoning run
         if args.param:
             raise TacleanerError("--param does not combine with --trigger: the run fixes the attack's parameters")
+        if args.target or args.clean_model:
+            raise TacleanerError("--target and --clean-model learn a trigger; --trigger shows a run's saved one")
         attack, _ = load_attack(args.trigger)
         if args.attack and args.attack != attack.name:
             raise TacleanerError(f"--attack {args.attack} but the run {args.trigger} used {attack.name}")
@@ -326,6 +336,8 @@ def subtexts(args: argparse.Namespace) -> int:
 
     from .text.subtexts import SubtextConfig, SubtextGenerator
 
+    if args.m < 0:
+        raise TacleanerError(f"--m must be >= 0, got {args.m}")
     path = Path(args.captions)
     try:
         lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]

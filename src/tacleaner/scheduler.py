@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import threading
+import time
 import warnings
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -26,13 +29,23 @@ class Task:
     deps: tuple[str, ...] = ()
 
 
-def _init_worker() -> None:
+def _init_worker(parent: int) -> None:
     # The same quieting as the CLI's main(): open_clip's random-init notices, torch's FutureWarnings.
     from .cli import show_warning
 
     logging.getLogger().setLevel(logging.ERROR)
     warnings.simplefilter("ignore", FutureWarning)
     warnings.showwarning = show_warning
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose parent is gone (killed, even with -9) stops at once instead of training
+    on unseen; its stage resumes from the last saved epoch on the next ``--resume``."""
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:
+            os._exit(1)
 
 
 def run_tasks(tasks: list[Task], jobs: int = 1) -> None:
@@ -57,7 +70,8 @@ def run_tasks(tasks: list[Task], jobs: int = 1) -> None:
     done = set()
     running: dict[Future, Task] = {}
     error: BaseException | None = None
-    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                               initargs=(os.getpid(),))
     try:
         while (pending and error is None) or running:
             if error is None:

@@ -48,6 +48,24 @@ class TrainConfig:
     device: str = "auto"  # auto = cuda when available, else cpu
     threads: int = 0  # torch intra-op threads on CPU; 0 leaves torch's default (results differ by thread count)
 
+    def __post_init__(self) -> None:
+        checks = {"epochs": self.epochs >= 1, "batch_size": self.batch_size >= 2, "lr": self.lr > 0,
+                  "weight_decay": self.weight_decay >= 0, "warmup_steps": self.warmup_steps >= 0,
+                  "beta1": 0 <= self.beta1 < 1, "beta2": 0 <= self.beta2 < 1, "eps": self.eps > 0,
+                  "grad_clip": self.grad_clip >= 0, "num_workers": self.num_workers >= 0,
+                  "log_every": self.log_every >= 1, "threads": self.threads >= 0}
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            limits = {"epochs": ">= 1", "batch_size": ">= 2 (a contrastive batch)", "lr": "> 0", "eps": "> 0",
+                      "beta1": "in [0, 1)", "beta2": "in [0, 1)", "log_every": ">= 1"}
+            raise TacleanerError(f"training setting {bad[0]}={getattr(self, bad[0])}: must be "
+                                 f"{limits.get(bad[0], '>= 0')}")
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except RuntimeError:
+                raise TacleanerError(f"training setting device={self.device!r}: expected auto, cpu, cuda or cuda:N") from None
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":

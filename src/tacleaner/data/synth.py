@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..errors import TacleanerError
 from ..fileio import staged_dir, write_json
 
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -70,6 +71,13 @@ class SynthConfig:
     clean: int = 5000  # clean pairs for the fine-tuning defenses (disjoint)
     zeroshot_per_class: int = 20  # single-object test images per class (what reports show)
     zeroshot_val_per_class: int = 10  # single-object validation images per class (for choosing settings)
+
+    def __post_init__(self) -> None:
+        if self.image_size < 16:
+            raise TacleanerError(f"world image_size={self.image_size}: must be >= 16 pixels")
+        for name in ("pretrain", "implant", "clean", "zeroshot_per_class", "zeroshot_val_per_class"):
+            if getattr(self, name) < 0:
+                raise TacleanerError(f"world {name}={getattr(self, name)}: must be >= 0")
 
 
 @dataclass
