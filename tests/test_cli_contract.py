@@ -266,8 +266,6 @@ def test_yaml_paths_resolve_against_the_yaml_folder(world, tmp_path, monkeypatch
 
 
 def test_warnings_are_one_line_without_source_paths(capsys):
-    import warnings
-
     from tacleaner.cli import show_warning
 
     show_warning(UserWarning("ASR@10 over 3 classes says little\nsecond line"), UserWarning, "/x/evaluate.py", 104)

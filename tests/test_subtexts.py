@@ -7,22 +7,10 @@ from pathlib import Path
 import pytest
 
 from tacleaner.data.synth import make_pair
-from tacleaner.text.subtexts import (
-    KINDS,
-    ORIGINS,
-    SubtextConfig,
-    SubtextGenerator,
-    _is_subsequence,
-    _one_word_swap,
-    _plural,
-    _verb_form,
-    _words,
-    antonyms,
-    cohyponyms,
-    colours,
-    quality_report,
-    spatial_swaps,
-)
+from tacleaner.text.inflection import plural, verb_form
+from tacleaner.text.lexicon import antonyms, cohyponyms, colours, spatial_swaps
+from tacleaner.text.quality import caption_words, is_subsequence, one_word_swap
+from tacleaner.text.subtexts import KINDS, ORIGINS, SubtextConfig, SubtextGenerator, quality_report
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FLICKR = DATA / "flickr8k_captions_sample.txt"
@@ -58,7 +46,7 @@ def plain():
 
 
 def _norm(text: str) -> list[str]:
-    return [w for w in _words(text) if re.match(r"\w", w)]
+    return [w for w in caption_words(text) if re.match(r"\w", w)]
 
 
 @pytest.mark.parametrize("which", ["flickr_out", "synth_out"])
@@ -66,7 +54,7 @@ def test_positives_are_order_preserving_reductions(which, request):
     for s in request.getfixturevalue(which):
         assert len(set(s.positives)) == len(s.positives), s
         for p in s.positives:
-            assert _is_subsequence(_words(p), _words(s.caption)), (s.caption, p)
+            assert is_subsequence(caption_words(p), caption_words(s.caption)), (s.caption, p)
             assert _norm(p) != _norm(s.caption), (s.caption, p)
             assert len(_norm(p)) < len(_norm(s.caption))
             assert not re.search(r"[.,;:!?]$", p), p  # trailing punctuation is stripped
@@ -79,7 +67,7 @@ def test_negatives_replace_one_word_of_the_same_pos(which, request):
         for neg in s.negatives:
             assert neg.kind in KINDS and neg.origin in ORIGINS, neg
             assert neg.base in bases, (s.caption, neg)
-            assert _one_word_swap(neg), neg
+            assert one_word_swap(neg), neg
             assert neg.replacement.lower() != neg.source.lower()
             assert neg.text not in s.positives
 
@@ -122,13 +110,13 @@ def test_articles_and_plurals_are_kept(plain):
 
 
 def test_inflection_rules():
-    assert [_plural(w) for w in ("man", "child", "box", "baby", "wolf", "dog", "woman")] == \
+    assert [plural(w) for w in ("man", "child", "box", "baby", "wolf", "dog", "woman")] == \
         ["men", "children", "boxes", "babies", "wolves", "dogs", "women"]
-    assert _verb_form("run", "VBG") == "running" and _verb_form("sit", "VBG") == "sitting"
-    assert _verb_form("lie", "VBG") == "lying" and _verb_form("make", "VBG") == "making"
-    assert _verb_form("carry", "VBZ") == "carries" and _verb_form("walk", "VBD") == "walked"
-    assert _verb_form("stop", "VBD") == "stopped"
-    assert _verb_form("run", "VBD") is None  # irregular: never "runned"
+    assert verb_form("run", "VBG") == "running" and verb_form("sit", "VBG") == "sitting"
+    assert verb_form("lie", "VBG") == "lying" and verb_form("make", "VBG") == "making"
+    assert verb_form("carry", "VBZ") == "carries" and verb_form("walk", "VBD") == "walked"
+    assert verb_form("stop", "VBD") == "stopped"
+    assert verb_form("run", "VBD") is None  # irregular: never "runned"
 
 
 def test_colours_are_replaced_by_colours(plain):
@@ -196,3 +184,22 @@ def test_cli_prints_json_in_input_order(tmp_path, capsys):
     text = capsys.readouterr().out
     assert text.startswith(captions[0]) and "\n  + " in text and "\n  - " in text
     assert main(["subtexts", "--captions", str(tmp_path / "missing.txt")]) == 2
+
+
+def test_same_subtexts_in_every_process(tmp_path):
+    """Python randomises set order per process (the hash seed); WordNet relations that NLTK
+    returns in set order must not change which negatives a caption gets."""
+    import os
+    import subprocess
+    import sys
+
+    captions = tmp_path / "c.txt"
+    captions.write_text("home on the muddy shores\nSeveral young people .\na small red circle above a blue star\n")
+    outs = []
+    for seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        proc = subprocess.run([sys.executable, "-m", "tacleaner", "subtexts", "--captions", str(captions), "--json"],
+                              capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        outs.append(proc.stdout)
+    assert outs[0] == outs[1] == outs[2]

@@ -367,7 +367,7 @@ def subtexts(args: argparse.Namespace) -> int:
 
 @command
 def run(args: argparse.Namespace) -> int:
-    from .experiment import Experiment, load_config
+    from .experiment import load_config
 
     cfg, raw = load_config(args.config)
     return _run_experiment(cfg, raw, args.out or f"runs/{cfg.name}", args)
