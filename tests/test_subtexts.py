@@ -203,3 +203,120 @@ def test_same_subtexts_in_every_process(tmp_path):
         assert proc.returncode == 0, proc.stderr
         outs.append(proc.stdout)
     assert outs[0] == outs[1] == outs[2]
+
+
+# -- plausibility: what the image shows, common same-kind replacements, the paper's random mode ----
+
+CASES_FILE = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "subtext_cases.yaml"
+CC3M = DATA / "cc3m_val_captions_sample.txt"
+
+
+@pytest.fixture(scope="module")
+def cases() -> list[dict]:
+    import yaml
+
+    return yaml.safe_load(CASES_FILE.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def cc3m() -> list[str]:
+    if not CC3M.is_file():
+        pytest.skip(f"{CC3M} not found: the shared data folder is not checked out next to the repo")
+    return [line.strip() for line in CC3M.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("mode", ["wordnet", "random"])
+def test_labelled_cases(cases, mode):
+    """Hand-labelled captions (the tracker's bad cases among them): positives keep the depicted
+    object, no negative uses a known-bad replacement or replaces a frame / placeholder word."""
+    from tacleaner.text.quality import labelled_report
+
+    captions = [c["caption"] for c in cases]
+    out = SubtextGenerator(SubtextConfig(negative_mode=mode), vocabulary=captions).generate(captions)
+    report = labelled_report(cases, out)
+    assert report["positives_keep_object"] == 1.0, report["failures"]
+    assert report["negatives_with_bad_replacement"] == 0, report["failures"]
+    assert report["negatives_replacing_kept_words"] == 0, report["failures"]
+    assert report["depicted_object_found"] >= 0.9, report
+    assert report["negatives"] >= len(cases) * 2
+
+
+@pytest.mark.parametrize("mode", ["wordnet", "random"])
+def test_real_captions_keep_the_object_and_use_common_words(flickr, cc3m, mode):
+    """On the shared Flickr8k and CC3M samples: every positive keeps the caption's depicted head
+    object, and every replacement is a word of the shipped common-word list."""
+    from tacleaner.text.lexicon import SPATIAL, is_common
+    from tacleaner.text.quality import plausibility_report
+
+    for captions in (flickr, cc3m):
+        out = SubtextGenerator(SubtextConfig(negative_mode=mode), vocabulary=captions).generate(captions)
+        report = plausibility_report(out)
+        assert report["positives_keep_depicted"] == 1.0 and report["replacements_common"] == 1.0, report
+        assert report["depicted_found"] >= 0.95, report
+        rare = [n.replacement for s in out for n in s.negatives
+                if not (is_common(n.replacement) or n.replacement.lower() in SPATIAL)]
+        assert not rare, rare[:10]
+        assert quality_report(out)["coverage"] >= 0.95
+
+
+def test_reported_bad_cases_are_fixed(cases):
+    gen = SubtextGenerator(vocabulary=[c["caption"] for c in cases])
+    by_caption = dict(zip([c["caption"] for c in cases], gen.generate([c["caption"] for c in cases])))
+    boot = by_caption["a close up of a boot"]
+    assert boot.positives == ("a boot",) and boot.depicted == "boot"
+    assert all("close" not in n.text for n in boot.negatives)
+    assert by_caption["someone is selling a sneaker"].positives == ("a sneaker",)
+    assert "a coat" in by_caption["a purple picture showing a coat"].positives
+    kitten = by_caption["ways to care for a stray kitten"]
+    assert kitten.depicted == "kitten" and all("kitten" in p for p in kitten.positives)
+    assert by_caption["dragonfly perched under a hanging basket of flowers"].depicted == "dragonfly"
+    contain = by_caption["image may contain : person , on stage , playing a musical instrument"]
+    assert all(n.source not in ("contain", "image", "may") for n in contain.negatives)
+    girls = by_caption["little girls playing on the beach"]
+    assert not {"wives", "stepchildren", "orphans"} & {n.replacement for n in girls.negatives}
+    assert {n.replacement for n in girls.negatives if n.source == "girls"} <= {
+        "men", "women", "boys", "children", "babies", "kids", "ladies", "guys", "teenagers"}
+
+
+def test_random_mode_is_the_papers_one_word_swap(cases):
+    """negative_mode="random": one noun, verb or adjective of the positive replaced by a random
+    common word of the same part of speech, inflected alike; seeded per caption."""
+    from tacleaner.text.lexicon import dominant_pos, random_pool
+
+    captions = [c["caption"] for c in cases]
+    cfg = SubtextConfig(negative_mode="random", negatives_per_positive=1, seed=3)
+    out = SubtextGenerator(cfg).generate(captions)
+    again = SubtextGenerator(SubtextConfig(negative_mode="random", negatives_per_positive=1, seed=3)).generate(captions)
+    other = SubtextGenerator(SubtextConfig(negative_mode="random", negatives_per_positive=1, seed=4)).generate(captions)
+    assert out == again and out != other
+    pools = {p: set(random_pool(p, cfg.random_min_zipf)) for p in "nva"}
+    kinds = set()
+    for s in out:
+        assert len(s.negatives) <= max(1, len(s.positives))
+        for n in s.negatives:
+            assert n.origin == "random" and one_word_swap(n), n
+            pos = {"object": "n", "attribute": "a", "relation": "v"}[n.kind]
+            from tacleaner.text.resources import wordnet
+
+            bases = set(wordnet()._morphy(n.replacement.lower(), pos)) | {n.replacement.lower()}
+            assert any(b in pools[pos] and dominant_pos(b) == pos for b in bases), n
+            kinds.add(n.kind)
+    assert kinds == set(KINDS)
+
+
+def test_tacleaner_takes_the_random_mode(world, tiny):
+    from tacleaner.data.pairs import PairDataset, read_pairs
+    from tacleaner.defenses import create_defense
+    from tacleaner.errors import TacleanerError
+
+    objective = create_defense("tacleaner", negative_mode="random", m=1, k=0.5)
+    table = read_pairs(world / "clean.csv")
+    objective.setup(tiny, table, seed=0)
+    objective.on_epoch_start(0)
+    assert objective.selected and objective.neg_tokens is not None
+    ds = PairDataset(table)
+    batch = objective.collate([ds[i] for i in range(16)])
+    losses = objective.losses(tiny.model, batch)
+    assert float(losses["ta_loss"].detach()) > 0
+    with pytest.raises(TacleanerError, match="negative_mode"):
+        create_defense("tacleaner", negative_mode="thesaurus")

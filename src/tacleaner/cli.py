@@ -348,7 +348,8 @@ def subtexts(args: argparse.Namespace) -> int:
     captions = [line for line in lines if line]
     if not captions:
         raise TacleanerError(f"{path}: no captions (one per line)")
-    cfg = SubtextConfig(spacy_model=args.spacy_model, seed=args.seed, negatives_per_positive=args.m)
+    cfg = SubtextConfig(spacy_model=args.spacy_model, seed=args.seed, negatives_per_positive=args.m,
+                        negative_mode=args.negative_mode)
     results = SubtextGenerator(cfg, vocabulary=captions).generate(captions)
     if args.json:
         print(json.dumps([{"caption": r.caption, "positives": list(r.positives),
@@ -526,6 +527,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="a JSON list of {caption, positives, negatives}")
     s.add_argument("--m", type=int, default=2, help="negatives per positive")
     s.add_argument("--seed", type=int, default=0, help="seed of the negatives' word draws")
+    s.add_argument("--negative-mode", default="wordnet", choices=("wordnet", "random"),
+                   help="wordnet: same-kind replacements from WordNet and the captions; random: the paper's "
+                   "random swaps of a noun, verb or adjective")
     s.add_argument("--spacy-model", help="spaCy pipeline (default: en_core_web_sm)")
 
     for name in ("run", "demo"):

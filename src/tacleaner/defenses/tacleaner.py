@@ -38,8 +38,10 @@ class TACleaner(CleanCLIP):
     per epoch, in (0, 1]; ``k_count``, when > 0, draws that many samples instead (a count and
     a fraction are never confused); ``m`` negatives per positive; ``use_positives`` /
     ``use_negatives`` for ablations; ``text_term`` adds the text in-modal term;
-    ``negative_sources`` picks where counterfactual words come from; ``spacy_model`` names the
-    parser (default en_core_web_sm)."""
+    ``negative_sources`` picks where counterfactual words come from; ``negative_mode`` "random"
+    replaces a random noun, verb or adjective by a random common word of the same part of
+    speech instead, as the paper's figure draws it (use ``m=1`` for its one negative per
+    sample); ``spacy_model`` names the parser (default en_core_web_sm)."""
 
     w_ta: float = 1.0
     k: float = 0.1
@@ -48,8 +50,9 @@ class TACleaner(CleanCLIP):
     use_positives: bool = True
     use_negatives: bool = True
     text_term: bool = False
-    negative_sources: list[str] = field(default_factory=lambda: ["cohyponym", "antonym", "sibling-attribute",
+    negative_sources: list[str] = field(default_factory=lambda: ["cohyponym", "antonym", "sibling-attribute", "people",
                                                                  "vocabulary"])
+    negative_mode: str = "wordnet"
     spacy_model: str | None = None
     name = "tacleaner"
     relative_cost = 2.7  # cleanclip + subtexts (bench_defenses.py: 1.1x cleanclip at k 0.1)
@@ -62,7 +65,11 @@ class TACleaner(CleanCLIP):
                                  "use k_count for a number of samples")
         if self.k_count < 0 or self.m < 0:
             raise TacleanerError(f"tacleaner needs k_count >= 0 and m >= 0 (got k_count={self.k_count}, m={self.m})")
-        from ..text.subtexts import ORIGINS
+        from ..text.subtexts import NEGATIVE_MODES, ORIGINS
+
+        if self.negative_mode not in NEGATIVE_MODES:
+            raise TacleanerError(f"tacleaner negative_mode {self.negative_mode!r}: choose one of "
+                                 f"{', '.join(NEGATIVE_MODES)}")
 
         unknown = [s for s in self.negative_sources if s not in ORIGINS]
         if unknown or not self.negative_sources:
@@ -76,7 +83,8 @@ class TACleaner(CleanCLIP):
 
         super().setup(bundle, table, seed)
         cfg = SubtextConfig(spacy_model=self.spacy_model, negatives_per_positive=max(self.m, 1),
-                            negative_sources=tuple(self.negative_sources), seed=seed)
+                            negative_sources=tuple(self.negative_sources), seed=seed,
+                            negative_mode=self.negative_mode)
         self.generator = SubtextGenerator(cfg, vocabulary=table.captions)
         self.selected: dict[int, int] = {}  # dataset index -> row in this epoch's subtext tensors
 

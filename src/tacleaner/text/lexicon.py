@@ -124,17 +124,20 @@ def cohyponyms(lemma: str, pos: str, min_count: int = 1, min_depth: int = 4, max
                first_senses: int = 1, physical_senses: int = 2,
                blocklist: frozenset[str] = frozenset()) -> tuple[str, ...]:
     """Siblings of ``lemma``'s sense (see :func:`source_sense`) under a shared hypernym, in the
-    same lexicographer file. For nouns, a hypernym shallower than ``min_depth``, with more than
+    same lexicographer file. For verbs, a top-level hypernym is too general; for nouns, a
+    hypernym shallower than ``min_depth``, with more than
     ``max_siblings`` hyponyms ("herb") or among WordNet's top categories (noun.Tops: "artifact",
     "organism") is too general to give the same kind of thing. Ordered by the shared hypernym,
     most specific first ("dog": canine before domestic animal), then by frequency."""
     sense = source_sense(lemma, pos, physical_senses)
-    if sense is None:
+    if sense is None or (pos == "v" and not clear_first_sense(lemma, "v")):
         return ()
     avoid = wn_synonyms(lemma, pos) | {lemma}
     found: dict[str, tuple[int, int]] = {}
     for h in ordered(sense.hypernyms() + sense.instance_hypernyms()):
         siblings = ordered(h.hyponyms())
+        if pos == "v" and h.min_depth() < 1:
+            continue  # a top verb ("put", "move", "make") gathers unrelated acts: clap -> install
         if pos == "n" and (h.min_depth() < min_depth or len(siblings) > max_siblings
                            or h.lexname() == "noun.Tops"):
             continue
@@ -258,3 +261,109 @@ def common_word(word: str, pos: str, min_count: int, blocklist: frozenset[str]) 
         return False
     lem = next((x for x in sense.lemmas() if x.name().lower() == word), None)
     return lem is not None and lemma_count(lem) >= min_count and not offensive(sense, word, blocklist)
+
+
+# ---------------------------------------------------------------------------------------------
+# Plausibility: how common a word is, which part of speech it mostly is, fixed phrases.
+
+COMMON_WORDS_FILE = "common_words.tsv"
+
+
+@functools.lru_cache(maxsize=1)
+def common_words() -> dict[str, float]:
+    """Word -> Zipf frequency for the shipped list of common English words (17,539 words:
+    wordfreq 3.1.1's English top 60,000 with Zipf >= 3.3, known to WordNet; see
+    ``scripts/make_common_words.py``). Replacement words must come from it."""
+    from importlib import resources
+
+    text = resources.files("tacleaner.text").joinpath("data", COMMON_WORDS_FILE).read_text(encoding="utf-8")
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            word, zipf = line.split("\t")
+            out[word] = float(zipf)
+    return out
+
+
+def is_common(word: str, min_zipf: float = 0.0) -> bool:
+    """``word`` is in the common-word list (at Zipf >= ``min_zipf``)."""
+    return common_words().get(word.lower(), -1.0) >= max(min_zipf, 0.0)
+
+
+@functools.lru_cache(maxsize=None)
+def pos_counts(word: str) -> dict[str, int]:
+    """SemCor occurrences of ``word`` (a base form) per WordNet part of speech (satellite
+    adjectives counted as "a"), plus one per sense so that unattested words still count."""
+    out = {"n": 0, "v": 0, "a": 0, "r": 0}
+    for pos in out:
+        for s in word_senses(word, pos):
+            out[pos] += 1 + sum(lemma_count(lem) for lem in s.lemmas() if lem.name().lower() == word)
+    return out
+
+
+def dominant_pos(word: str) -> str | None:
+    """The part of speech ``word`` is mostly used as: "avocado" is a noun, so it never replaces
+    a verb, and "liberal" is mostly an adjective, so it never replaces a person noun."""
+    counts = pos_counts(word)
+    best = max(counts, key=lambda p: counts[p])
+    return best if counts[best] else None
+
+
+# Nouns for people that captions use for what a picture shows; a person noun among them is
+# replaced by another of them (girl -> boy), never by a kinship or status word WordNet files
+# under the same hypernym (girl -> wife, stepchild, orphan; woman -> liberal).
+PEOPLE = ("man", "woman", "boy", "girl", "child", "baby", "kid", "lady", "guy", "teenager", "player",
+          "worker", "student", "soldier", "dancer", "singer", "musician", "chef", "doctor", "nurse",
+          "farmer", "rider", "runner", "swimmer", "skier", "surfer", "climber", "tourist", "couple",
+          "family", "crowd", "bride", "groom", "businessman", "actor", "athlete", "artist", "fan")
+# Placeholders for named people and things (CC3M replaced names by such words): they say who
+# is there no more than a pronoun does, so they are never replaced.
+PLACEHOLDERS = frozenset({"person", "people", "someone", "somebody", "everyone", "anyone", "persons",
+                          "organization", "organisation"})
+
+
+@functools.lru_cache(maxsize=None)
+def fixed_phrase(first: str, second: str) -> bool:
+    """Two neighbouring words that WordNet knows as one expression ("close up", "ice cream",
+    "stuffed animal"?): neither is replaced alone."""
+    return bool(wordnet().synsets(f"{first}_{second}")) or bool(wordnet().synsets(f"{first}{second}"))
+
+
+@functools.lru_cache(maxsize=None)
+def clear_first_sense(word: str, pos: str, share: float = 0.5, minimum: int = 5) -> bool:
+    """Whether WordNet's first sense of ``word`` is what the word usually means: at least
+    ``share`` of its sense-tagged occurrences, and ``minimum`` of them. Without it, siblings of
+    the first sense are a guess ("clap" is first "put forcibly", whose siblings include
+    "install"; the applause sense is third)."""
+    counts = [sum(lemma_count(lem) for lem in s.lemmas() if lem.name().lower() == word)
+              for s in word_senses(word, pos)]
+    total = sum(counts)
+    return bool(counts) and counts[0] >= minimum and counts[0] >= share * total
+
+
+def unattested_as(word: str, pos: str) -> bool:
+    """``word`` (a base form) is all but never used as ``pos``: a parser tag to distrust ("a
+    child clings" read as a noun: "cling" is a verb 19 times in SemCor, a noun once)."""
+    counts = pos_counts(word)
+    return counts[pos] <= 1 and max(counts.values()) >= 10
+
+
+@functools.lru_cache(maxsize=None)
+def random_pool(pos: str, min_zipf: float, blocklist: frozenset[str] = frozenset()) -> tuple[str, ...]:
+    """Base forms of the common-word list (Zipf >= ``min_zipf``) that are mostly ``pos`` (and,
+    for nouns, name something one can see, not a named instance): the words the paper-style
+    random negatives draw from ("a blue table" -> "a bad table", "... were bananas")."""
+    wn = wordnet()
+    out = []
+    for word, zipf in common_words().items():
+        if zipf < min_zipf or word in blocklist or len(word) < 3:
+            continue
+        senses = word_senses(word, pos)
+        if not senses or wn.morphy(word, pos) != word or dominant_pos(word) != pos \
+                or offensive(senses[0], word, blocklist):
+            continue
+        if pos == "n" and (senses[0].instance_hypernyms() or senses[0].lexname() in ABSTRACT_LEXNAMES
+                           or senses[0].lexname() == "noun.Tops"):
+            continue  # names ("kenya") and things one cannot see ("absence")
+        out.append(word)
+    return tuple(sorted(out))

@@ -46,10 +46,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from .inflection import match_case, plural, verb_form
-from .lexicon import (SPATIAL, ancestors, antonyms, cohyponyms, colour_words, common_word, first_sense,
-                      lemma_count, sibling_attributes, source_sense, spatial_swaps, wn_lemma, wn_synonyms,
+from .lexicon import (ABSTRACT_LEXNAMES, PEOPLE, PLACEHOLDERS, SPATIAL, ancestors, antonyms, cohyponyms, colour_words, common_word,
+                      dominant_pos, first_sense, fixed_phrase, is_common, lemma_count, sibling_attributes,
+                      random_pool, source_sense, spatial_swaps, unattested_as, wn_lemma, wn_synonyms,
                       word_senses)
-from .positives import intraword, nominal, render
+from .positives import FRAME_NOUNS, SHOWING_VERBS, frame_word, intraword, nominal, render
 from .subtext_config import Negative, SubtextConfig
 
 # Adjectives and nouns that carry no swappable content.
@@ -101,8 +102,8 @@ def word_class(tok: Any) -> tuple[str, str] | None:
     tagged as a noun ("an orange cross"), lowercase proper nouns and determined adjectives
     ("a small pink cross") are common nouns."""
     low = tok.lower_
-    if low in colour_words() and tok.i < tok.head.i and tok.dep_ in ("amod", "compound", "nmod", "npadvmod"):
-        return "a", "JJ"
+    if low in colour_words() and tok.pos_ in ("ADJ", "NOUN", "PROPN"):
+        return "a", "JJ"  # a colour is swapped for a colour, even as a noun ("a man in red")
     if low in SPATIAL or tok.dep_ == "compound":
         return None  # noun modifiers ("construction workers") are part of the head's meaning
     if tok.pos_ == "NOUN" or (tok.pos_ == "PROPN" and tok.text.islower()) or (tok.pos_ == "ADJ" and nominal(tok)):
@@ -112,6 +113,21 @@ def word_class(tok: Any) -> tuple[str, str] | None:
     if tok.pos_ == "VERB" and tok.tag_.startswith("VB") and tok.lemma_ not in ("be", "have", "do"):
         return "v", tok.tag_
     return None
+
+
+def in_fixed_phrase(tok: Any) -> bool:
+    """The token and a neighbour it forms a compound with (or a particle: "close up") make an
+    expression WordNet lists as one ("ice cream", "close up"). An adjective and its noun ("little
+    girl", listed too) stay separate words."""
+    doc = tok.doc
+    pairs = []
+    if tok.i > 0:
+        pairs.append((doc[tok.i - 1], tok))
+    if tok.i + 1 < len(doc):
+        pairs.append((tok, doc[tok.i + 1]))
+    tied = [(a, b) for a, b in pairs
+            if (a.head is b and a.dep_ in ("compound", "prt")) or (b.head is a and b.dep_ in ("compound", "prt"))]
+    return any(a.is_alpha and b.is_alpha and fixed_phrase(a.lower_, b.lower_) for a, b in tied)
 
 
 class NegativeMaker:
@@ -126,6 +142,8 @@ class NegativeMaker:
     def negatives(self, doc: Any, span: tuple[int, ...], in_caption: set[str],
                    vocab: Vocabulary, rng: random.Random) -> list[Negative]:
         """Up to m negatives of one base text, alternating kinds, no two alike."""
+        if self.cfg.negative_mode == "random":
+            return self.random_negatives(doc, span, in_caption, vocab, rng)
         base = render(doc, span)
         slots = [s for s in (self._slot(doc[i], in_caption, vocab, rng) for i in span) if s is not None]
         rng.shuffle(slots)
@@ -151,12 +169,48 @@ class NegativeMaker:
                         break  # next kind
         return out
 
+    def random_negatives(self, doc: Any, span: tuple[int, ...], in_caption: set[str], vocab: Vocabulary,
+                         rng: random.Random) -> list[Negative]:
+        """The paper's negatives: a content word (noun, verb or adjective) of the base text,
+        drawn at random, replaced by a common word of the same part of speech drawn at random
+        ("On a blue table were green grapes." -> "On a bad table ...", "... were bananas.",
+        "On a blue table run kiwis."), in the replaced word's form."""
+        base = render(doc, span)
+        slots = [(doc[i], found) for i in span if self._replaceable(doc[i])
+                 for found in [self._content_class(doc[i])] if found is not None]
+        out: list[Negative] = []
+        seen = {base.lower()}
+        for _ in range(20 * self.cfg.negatives_per_positive):
+            if len(out) == self.cfg.negatives_per_positive or not slots:
+                break
+            tok, (pos, tag) = slots[rng.randrange(len(slots))]
+            pool = random_pool(pos, self.cfg.random_min_zipf, self.cfg.blocklist)
+            lemma = pool[rng.randrange(len(pool))]
+            if lemma in in_caption:
+                continue
+            kind = {"n": "object", "a": "attribute", "v": "relation"}[pos]
+            neg = self._apply(doc, span, Slot(tok.i, kind, pos, tag, []), (lemma, "random"), base, vocab)
+            if neg is not None and neg.text.lower() not in seen:
+                seen.add(neg.text.lower())
+                out.append(neg)
+        return out
+
+    def _replaceable(self, tok: Any) -> bool:
+        """A content word that may be replaced at all: not a frame or placeholder word, not
+        half of a hyphenated word or of a fixed phrase."""
+        low, doc = tok.lower_, tok.doc
+        if not tok.is_alpha or low in NON_CONTENT or low in PLACEHOLDERS or frame_word(tok):
+            return False
+        if any(0 <= j < len(doc) and intraword(doc[j]) for j in (tok.i - 1, tok.i + 1)):
+            return False  # part of a hyphenated word ("light-colored")
+        return not in_fixed_phrase(tok)  # "close up", "ice cream": half of it says nothing about the image
+
     def _apply(self, doc: Any, span: tuple[int, ...], slot: Slot, choice: tuple[str, str],
                base: str, vocab: Vocabulary) -> Negative | None:
         tok = doc[slot.index]
         word = self._inflect(choice[0], slot.pos, slot.tag, vocab)
-        if word is None:
-            return None
+        if word is None or (slot.pos != "r" and not is_common(word)):
+            return None  # an uncertain or made-up form ("puted")
         word = match_case(word, tok.text)
         text = render(doc, span, {slot.index: word})  # also fixes "a"/"an" before the word
         return Negative(text, slot.kind, tok.text, word, choice[1], base)
@@ -178,17 +232,15 @@ class NegativeMaker:
     def _slot(self, tok: Any, in_caption: set[str], vocab: Vocabulary,
               rng: random.Random) -> Slot | None:
         """The token's kind and replacement choices, or None if it is not a content word."""
-        low, doc = tok.lower_, tok.doc
-        if not tok.is_alpha or low in NON_CONTENT:
+        low = tok.lower_
+        if not self._replaceable(tok):
             return None
-        if any(0 <= j < len(doc) and intraword(doc[j]) for j in (tok.i - 1, tok.i + 1)):
-            return None  # part of a hyphenated word ("light-colored")
         if low in SPATIAL and (tok.pos_ in ("ADP", "ADV", "PART") or tok.dep_ in ("pobj", "prt")):
             if "antonym" not in self.cfg.negative_sources:
                 return None
             slot = Slot(tok.i, "relation", "r", "", [(w, "antonym") for w in spatial_swaps(low)])
         else:
-            found = word_class(tok)
+            found = self._content_class(tok)
             if found is None:
                 return None
             pos, tag = found
@@ -196,6 +248,24 @@ class NegativeMaker:
             slot = Slot(tok.i, kind, pos, tag, self._choices_for(tok, pos, vocab, rng))
         slot.choices = [(w, o) for w, o in slot.choices if w not in in_caption]
         return slot if slot.choices else None
+
+    def _content_class(self, tok: Any) -> tuple[str, str] | None:
+        """:func:`word_class`, without the words no counterfactual should touch: a tag against
+        the word's use ("a child clings" read as a noun), nouns too general to swap ("animal",
+        "group"), and nouns for what one cannot see ("night", "ways")."""
+        found = word_class(tok)
+        if found is None:
+            return None
+        pos = found[0]
+        lemma = wn_lemma(tok, pos)
+        if lemma is None:
+            return found
+        if unattested_as(lemma, pos):
+            return None
+        sense = source_sense(lemma, pos, self.cfg.physical_senses)
+        if sense is not None and pos == "n" and (sense.lexname() == "noun.Tops" or sense.lexname() in ABSTRACT_LEXNAMES):
+            return None
+        return found
 
     def _choices_for(self, tok: Any, pos: str, vocab: Vocabulary,
                      rng: random.Random) -> list[tuple[str, str]]:
@@ -236,8 +306,30 @@ class NegativeMaker:
             by_origin["antonym"] = antonyms(lemma, cfg.min_sense_count)[:k]
             by_origin["sibling-attribute"] = sibling_attributes(lemma, cfg.min_sense_count)
         if "vocabulary" in cfg.negative_sources:
-            by_origin["vocabulary"] = tuple(self._from_vocabulary(lemma, pos, vocab)[:k])
-        return {o: tuple(w for w in words if w != lemma) for o, words in by_origin.items()}
+            by_origin["vocabulary"] = tuple(self._from_vocabulary(lemma, pos, vocab)[:k * 4])
+        sense = source_sense(lemma, pos, cfg.physical_senses)
+        person = pos == "n" and sense is not None and sense.lexname() == "noun.person"
+        if person and "people" in cfg.negative_sources and lemma in PEOPLE:
+            by_origin["people"] = tuple(w for w in PEOPLE if w != lemma)
+        return {o: tuple(w for w in words if w != lemma and self._plausible(w, pos, sense, person))[:k]
+                for o, words in by_origin.items()}
+
+    def _plausible(self, word: str, pos: str, sense: Any, person: bool) -> bool:
+        """A replacement a reader takes for the same kind of word: in the common-word list,
+        mostly used as the same part of speech ("avocados" never replaces a verb), and for
+        nouns, a thing of the same kind (a person noun for a person, only from :data:`PEOPLE`:
+        "girl" -> "boy", not "wife"; no person for an animal: "stuffed animal" -> "man")."""
+        if not is_common(word, self.cfg.min_zipf) or word in PLACEHOLDERS or word in FRAME_NOUNS or \
+                (pos == "v" and word in SHOWING_VERBS):
+            return False
+        if pos in ("n", "v", "a") and dominant_pos(word) != pos:
+            return False
+        if pos == "n" and sense is not None:
+            if person:
+                return word in PEOPLE
+            other = source_sense(word, "n", self.cfg.physical_senses)
+            return other is not None and other.lexname() == sense.lexname()
+        return True
 
     def _from_vocabulary(self, lemma: str, pos: str, vocab: Vocabulary) -> list[str]:
         """Vocabulary words of the same POS that are close in meaning to ``lemma``."""

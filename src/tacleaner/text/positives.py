@@ -35,11 +35,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from .inflection import article, match_case
-from .lexicon import colour_words
+from .lexicon import (ABSTRACT_LEXNAMES, PEOPLE, PLACEHOLDERS, colour_words, dominant_pos, source_sense,
+                      unattested_as)
 
 # Root nouns that frame the real subject: "a photo of X" -> X.
 FRAME_NOUNS = frozenset({"photo", "photograph", "picture", "image", "drawing", "view", "shot",
-                          "closeup", "close-up", "snapshot", "painting", "illustration"})
+                         "closeup", "close-up", "close", "snapshot", "painting", "illustration", "portrait",
+                         "sketch", "render", "footage", "photography", "selfie"})
+# Verbs by which a frame shows its content: "a picture showing a coat", "image may contain: X".
+SHOWING_VERBS = frozenset({"show", "depict", "feature", "contain", "include", "display", "capture"})
 # Subtrees under these dependencies are extra detail and are never kept inside a phrase.
 _DETAIL_DEPS = frozenset({"conj", "cc", "preconj", "appos", "relcl", "acl", "advcl", "parataxis",
                           "prep", "punct", "mark", "dep", "meta"})
@@ -215,12 +219,33 @@ def _noun_clause(subject: Any, lead: list[int], extra_head: Any | None = None) -
     return _Clause(lead, subject, rels, verb)
 
 
+def _is_frame(noun: Any) -> bool:
+    """A frame noun, or "up" of "close - up" / "close up"."""
+    return noun.lower_ in FRAME_NOUNS or (noun.lower_ == "up" and any(c.lower_ == "close" for c in noun.children))
+
+
+def _framed(noun: Any) -> Any | None:
+    """What a frame noun shows: the object of its "of" (also under "close up"'s particle), or
+    the object of a showing participle ("a purple picture showing a coat")."""
+    holders = [noun] + [c for c in noun.children if c.dep_ == "prt"]
+    for h in holders:
+        of = next((c for c in h.children if c.dep_ == "prep" and c.lower_ == "of"), None)
+        obj = _prep_object(of) if of is not None else None
+        if obj is not None and nominal(obj):
+            return obj
+    for c in noun.children:
+        if c.dep_ in ("acl", "relcl") and c.lemma_.lower() in SHOWING_VERBS:
+            obj = next((d for d in c.children if d.dep_ == "dobj" and nominal(d)), None)
+            if obj is not None:
+                return obj
+    return None
+
+
 def _unframe(noun: Any) -> Any:
     """"a photo of a red circle" -> circle (repeatedly, for "a close-up photo of ...")."""
-    while noun.lower_ in FRAME_NOUNS:
-        of = next((c for c in noun.children if c.dep_ == "prep" and c.lower_ == "of"), None)
-        obj = _prep_object(of) if of is not None else None
-        if obj is None or not nominal(obj):
+    while _is_frame(noun):
+        obj = _framed(noun)
+        if obj is None:
             break
         noun = obj
     return noun
@@ -247,6 +272,9 @@ def _clause(sent: Any) -> _Clause | None:
     subject = next((c for c in kids if c.dep_ in ("nsubj", "nsubjpass")), None)
     if subject is None:
         return None
+    shown = next((c for c in kids if c.dep_ == "dobj" and nominal(c)), None)
+    if _is_frame(subject) and root.lemma_.lower() in SHOWING_VERBS and shown is not None:
+        return _noun_clause(_unframe(shown), [])  # "image may contain: person, on stage" -> person
     subject = _unframe(subject)
     rels = [lambda adj, v=root: _vp(v, adj)]
     if _first_pp(subject, "all") is not None:
@@ -302,23 +330,100 @@ def _fallback_variants(sent: Any) -> list[list[int]]:
     return [core + first, bare + first, core, bare]
 
 
+def frame_word(tok: Any) -> bool:
+    """Words that say how the caption was made rather than what it shows: a frame noun, and the
+    showing verb and auxiliaries of "image may contain: ..."."""
+    if _is_frame(tok) or (tok.lower_ == "close" and tok.head.lower_ == "up"):
+        return True
+    verb = tok if tok.pos_ in ("VERB", "AUX") and tok.dep_ != "aux" else tok.head
+    return (verb.lemma_.lower() in SHOWING_VERBS and (tok is verb or tok.dep_ == "aux")
+            and any(c.dep_ in ("nsubj", "nsubjpass") and _is_frame(c) for c in verb.children))
+
+
+def concrete_noun(tok: Any) -> bool:
+    """A noun for something one can see: not a pronoun, a frame ("photo") or an abstract noun
+    ("ways", "selection"). Words the small parser mis-tags ("dragonfly" as an adverb) count
+    when WordNet knows them mostly as nouns."""
+    if not tok.is_alpha or tok.pos_ == "PRON" or _is_frame(tok):
+        return False
+    doc = tok.doc
+    if any(0 <= j < len(doc) and intraword(doc[j]) for j in (tok.i - 1, tok.i + 1)):
+        return False  # part of a hyphenated word ("snow-covered")
+    low = tok.lower_
+    if tok.pos_ in ("NOUN", "PROPN") and (low in PLACEHOLDERS or tok.lemma_.lower() in PEOPLE
+                                          or low in ("people", "crowd", "family", "couple", "team")):
+        return True  # people are what many pictures show, whatever WordNet files "people" under
+    if not nominal(tok) and not (tok.pos_ in ("ADV", "ADJ", "X") and dominant_pos(low) == "n"):
+        return False
+    nxt = tok.doc[tok.i + 1] if tok.i + 1 < len(tok.doc) else None
+    if low in _MANNER_NOUNS and nxt is not None and nxt.tag_ in ("VBN", "VBD"):
+        return False  # "hand drawn vector illustration": "hand" says how, not what
+    if unattested_as(tok.lemma_.lower(), "n"):
+        return False  # "clings" read as a noun
+    lemma = tok.lemma_.lower() if tok.pos_ in ("NOUN", "PROPN") else low
+    sense = source_sense(lemma, "n") or source_sense(low, "n")
+    return sense is not None and sense.lexname() not in ABSTRACT_LEXNAMES
+
+
+# Nouns whose "of" phrase names what is shown: "a group of people", "the top of the mountain".
+_OF_HEADS = frozenset({"group", "pair", "set", "bunch", "lot", "couple", "number", "variety", "selection",
+                       "collection", "pile", "stack", "row", "line", "crowd", "herd", "flock", "team",
+                       "top", "bottom", "side", "edge", "front", "back", "middle", "center", "centre",
+                       "corner", "part", "piece", "inside", "outside", "interior", "exterior"})
+# "hand drawn", "hand made": a noun that only modifies the participle after it.
+_MANNER_NOUNS = frozenset({"hand", "machine", "home", "sun", "wind", "water"})
+
+
+def depicted_object(doc: Any) -> Any | None:
+    """The caption's depicted head object: the main clause's subject when it is a concrete
+    noun, else the first concrete noun of the caption that is not a modifier ("someone is
+    selling a sneaker" -> sneaker; "ways to care for a stray kitten" -> kitten). Every positive
+    keeps it: a positive that drops what the image shows, aligned to that image, teaches the
+    model something false."""
+    sent = max(doc.sents, key=len)
+    clause = _clause(sent)
+    found = clause.subject if clause is not None and concrete_noun(clause.subject) else None
+    if found is None:
+        # A compound modifier ("tree" of "tree branch") is not the object when its head is a
+        # concrete noun; when the parser made a verb the head ("a child clings"), it is.
+        found = next((t for t in sent if concrete_noun(t) and t.dep_ != "poss"
+                      and not (t.dep_ in ("compound", "nmod") and concrete_noun(t.head))), None)
+    while found is not None and found.lower_ in _OF_HEADS:
+        inner = _framed_of(found)
+        if inner is None:
+            break
+        found = inner
+    return found
+
+
+def _framed_of(noun: Any) -> Any | None:
+    of = next((c for c in noun.children if c.dep_ == "prep" and c.lower_ == "of"), None)
+    obj = _prep_object(of) if of is not None else None
+    return obj if obj is not None and nominal(obj) else None
+
+
 def positive_spans(doc: Any, max_positives: int) -> list[tuple[int, ...]]:
     """Token index tuples of the positive subtexts of a parsed caption (see module docstring)."""
     sent = max(doc.sents, key=len)
     content = tuple(t.i for t in doc if not t.is_punct or intraword(t))
     clause = _clause(sent)
-    out: list[tuple[int, ...]] = []
-    for variants in (_clause_variants(clause) if clause else [], _fallback_variants(sent)):
+    obj = depicted_object(doc)
+
+    def collect(variants: list[list[int]], out: list[tuple[int, ...]]) -> None:
         for v in variants:
             span = tuple(sorted({i for i in v if not doc[i].is_punct or intraword(doc[i])}))
-            has_noun = any(nominal(doc[i]) or doc[i].pos_ == "PRON" for i in span)
-            if span and has_noun and span != content and span not in out:
+            has_noun = any(nominal(doc[i]) or doc[i].pos_ == "PRON" or (obj is not None and i == obj.i) for i in span)
+            if span and has_noun and span != content and span not in out and (obj is None or obj.i in span):
                 out.append(span)
-            if len(out) == max_positives:
-                return out
+
+    out: list[tuple[int, ...]] = []
+    for variants in (_clause_variants(clause) if clause else [], _fallback_variants(sent)):
+        collect(variants, out)
         if out:
             break  # the fallback is only for captions the clause rules do not fit
-    return out
+    if not out and obj is not None:  # no rule kept the object: its own noun phrase
+        collect([_np(obj, "all"), _np(obj, "last"), _np(obj, "none")], out)
+    return out[:max_positives]
 
 
 def render(doc: Any, span: Iterable[int], replace: dict[int, str] | None = None) -> str:

@@ -70,3 +70,55 @@ def quality_report(subtexts: list[Subtexts]) -> dict:
         "by_kind": dict(sorted(Counter(neg.kind for neg in negatives).items())),
         "by_origin": dict(sorted(Counter(neg.origin for neg in negatives).items())),
     }
+
+
+def plausibility_report(subtexts: list[Subtexts]) -> dict:
+    """Shares over generated subtexts: positives that keep the caption's depicted head object
+    (as :func:`~tacleaner.text.positives.depicted_object` finds it), captions where it was found,
+    and negatives whose replacement word is in the common-word list."""
+    from .lexicon import is_common
+
+    def share(k: int, total: int) -> float:
+        return round(k / total, 4) if total else 0.0
+
+    positives = [(s.depicted, p) for s in subtexts for p in s.positives]
+    with_obj = [(d, p) for d, p in positives if d]
+    negatives = [neg for s in subtexts for neg in s.negatives]
+    return {
+        "depicted_found": share(sum(bool(s.depicted) for s in subtexts), len(subtexts)),
+        "positives_keep_depicted": share(sum(d.lower() in caption_words(p) for d, p in with_obj), len(with_obj)),
+        "replacements_common": share(sum(is_common(n.replacement) or n.replacement.lower() in SPATIAL
+                                         for n in negatives), len(negatives)),
+    }
+
+
+def labelled_report(cases: list[dict], subtexts: list[Subtexts]) -> dict:
+    """Scores against hand-labelled cases (``benchmarks/data/subtext_cases.yaml``): each case
+    gives the depicted ``object``, ``bad`` replacements and ``keep`` words no negative may
+    replace. Returns shares and the failures, one line each."""
+    failures = []
+    kept = total_pos = bad = total_neg = touched = found = 0
+    for case, sub in zip(cases, subtexts):
+        obj = case["object"].lower()
+        found += sub.depicted.lower() == obj
+        for p in sub.positives:
+            total_pos += 1
+            if obj in caption_words(p):
+                kept += 1
+            else:
+                failures.append(f"positive drops {obj!r}: {case['caption']!r} -> {p!r}")
+        for n in sub.negatives:
+            total_neg += 1
+            if n.replacement.lower() in {w.lower() for w in case.get("bad", [])}:
+                bad += 1
+                failures.append(f"bad replacement {n.source!r} -> {n.replacement!r}: {n.text!r}")
+            if n.source.lower() in {w.lower() for w in case.get("keep", [])}:
+                touched += 1
+                failures.append(f"replaced a kept word {n.source!r}: {n.text!r}")
+
+    def share(k: int, total: int) -> float:
+        return round(k / total, 4) if total else 0.0
+
+    return {"cases": len(cases), "depicted_object_found": share(found, len(cases)),
+            "positives_keep_object": share(kept, total_pos), "negatives_with_bad_replacement": bad,
+            "negatives_replacing_kept_words": touched, "negatives": total_neg, "failures": failures}

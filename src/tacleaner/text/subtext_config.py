@@ -4,7 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 KINDS = ("object", "attribute", "relation")
-ORIGINS = ("cohyponym", "antonym", "sibling-attribute", "vocabulary")
+ORIGINS = ("cohyponym", "antonym", "sibling-attribute", "people", "vocabulary")
+NEGATIVE_MODES = ("wordnet", "random")
 
 
 @dataclass(frozen=True)
@@ -15,7 +16,7 @@ class Negative:
     kind: str  # "object" (noun replaced), "attribute" (adjective), "relation" (verb or spatial word)
     source: str  # the replaced word as it appears
     replacement: str  # the new word as it appears
-    origin: str  # "cohyponym", "antonym", "sibling-attribute" or "vocabulary"
+    origin: str  # "cohyponym", "antonym", "sibling-attribute", "people", "vocabulary" or "random"
     base: str = ""  # the positive (or caption) the negative was made from
 
 
@@ -26,6 +27,7 @@ class Subtexts:
     caption: str
     positives: tuple[str, ...]
     negatives: tuple[Negative, ...]
+    depicted: str = ""  # the depicted head object every positive keeps ("" when none was found)
 
 
 @dataclass
@@ -44,5 +46,8 @@ class SubtextConfig:
     replacement_senses: int = 1  # the replacement's sense must be among its first N senses
     physical_senses: int = 2  # a noun's first concrete sense among its first N is its sense
     max_siblings: int = 150  # noun hypernyms with more hyponyms are too general for co-hyponyms
+    min_zipf: float = 3.3  # replacements come from the common-word list at this Zipf frequency or more
+    negative_mode: str = "wordnet"  # "wordnet": the sources above; "random": the paper's random swaps
+    random_min_zipf: float = 4.0  # random-mode replacements: words at least this common
     blocklist: frozenset[str] = field(default_factory=lambda: frozenset(
         {"whore", "prostitute", "harlot", "slut", "bitch", "bastard", "wench", "hussy"}))

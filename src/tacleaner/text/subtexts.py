@@ -23,12 +23,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from .negatives import NegativeMaker, Vocabulary
-from .positives import intraword, positive_spans, render
+from .positives import depicted_object, intraword, positive_spans, render
 from .quality import quality_report
 from .resources import spacy_pipeline
-from .subtext_config import KINDS, ORIGINS, Negative, SubtextConfig, Subtexts
+from .subtext_config import KINDS, NEGATIVE_MODES, ORIGINS, Negative, SubtextConfig, Subtexts
 
-__all__ = ["KINDS", "ORIGINS", "Negative", "SubtextConfig", "SubtextGenerator", "Subtexts", "quality_report"]
+__all__ = ["KINDS", "NEGATIVE_MODES", "ORIGINS", "Negative", "SubtextConfig", "SubtextGenerator", "Subtexts", "quality_report"]
 
 
 class SubtextGenerator:
@@ -43,6 +43,8 @@ class SubtextGenerator:
         unknown = set(self.cfg.negative_sources) - set(ORIGINS)
         if unknown:
             raise ValueError(f"unknown negative sources {sorted(unknown)}; choose from {ORIGINS}")
+        if self.cfg.negative_mode not in NEGATIVE_MODES:
+            raise ValueError(f"unknown negative mode {self.cfg.negative_mode!r}; choose from {NEGATIVE_MODES}")
         self._vocab_texts = list(vocabulary)
         self._vocab: Vocabulary | None = None
         self._nlp: Any = None
@@ -88,4 +90,5 @@ class SubtextGenerator:
             negatives += self._maker.negatives(doc, span, in_caption, vocab, rng)
         if not negatives:  # no positive, or none with a replaceable word: use the caption
             negatives = self._maker.negatives(doc, whole, in_caption, vocab, rng)
-        return Subtexts(caption, tuple(render(doc, s) for s in spans), tuple(negatives))
+        obj = depicted_object(doc)
+        return Subtexts(caption, tuple(render(doc, s) for s in spans), tuple(negatives), obj.text if obj else "")
