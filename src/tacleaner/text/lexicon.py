@@ -122,14 +122,15 @@ def source_sense(lemma: str, pos: str, physical_senses: int = 2) -> Any | None:
 @functools.lru_cache(maxsize=None)
 def cohyponyms(lemma: str, pos: str, min_count: int = 1, min_depth: int = 4, max_siblings: int = 150,
                first_senses: int = 1, physical_senses: int = 2,
-               blocklist: frozenset[str] = frozenset()) -> tuple[str, ...]:
+               blocklist: frozenset[str] = frozenset(), sense_name: str | None = None) -> tuple[str, ...]:
     """Siblings of ``lemma``'s sense (see :func:`source_sense`) under a shared hypernym, in the
     same lexicographer file. For verbs, a top-level hypernym is too general; for nouns, a
     hypernym shallower than ``min_depth``, with more than
     ``max_siblings`` hyponyms ("herb") or among WordNet's top categories (noun.Tops: "artifact",
     "organism") is too general to give the same kind of thing. Ordered by the shared hypernym,
-    most specific first ("dog": canine before domestic animal), then by frequency."""
-    sense = source_sense(lemma, pos, physical_senses)
+    most specific first ("dog": canine before domestic animal), then by frequency. ``sense_name``
+    names another sense to use (the data's own, see ``NegativeMaker.sense``)."""
+    sense = wordnet().synset(sense_name) if sense_name else source_sense(lemma, pos, physical_senses)
     if sense is None or (pos == "v" and not clear_first_sense(lemma, "v")):
         return ()
     avoid = wn_synonyms(lemma, pos) | {lemma}

@@ -138,6 +138,7 @@ class NegativeMaker:
         self.cfg = cfg
         self._choices: dict[tuple[str, str], dict[str, tuple[str, ...]]] = {}
         self._vocab_index: dict[str, tuple[Any, frozenset[Any]]] | None = None
+        self._shares: Counter | None = None
 
     def negatives(self, doc: Any, span: tuple[int, ...], in_caption: set[str],
                    vocab: Vocabulary, rng: random.Random) -> list[Negative]:
@@ -298,21 +299,54 @@ class NegativeMaker:
         cfg = self.cfg
         k = cfg.max_candidates
         by_origin: dict[str, tuple[str, ...]] = {}
+        sense = self.sense(lemma, pos, vocab)
         if pos in ("n", "v"):
             by_origin["cohyponym"] = cohyponyms(
                 lemma, pos, cfg.min_sense_count, cfg.min_hypernym_depth, cfg.max_siblings,
-                cfg.replacement_senses, cfg.physical_senses, cfg.blocklist)[:k]
+                cfg.replacement_senses, cfg.physical_senses, cfg.blocklist,
+                sense.name() if sense is not None else None)[:k]
         else:
             by_origin["antonym"] = antonyms(lemma, cfg.min_sense_count)[:k]
             by_origin["sibling-attribute"] = sibling_attributes(lemma, cfg.min_sense_count)
         if "vocabulary" in cfg.negative_sources:
             by_origin["vocabulary"] = tuple(self._from_vocabulary(lemma, pos, vocab)[:k * 4])
-        sense = source_sense(lemma, pos, cfg.physical_senses)
         person = pos == "n" and sense is not None and sense.lexname() == "noun.person"
         if person and "people" in cfg.negative_sources and lemma in PEOPLE:
             by_origin["people"] = tuple(w for w in PEOPLE if w != lemma)
         return {o: tuple(w for w in words if w != lemma and self._plausible(w, pos, sense, person))[:k]
                 for o, words in by_origin.items()}
+
+    def sense(self, lemma: str, pos: str, vocab: Vocabulary) -> Any | None:
+        """The sense a caption word is taken in: WordNet's usual one (:func:`source_sense`),
+        unless the data's own nouns say otherwise. When the usual sense's kind (its lexicographer
+        file) is rare among the vocabulary's nouns and another of the word's first senses is of
+        a kind common there, that one is taken: among coloured shapes, "star" is the plane
+        figure, not the celestial body ("star" -> "planet" otherwise)."""
+        default = source_sense(lemma, pos, self.cfg.physical_senses)
+        if pos != "n" or default is None:
+            return default
+        counts = self._lexname_counts(vocab)
+        own = vocab.counts["n"].get(lemma, 0)  # the word's own occurrences do not vote
+        total = max(1, sum(counts.values()) - own)
+
+        def share(s: Any) -> float:
+            return (counts.get(s.lexname(), 0) - (own if s.lexname() == default.lexname() else 0)) / total
+
+        if share(default) >= 0.02:
+            return default
+        best = max(word_senses(lemma, "n")[:6], key=share)
+        return best if share(best) >= 0.10 else default
+
+    def _lexname_counts(self, vocab: Vocabulary) -> Counter:
+        """The vocabulary's noun occurrences per lexicographer file of their usual sense."""
+        if self._shares is None:
+            counts: Counter = Counter()
+            for w, n in vocab.counts["n"].items():
+                s = source_sense(w, "n", self.cfg.physical_senses)
+                if s is not None:
+                    counts[s.lexname()] += n
+            self._shares = counts
+        return self._shares
 
     def _plausible(self, word: str, pos: str, sense: Any, person: bool) -> bool:
         """A replacement a reader takes for the same kind of word: in the common-word list,
@@ -333,7 +367,7 @@ class NegativeMaker:
 
     def _from_vocabulary(self, lemma: str, pos: str, vocab: Vocabulary) -> list[str]:
         """Vocabulary words of the same POS that are close in meaning to ``lemma``."""
-        sense = source_sense(lemma, pos, self.cfg.physical_senses)
+        sense = self.sense(lemma, pos, vocab)
         if sense is None:
             return []
         avoid = wn_synonyms(lemma, pos) | {lemma}
