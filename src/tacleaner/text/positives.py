@@ -30,7 +30,7 @@ Positives (from the spaCy dependency parse of the caption's longest sentence)
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -227,11 +227,9 @@ def _is_frame(noun: Any) -> bool:
 def _framed(noun: Any) -> Any | None:
     """What a frame noun shows: the object of its "of" (also under "close up"'s particle), or
     the object of a showing participle ("a purple picture showing a coat")."""
-    holders = [noun] + [c for c in noun.children if c.dep_ == "prt"]
-    for h in holders:
-        of = next((c for c in h.children if c.dep_ == "prep" and c.lower_ == "of"), None)
-        obj = _prep_object(of) if of is not None else None
-        if obj is not None and nominal(obj):
+    for holder in [noun] + [c for c in noun.children if c.dep_ == "prt"]:
+        obj = _of_object(holder)
+        if obj is not None:
             return obj
     for c in noun.children:
         if c.dep_ in ("acl", "relcl") and c.lemma_.lower() in SHOWING_VERBS:
@@ -241,14 +239,26 @@ def _framed(noun: Any) -> Any | None:
     return None
 
 
+def _of_object(noun: Any) -> Any | None:
+    """The noun of ``noun``'s "of" phrase ("a group of people" -> people), if any."""
+    of = next((c for c in noun.children if c.dep_ == "prep" and c.lower_ == "of"), None)
+    obj = _prep_object(of) if of is not None else None
+    return obj if obj is not None and nominal(obj) else None
+
+
+def _follow(noun: Any, holds: Callable[[Any], bool], inner: Callable[[Any], Any | None]) -> Any:
+    """Step from ``noun`` to ``inner(noun)`` while ``holds(noun)`` and there is one."""
+    while holds(noun):
+        nxt = inner(noun)
+        if nxt is None:
+            break
+        noun = nxt
+    return noun
+
+
 def _unframe(noun: Any) -> Any:
     """"a photo of a red circle" -> circle (repeatedly, for "a close-up photo of ...")."""
-    while _is_frame(noun):
-        obj = _framed(noun)
-        if obj is None:
-            break
-        noun = obj
-    return noun
+    return _follow(noun, _is_frame, _framed)
 
 
 def _clause(sent: Any) -> _Clause | None:
@@ -388,18 +398,7 @@ def depicted_object(doc: Any) -> Any | None:
         # concrete noun; when the parser made a verb the head ("a child clings"), it is.
         found = next((t for t in sent if concrete_noun(t) and t.dep_ != "poss"
                       and not (t.dep_ in ("compound", "nmod") and concrete_noun(t.head))), None)
-    while found is not None and found.lower_ in _OF_HEADS:
-        inner = _framed_of(found)
-        if inner is None:
-            break
-        found = inner
-    return found
-
-
-def _framed_of(noun: Any) -> Any | None:
-    of = next((c for c in noun.children if c.dep_ == "prep" and c.lower_ == "of"), None)
-    obj = _prep_object(of) if of is not None else None
-    return obj if obj is not None and nominal(obj) else None
+    return None if found is None else _follow(found, lambda t: t.lower_ in _OF_HEADS, _of_object)
 
 
 def positive_spans(doc: Any, max_positives: int) -> list[tuple[int, ...]]:
