@@ -256,7 +256,8 @@ def test_real_captions_keep_the_object_and_use_common_words(flickr, cc3m, mode):
         rare = [n.replacement for s in out for n in s.negatives
                 if not (is_common(n.replacement) or n.replacement.lower() in SPATIAL)]
         assert not rare, rare[:10]
-        assert quality_report(out)["coverage"] >= 0.95
+        quality = quality_report(out)
+        assert quality["coverage"] >= 0.95 and quality["negative_one_word"] == 1.0, quality
 
 
 def test_reported_bad_cases_are_fixed(cases):

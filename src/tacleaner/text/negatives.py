@@ -259,10 +259,8 @@ class NegativeMaker:
             return None
         pos = found[0]
         lemma = wn_lemma(tok, pos)
-        if lemma is None:
-            return found
-        if unattested_as(lemma, pos):
-            return None
+        if lemma is None or unattested_as(lemma, pos):
+            return None  # WordNet does not know it as that part of speech ("a diamond hovers" as a noun)
         sense = source_sense(lemma, pos, self.cfg.physical_senses)
         if sense is not None and pos == "n" and (sense.lexname() == "noun.Tops" or sense.lexname() in ABSTRACT_LEXNAMES):
             return None
