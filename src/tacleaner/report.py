@@ -226,7 +226,11 @@ def write_chart(rows: list[dict[str, Any]], path: str | Path, cleans: list[dict[
             ax.hlines(y, idx[0] - 0.45, idx[-1] + 0.45, colors="red", linestyles=":", lw=1.2,
                       label=None if labelled else "clean model ASR@1 (trigger)")
             labelled = True
-    ax.set_xticks(np.arange(len(sums)), [f"{s['attack']}\n{s['defense']}\nn={s.get('n', 0)}" for s in sums])
+    def wrap(name: str) -> str:  # long ids ("ta-negatives-only") one part per line
+        return name.replace("-", "-\n") if len(name) > 10 else name
+
+    ax.set_xticks(np.arange(len(sums)), [f"{wrap(s['attack'])}\n{wrap(s['defense'])}\nn={s.get('n', 0)}" for s in sums],
+                  fontsize=8)
     ax.set_ylabel("%")
     ax.set_ylim(0, 105)
     ax.set_title("Zero-shot CA and ASR: mean, 95% interval, each seed a dot", fontsize=10)
