@@ -50,6 +50,9 @@ CONFIGS = {
     "tacleaner_k": {**GOOD_RUN, "defenses": [{"name": "tacleaner", "params": {"k": 11}}]},
     "reserved_id": {**GOOD_RUN, "defenses": [{"name": "finetune", "id": "none"}]},
     "eval_batch": {**GOOD_RUN, "eval_batch_size": 0},
+    "attack_num_text": {**GOOD_RUN, "attacks": [{"name": "blended", "target": "red circle", "num": "many"}]},
+    "attack_missing_target": {**GOOD_RUN, "attacks": [{"name": "blended", "num": 4}]},
+    "defense_params_list": {**GOOD_RUN, "defenses": [{"name": "finetune", "params": [1, 2]}]},
 }
 
 CASES = {

@@ -119,8 +119,8 @@ def _seq(xs: tuple[int, ...]) -> str:
 
 @dataclass
 class ExperimentConfig:
-    """The parsed experiment YAML; see ``configs/demo.yaml`` for a commented example and the
-    README's "Experiment configs" for every key."""
+    """The parsed experiment YAML; see ``configs/demo.yaml`` for a commented example and
+    ``docs/experiment-config.md`` for every key."""
 
     model: dict[str, Any]  # name, and optionally seed (random init), pretrained (tag) or init (file)
     data: dict[str, Any]  # {synth: {...}} or paths: pretrain, implant, clean, zeroshot, classes[, zeroshot_val]
@@ -139,11 +139,17 @@ class ExperimentConfig:
 
 def _specs(cls, items: list[dict], where: str) -> list:
     out = []
-    for i, item in enumerate(items or []):
-        try:
-            spec = cls(**item)
-        except TypeError as e:
-            raise TacleanerError(f"{where}[{i}]: {e}") from None
+    if not isinstance(items, list):
+        raise TacleanerError(f"{where}: expected a list of entries, got {items!r}")
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise TacleanerError(f"{where}[{i}]: expected a mapping, got {item!r}")
+        spec = build(cls, item, f"{where}[{i}]")
+        for key in ("params", "implant", "train"):
+            if not isinstance(getattr(spec, key, {}), dict):
+                raise TacleanerError(f"{where}[{i}].{key}: expected a mapping, got {getattr(spec, key)!r}")
+        if getattr(spec, "num", 0) < 0:
+            raise TacleanerError(f"{where}[{i}].num: must be >= 0, got {spec.num}")
         spec.id = spec.id or spec.name
         out.append(spec)
     ids = [s.id for s in out]

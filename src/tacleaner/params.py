@@ -104,10 +104,11 @@ def build(cls: type, values: dict[str, Any], where: str) -> Any:
             typed[key] = coerce(value, fields[key])
         except (ValueError, TypeError):
             raise TacleanerError(f"{where} parameter {key}={_show(value)}: expected {_type_name(fields[key])}") from None
-    try:
-        return cls(**typed)
-    except TypeError as e:  # a required field is missing
-        raise TacleanerError(f"{where}: {e}") from None
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in typed
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise TacleanerError(f"{where}: missing required key {missing[0]!r}")
+    return cls(**typed)
 
 
 def path_fields(cls: type) -> list[str]:
