@@ -50,3 +50,19 @@ def test_evaluate_excludes_target_images(world, tiny):
     for key in ("clean_acc", "asr_at_1", "asr_at_10"):
         assert 0.0 <= res[key] <= 1.0
     assert res["asr_at_10"] >= res["asr_at_1"]
+
+
+def test_numbered_image_folders_sort_as_numbers(tmp_path):
+    """ImageNet-V2 names its class folders 0..999: folder "10" is class 10, not the third in
+    text order ("0", "1", "10", "11", "2", ...)."""
+    from PIL import Image
+
+    from tacleaner.data.zeroshot import Classes
+
+    classes = Classes([f"class {i}" for i in range(12)], ["a photo of a {}."])
+    for i in range(12):
+        (tmp_path / str(i)).mkdir()
+        Image.new("RGB", (8, 8), (i * 20, 0, 0)).save(tmp_path / str(i) / f"img{i}.png")
+    data = read_zeroshot(tmp_path, classes)
+    by_file = {p.name: label for p, label in zip(data.images, data.labels)}
+    assert by_file == {f"img{i}.png": i for i in range(12)}

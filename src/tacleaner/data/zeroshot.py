@@ -72,7 +72,8 @@ def read_zeroshot(path: str | Path, classes: Classes, image_col: str = "image", 
     """Labelled images from a CSV (``image``, ``label`` as index or name) or an ImageFolder tree.
 
     ImageFolder sub-folders are matched to class names when every name matches, otherwise
-    (ImageNet's WordNet ids) by sorted order, which needs one folder per class.
+    (ImageNet's WordNet ids) by sorted order, which needs one folder per class; numbered folders
+    (ImageNet-V2's ``0`` .. ``999``) sort as numbers.
     """
     path = Path(path)
     if path.is_dir():
@@ -92,6 +93,8 @@ def _read_image_folder(root: Path, classes: Classes) -> LabelledImages:
     folders = sorted(d for d in root.iterdir() if d.is_dir())
     if not folders:
         raise TacleanerError(f"{root}: no class sub-folders (expected an ImageFolder tree)")
+    if all(d.name.isdigit() for d in folders):  # ImageNet-V2's 0..999: "10" is class 10, not the third
+        folders.sort(key=lambda d: int(d.name))
     if all(d.name in classes.classnames for d in folders):
         label_of = {d: classes.classnames.index(d.name) for d in folders}
     elif len(folders) == len(classes.classnames):
