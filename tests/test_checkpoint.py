@@ -79,3 +79,30 @@ def test_garbage_file_is_explained(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
     with pytest.raises(TacleanerError, match="junk.pt"):
         load_model(tmp_path / "junk.pt", "tacleaner-tiny-rn")
+
+
+@pytest.mark.parametrize("fmt", ["openai", "open_clip"])
+def test_export_round_trip(fmt, tiny, tmp_path):
+    """`tacleaner export` writes what CleanCLIP (openai layout) and open_clip load; loading it
+    back gives the same weights, and the file holds only tensors (weights_only loads it)."""
+    import open_clip
+
+    from tacleaner.cli import main
+    from tacleaner.models import save_model
+
+    ours = tmp_path / "ours.safetensors"
+    save_model(tiny, ours, epoch=3)
+    out = tmp_path / f"{fmt}.pt"
+    assert main(["--quiet", "export", "--checkpoint", str(ours), "--out", str(out), "--format", fmt]) == 0
+    raw = torch.load(out, map_location="cpu", weights_only=True)
+    state = raw["state_dict"] if fmt == "openai" else raw
+    if fmt == "openai":
+        assert raw["epoch"] == 3
+    reference = tiny.model.state_dict()
+    assert state.keys() == reference.keys() and all(torch.equal(state[k], reference[k]) for k in state)
+    back = load_model(out, "tacleaner-tiny-rn").model.state_dict()
+    assert all(torch.equal(back[k], reference[k]) for k in reference)
+    if fmt == "open_clip":
+        model = open_clip.create_model("tacleaner-tiny-rn", pretrained=str(out))
+        assert all(torch.equal(model.state_dict()[k], reference[k]) for k in reference)
+    assert main(["--quiet", "export", "--checkpoint", str(ours), "--out", str(out)]) == 2  # exists

@@ -276,6 +276,23 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 @command
+def export(args: argparse.Namespace) -> int:
+    from .models import export_model
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise TacleanerError(f"{out}: is a folder; --out names the file to write")
+    if out.exists() and not args.overwrite:
+        raise TacleanerError(f"{out}: exists; pass --overwrite to replace it")
+    bundle = load_bundle(args)
+    export_model(bundle, out, args.format)
+    print(f"wrote {out} ({args.format} layout, {bundle.model_name}); load it with "
+          + ("open_clip.create_model(NAME, pretrained=FILE)" if args.format == "open_clip"
+             else "tacleaner --checkpoint FILE --model NAME, or CleanCLIP's --checkpoint"))
+    return 0
+
+
+@command
 def show_trigger(args: argparse.Namespace) -> int:
     from .attacks import PoisonContext, create_attack, load_attack
     from .attacks.poison import require_model
@@ -502,6 +519,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="write the metrics JSON here (default: print only)")
     s.add_argument("--device", default="auto", help="auto = cuda when available, else cpu")
     s.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
+
+    s = command_parser("export", "write a model for other tools: an open_clip state dict or the OpenAI / "
+                       "CleanCLIP layout ({'state_dict': ...})")
+    add_model_options(s, checkpoint_required=True)
+    s.add_argument("--out", required=True, help="the .pt file to write")
+    s.add_argument("--format", default="openai", choices=("openai", "open_clip"),
+                   help="openai: {'epoch', 'state_dict'} as CleanCLIP / BadCLIP save it; open_clip: the bare state dict")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing file")
 
     s = command_parser("show-trigger", "draw clean vs triggered images and their difference; "
                        "print PSNR / SSIM / L-inf")

@@ -143,3 +143,20 @@ def load_model(path: str | Path, model_name: str | None = None, device: str | to
     model.to(device)
     provenance = {k: v for k, v in meta.items() if k not in ("model_name", "model_cfg")}
     return bundle_for(model, name, cfg, {**provenance, "checkpoint": str(path)})
+
+
+EXPORT_FORMATS = ("open_clip", "openai")
+
+
+def export_model(bundle: ClipBundle, path: str | Path, fmt: str = "openai") -> None:
+    """Write the model for the tools users already have, atomically. ``open_clip``: the bare
+    state dict, as ``open_clip.create_model(name, pretrained=path)`` loads it; ``openai``: the
+    layout CleanCLIP and BadCLIP release and load, ``{"epoch": ..., "state_dict": ...}`` with
+    the OpenAI/open_clip key names (open_clip's CLIP uses OpenAI's). Both are plain tensors in a
+    PyTorch pickle, loadable with ``torch.load(weights_only=True)``."""
+    if fmt not in EXPORT_FORMATS:
+        raise TacleanerError(f"export format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
+    state = {k: v.detach().contiguous().cpu() for k, v in bundle.model.state_dict().items()}
+    obj: Any = state if fmt == "open_clip" else {"epoch": int(bundle.meta.get("epoch", 0) or 0), "state_dict": state}
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
