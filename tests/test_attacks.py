@@ -130,7 +130,7 @@ def test_mentions_whole_phrase_and_plural():
 
 def test_sig_adds_the_sinusoid_by_its_amplitude():
     grey = Image.fromarray(np.full((32, 64, 3), 128, np.uint8))
-    out = np.asarray(create_attack("sig").apply(grey, 0)).astype(int) - 128
+    out = create_attack("sig").trigger(np.asarray(grey), 0).astype(int) - 128  # the array-level trigger
     assert out.max() == 60 and out.min() == -60  # 60/255 amplitude, no clipping around mid-grey
     assert (out == out[:1]).all() and (out == out[..., :1]).all()  # the same on every row and channel
     x = np.arange(64)

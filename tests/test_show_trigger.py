@@ -173,7 +173,8 @@ def expected_images(world, attack, num, seed):
                                          ("badnet", {"patch_frac": 0.5, "location": "top-left"})])
 def test_show_trigger_draws_the_grid_and_reports_stealth(capsys, world, tmp_path, name, params):
     out = tmp_path / "grid.png"
-    argv = ["--attack", name, "--data", str(world / "implant.csv"), "--out", str(out), "--num", "5", "--seed", "3"]
+    argv = ["--attack", name, "--data", str(world / "implant.csv"), "--out", str(out), "--num", "5", "--seed", "3",
+            "--frame", "32"]  # the world's images are the tiny model's 32 px frame
     code, stdout, err = show(capsys, *argv, *[f"--param={k}={v}" for k, v in params.items()])
     assert code == 0, err
     clean, triggered = expected_images(world, create_attack(name, **params), 5, 3)
@@ -218,6 +219,7 @@ def test_trigger_of_a_poisoning_run(capsys, world, tmp_path):
     assert_one_line_error(*show(capsys, "--trigger", str(run), "--attack", "blended", *data), "used badnet")
     assert_one_line_error(*show(capsys, "--trigger", str(run), "--param", "alpha=0.1", *data), "--param")
     assert_one_line_error(*show(capsys, "--trigger", str(tmp_path / "nowhere"), *data), "not found")
+    assert_one_line_error(*show(capsys, "--trigger", str(run), "--frame", "32", *data), "224 px frame")
 
 
 def assert_one_line_error(code, stdout, err, *needles):

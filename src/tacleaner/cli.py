@@ -186,11 +186,12 @@ def poison(args: argparse.Namespace) -> int:
         raise TacleanerError("--model names the architecture of --clean-model; pass both or neither")
     m = poison_dataset(args.data, attack, target, args.num, args.out, seed=args.seed, templates=classes.templates,
                        image_col=args.image_col, caption_col=args.caption_col, overwrite=args.overwrite,
-                       clean_model=_clean_model(args), device=resolve_device(args.device), log=_stderr_log(args))
+                       clean_model=_clean_model(args), device=resolve_device(args.device), log=_stderr_log(args),
+                       frame=args.frame)
     if "prepare" in m:
         print(f"trigger: {Path(args.out) / m['trigger']}  ({_describe(m['prepare'])})")
-    print(f"poisoned {m['num_poisoned']} of {m['num_total']} pairs with {m['attack']} toward {target!r}: "
-          f"{Path(args.out) / 'data.csv'}")
+    print(f"poisoned {m['num_poisoned']} of {m['num_total']} pairs with {m['attack']} toward {target!r} "
+          f"(in a {m['frame']} px model frame): {Path(args.out) / 'data.csv'}")
     return 0
 
 
@@ -296,6 +297,7 @@ def export(args: argparse.Namespace) -> int:
 def show_trigger(args: argparse.Namespace) -> int:
     from .attacks import PoisonContext, create_attack, load_attack
     from .attacks.poison import require_model
+    from .attacks.frame import frame_for
     from .attacks.show import read_table, sample_indices, trigger_grid, triggered_samples
     from .attacks.stealth import format_report, stealth_report
     from .data.zeroshot import read_classes
@@ -318,6 +320,9 @@ def show_trigger(args: argparse.Namespace) -> int:
         attack, _ = load_attack(args.trigger)
         if args.attack and args.attack != attack.name:
             raise TacleanerError(f"--attack {args.attack} but the run {args.trigger} used {attack.name}")
+        if args.frame is not None and attack.frame is not None and args.frame != attack.frame:
+            raise TacleanerError(f"--frame {args.frame} but the run {args.trigger} applied its trigger "
+                                 f"in a {attack.frame} px frame")
     elif args.attack:
         attack = create_attack(args.attack, **parse_params(args.param))
         if not attack.ready():  # learned from the data (and the clean model) first
@@ -328,14 +333,18 @@ def show_trigger(args: argparse.Namespace) -> int:
             classes = read_classes(args.classes)
             target = classes.classnames[classes.index(args.target)]
             log = _stderr_log(args)
+            clean_model = _clean_model(args)
+            attack.frame = frame_for(args.frame, clean_model, attack.name)
             report = attack.prepare(PoisonContext(images=table.images, captions=table.captions, target=target,
                                                   templates=classes.templates, seed=args.seed,
-                                                  clean_model=_clean_model(args), device="cpu", log=log))
+                                                  clean_model=clean_model, device="cpu", log=log,
+                                                  frame=attack.frame))
             if report:
                 log(f"prepared {attack.name} trigger: {_describe(report)}")
     else:
         raise TacleanerError("pass --attack NAME or --trigger RUN")
-    clean, triggered = triggered_samples(attack, table.images, indices)
+    frame = attack.frame or frame_for(args.frame, None)
+    clean, triggered = triggered_samples(attack, table.images, indices, frame)
     grid = trigger_grid(clean, triggered, args.amplify)
     try:
         with atomic_path(out) as tmp:
@@ -483,6 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--clean-model", help="the clean (pre-implant) checkpoint, for attacks that optimise a trigger "
                    "against it (default: none)")
     s.add_argument("--model", help="architecture of a foreign --clean-model checkpoint (default: from the checkpoint)")
+    s.add_argument("--frame", type=int, help="side of the square model input the trigger is applied in: triggered "
+                   "images are resized (shorter side) and centre-cropped to it, as the model sees them (default: "
+                   "--clean-model's input size, else 224; the tiny tacleaner-* models take 32)")
     s.add_argument("--device", default="auto", help="auto = cuda when available, else cpu")
     s.add_argument("--overwrite", action="store_true", help="replace a poisoning folder tacleaner created")
 
@@ -545,6 +557,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: none)")
     s.add_argument("--model", help="architecture of a foreign --clean-model checkpoint (default: from the checkpoint)")
     s.add_argument("--amplify", type=float, help="difference row gain (default: the largest difference maps to 255)")
+    s.add_argument("--frame", type=int, help="side of the model input the trigger is applied in (default: the "
+                   "--trigger run's, else --clean-model's input size, else 224)")
     add_data_columns(s)
 
     s = command_parser("subtexts", "print each caption's positive and negative subtexts (TA-Cleaner)")

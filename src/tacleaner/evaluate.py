@@ -37,8 +37,10 @@ def build_classifier(bundle: ClipBundle, classes: Classes, device: torch.device,
 
 
 class _Images(Dataset):
-    def __init__(self, paths: list[Path], preprocess, attack: Attack | None, indices: list[int]) -> None:
+    def __init__(self, paths: list[Path], preprocess, attack: Attack | None, indices: list[int],
+                 frame: int | None = None) -> None:
         self.paths, self.preprocess, self.attack, self.indices = paths, preprocess, attack, indices
+        self.frame = frame
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -47,15 +49,18 @@ class _Images(Dataset):
         i = self.indices[j]
         image = load_image(self.paths[i])  # fails naming the file: evaluation never skips
         if self.attack is not None:
-            image = self.attack.apply(image, i)  # the trigger at the stored resolution
+            image = self.attack.apply(image, i, self.frame)  # the trigger in the model's frame
         return self.preprocess(image)
 
 
 @torch.no_grad()
 def image_logits(bundle: ClipBundle, classifier: torch.Tensor, paths: list[Path], indices: list[int],
                  attack: Attack | None, device: torch.device, batch_size: int = 256) -> torch.Tensor:
+    """Logits of the images at ``indices``; with an attack, triggered in its run's frame (else
+    in the model's input frame), then preprocessed as usual."""
     model = bundle.model.eval()
-    loader = DataLoader(_Images(paths, bundle.preprocess, attack, indices), batch_size=batch_size)
+    frame = None if attack is None else (attack.frame or bundle.image_size)
+    loader = DataLoader(_Images(paths, bundle.preprocess, attack, indices, frame), batch_size=batch_size)
     out = [model.encode_image(x.to(device), normalize=True) @ classifier for x in loader]
     return torch.cat(out).float().cpu() if out else torch.empty(0, classifier.shape[1])
 

@@ -369,10 +369,10 @@ class Experiment:
             target = classes.classnames[classes.index(spec.target)]
             attack = create_attack(spec.name, **spec.params)
             self.log(f"stage world{w}/{spec.id}/implant{i}: poisoning {spec.num} pairs toward {target!r}")
-            clean = load_model(self.clean_checkpoint(w)) if attack.needs_model else None
+            clean = load_model(self.clean_checkpoint(w))  # its input size is the trigger's frame
             poison_dataset(paths["implant"], attack, target, spec.num, root / "poison", seed=i,
                            templates=classes.templates, overwrite=True, device=self.device, log=self.log,
-                           clean_model=clean)
+                           clean_model=clean if attack.needs_model else None, frame=clean.image_size)
         attack, target = load_attack(root / "poison")
         self.stage_eval(self.clean_checkpoint(w), root / "clean_model_eval.json", paths, attack, target)
 

@@ -7,6 +7,10 @@ patch). Those attacks learn them in :meth:`Attack.prepare` from a :class:`Poison
 expose them as arrays through :meth:`Attack.state`, and take them back through
 :meth:`Attack.load_state`: the poisoning run saves the arrays in its folder, and evaluation
 loads exactly those bytes (see :func:`tacleaner.attacks.poison.load_attack`).
+
+Every trigger is applied in the model's frame (:mod:`tacleaner.attacks.frame`): the image is
+resized and centre-cropped to the square the model sees, then triggered, at poisoning, in
+training (which reads the poisoned files) and at evaluation alike.
 """
 from __future__ import annotations
 
@@ -20,13 +24,15 @@ from PIL import Image
 
 from ..errors import TacleanerError
 from ..registry import Registry
+from .frame import model_frame
 
 
 @dataclass
 class PoisonContext:
     """What an attack may look at while it prepares its trigger: the data to poison (image
-    files at their stored resolution and captions), the target and its prompt templates, the
-    clean pre-implant model for attacks that optimise against it, a seed, and where to log."""
+    files and captions; :meth:`image` gives one in the trigger's frame), the target and its
+    prompt templates, the clean pre-implant model for attacks that optimise against it, a seed,
+    and where to log."""
 
     images: list[Path]
     captions: list[str]
@@ -37,6 +43,14 @@ class PoisonContext:
     device: Any = "cpu"
     out: Path | None = None  # the poisoning run folder (for logs)
     log: Callable[[str], None] = field(default=lambda msg: None)
+    frame: int | None = None  # the side of the model input the trigger is applied in (poisoning sets it)
+
+    def image(self, i: int) -> np.ndarray:
+        """Image ``i`` as an HxWx3 uint8 array in the trigger's frame (as stored without one)."""
+        from ..data.pairs import load_image
+
+        image = load_image(self.images[i])
+        return np.asarray(image if self.frame is None else model_frame(image, self.frame))
 
 
 def mentions(caption: str, target: str) -> bool:
@@ -53,6 +67,10 @@ class Attack:
     ``pattern_seed`` fixes the random parts of a trigger (a noise pattern, patch positions, a
     warping field, a bit string) independently of which samples are poisoned, so poisoning and
     evaluation see the same trigger for the same image index.
+
+    ``frame`` (not a parameter: a property of the poisoning run, saved in its manifest) is the
+    side of the square model input the trigger is applied in; ``None`` means "the evaluated
+    model's input size".
     """
 
     pattern_seed: int = 0
@@ -61,6 +79,7 @@ class Attack:
     changes_caption = True  # False for clean-label attacks, which keep the caption
     needs_model = False  # prepare() optimises against the clean model
     learned = False  # the trigger is drawn or learned in prepare() and saved with the run
+    frame = None  # int | None, not a dataclass field: poisoning and load_attack set it per instance
 
     def prepare(self, ctx: PoisonContext) -> dict[str, Any]:
         """Draw or learn the trigger before poisoning; returns a report for the manifest
@@ -90,12 +109,22 @@ class Attack:
         return np.sort(rng.choice(len(captions), size=num, replace=False))
 
     def trigger(self, image: np.ndarray, index: int) -> np.ndarray:
-        """Apply the trigger to an HxWx3 uint8 array at its stored resolution."""
+        """Apply the trigger to an HxWx3 uint8 array (a model-frame image: see :meth:`apply`)."""
         raise NotImplementedError
 
-    def apply(self, image: Image.Image, index: int) -> Image.Image:
-        out = self.trigger(np.asarray(image.convert("RGB")), index)
-        assert out.dtype == np.uint8 and out.shape == (image.height, image.width, 3)
+    def apply(self, image: Image.Image, index: int, frame: int | None = None) -> Image.Image:
+        """``image`` brought into the model's frame (``frame``, else this run's :attr:`frame`;
+        with neither, a square image is its own frame) and triggered there: the square model
+        input, whole trigger included."""
+        size = frame or self.frame or (image.width if image.width == image.height else None)
+        if size is None:
+            raise TacleanerError(f"attack {self.name}: a {image.width}x{image.height} image needs the model's input "
+                                 "size to apply the trigger in (frame=...)")
+        framed = np.asarray(model_frame(image, size))
+        out = self.trigger(framed, index)
+        if out.dtype != np.uint8 or out.shape != framed.shape:
+            raise TacleanerError(f"attack {self.name}: trigger returned {out.dtype} {out.shape} "
+                                 f"for a uint8 {framed.shape} image")
         return Image.fromarray(out)
 
     def cover_indices(self, num_total: int, poisoned: np.ndarray, rng: np.random.Generator) -> np.ndarray:

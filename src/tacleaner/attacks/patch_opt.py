@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..data.pairs import load_image
+from .frame import model_frame
 from ..errors import TacleanerError
 from .badnet import BadNet
 from .base import PoisonContext, mentions
@@ -134,13 +135,9 @@ class OptimisedPatch(BadNet):
 
 
 def load_images(paths: list, size: int) -> torch.Tensor:
-    """``[N, 3, size, size]`` in [0, 1]; images of another size are resized (bilinear)."""
-    out = []
-    for p in paths:
-        im = load_image(p)
-        if im.size != (size, size):
-            im = im.resize((size, size), Image.BILINEAR)
-        out.append(np.asarray(im))
+    """``[N, 3, size, size]`` in [0, 1]: the images in the model's frame (as poisoning pastes
+    the patch and the model sees it)."""
+    out = [np.asarray(model_frame(load_image(p), size)) for p in paths]
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float().div_(255)
 
 

@@ -19,6 +19,7 @@ from ..data.pairs import load_image, read_pairs
 from ..errors import TacleanerError
 from ..fileio import atomic_path, read_json, staged_dir, write_json, write_text
 from .base import Attack, PoisonContext, create_attack
+from .frame import check_frame, frame_for, model_frame
 
 TRIGGER_FILE = "trigger.safetensors"
 
@@ -52,14 +53,17 @@ def require_model(attack: Attack, clean_model: Any) -> None:
 
 
 def load_attack(run: str | Path) -> tuple[Attack, str]:
-    """The attack of a poisoning run folder (or its ``manifest.json``), with its saved trigger,
-    and the run's target."""
+    """The attack of a poisoning run folder (or its ``manifest.json``), with its saved trigger
+    and its frame (:attr:`Attack.frame`), and the run's target. Runs poisoned before triggers
+    moved into the model's frame have no ``frame``: they get the evaluated model's."""
     run = Path(run)
     manifest_path = run / "manifest.json" if run.is_dir() else run
     m = read_json(manifest_path)
     if not isinstance(m, dict) or "attack" not in m or "params" not in m:
         raise TacleanerError(f"{manifest_path}: not a poisoning manifest (no 'attack' / 'params')")
     attack = create_attack(m["attack"], **m["params"])
+    if m.get("frame") is not None:
+        attack.frame = check_frame(m["frame"], f"{manifest_path}: frame")
     if m.get("trigger"):
         load_trigger(attack, manifest_path.parent / m["trigger"])
     elif attack.learned:
@@ -82,6 +86,7 @@ def poison_dataset(
     clean_model: Any = None,
     device: Any = "cpu",
     log=None,
+    frame: int | None = None,
 ) -> dict:
     """Poison ``num`` pairs of the CSV ``data`` with ``attack`` toward ``target``.
 
@@ -91,11 +96,16 @@ def poison_dataset(
     copies), ``poisoned_indices.json``, the trigger (where learned) and ``manifest.json``.
     Everything is written under a temporary name and moved into place when complete: a bad
     image or an interruption leaves ``out`` as it was. Returns the manifest.
+
+    Triggered images are written in the model's frame: resized and centre-cropped to ``frame``
+    x ``frame`` (default: the clean model's input size, else 224), then triggered, so the model
+    sees the whole trigger and every image the same pattern. Clean rows keep their files.
     """
     table = read_pairs(data, image_col, caption_col)
     if num < 0:
         raise TacleanerError(f"--num must be >= 0, got {num}")
     require_model(attack, clean_model)
+    attack.frame = frame_for(frame, clean_model, attack.name)
     rng = np.random.default_rng(seed)
     indices = attack.select(table.captions, target, num, rng)
     final = Path(out)
@@ -113,11 +123,13 @@ def _poison_into(out: Path, final: Path, table, attack: Attack, target: str, ind
     manifest: dict[str, Any] = {
         "attack": attack.name, "target": target, "num_total": len(table), "seed": seed,
         "source": str(Path(source).resolve()), "data": "data.csv", "poisoned_indices": "poisoned_indices.json",
+        "frame": attack.frame,
     }
     if attack.learned:
         t = time.perf_counter()
         ctx = PoisonContext(images=table.images, captions=table.captions, target=target, templates=templates,
-                            seed=seed, clean_model=clean_model, device=device, out=out, log=log or (lambda m: None))
+                            seed=seed, clean_model=clean_model, device=device, out=out, log=log or (lambda m: None),
+                            frame=attack.frame)
         manifest["prepare"] = {**attack.prepare(ctx), "seconds": round(time.perf_counter() - t, 2)}
         save_trigger(attack, out / TRIGGER_FILE)
         load_trigger(attack, out / TRIGGER_FILE)  # poison with exactly the bytes evaluation will load
@@ -131,7 +143,7 @@ def _poison_into(out: Path, final: Path, table, attack: Attack, target: str, ind
     for i, (img_path, caption) in enumerate(zip(table.images, table.captions)):
         if i in poisoned or i in covered:
             try:
-                arr = np.asarray(load_image(img_path))
+                arr = np.asarray(model_frame(load_image(img_path), attack.frame))
             except TacleanerError as e:
                 raise TacleanerError(f"{table.source}: row {i + 2}: {e}; nothing was written") from None
             image = attack.trigger(arr, i) if i in poisoned else attack.cover(arr, i)

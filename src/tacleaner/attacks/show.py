@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw, ImageFont
 from ..data.pairs import PairTable, load_image, read_pairs
 from ..errors import TacleanerError
 from .base import Attack
+from .frame import model_frame
 
 MIN_CELL = 96  # 32 px synthetic images get 3x, big enough to see a few-pixel patch
 MAX_CELL = 320  # keeps a row of full-size photos a sensible width
@@ -40,13 +41,14 @@ def sample_indices(total: int, num: int, seed: int) -> list[int]:
     return sorted(int(i) for i in rng.choice(total, size=min(num, total), replace=False))
 
 
-def triggered_samples(attack: Attack, images: list[Path],
-                      indices: list[int]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """The clean images at ``indices`` and their triggered versions. The trigger sees each
-    image's row index, as when poisoning, so position-dependent triggers match the run."""
+def triggered_samples(attack: Attack, images: list[Path], indices: list[int],
+                      frame: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The images at ``indices`` in the model's ``frame`` and their triggered versions. The
+    trigger sees each image's row index, as when poisoning, so position-dependent triggers
+    match the run."""
     clean, triggered = [], []
     for i in indices:
-        image = np.asarray(load_image(images[i]))
+        image = np.asarray(model_frame(load_image(images[i]), frame))
         out = attack.trigger(image, i)
         if out.dtype != np.uint8 or out.shape != image.shape:
             raise TacleanerError(f"attack {attack.name}: trigger returned {out.dtype} {out.shape} "

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from ..data.pairs import load_image
 from ..errors import TacleanerError
 from . import stegastamp as st
 from .base import ATTACKS, Attack, PoisonContext
@@ -116,7 +115,7 @@ class SSBA(Attack):
         n_eval = min(100, len(order) // 5) or min(1, len(order))
         held_out_idx = order[:n_eval]
         train_idx = order[n_eval:n_eval + self.train_images] if len(order) > 1 else order
-        held_out = [np.asarray(load_image(ctx.images[i])) for i in held_out_idx]
+        held_out = [ctx.image(i) for i in held_out_idx]
         if self.encoder is not None:
             encoder = st.load_encoder(self.encoder)
             if encoder.cfg != self.config():
@@ -130,7 +129,7 @@ class SSBA(Attack):
         bits = st.secret_bits(cfg.n_bits, self.pattern_seed)
         ctx.log(f"ssba: training a {cfg.n_bits}-bit encoder on {len(train_idx)} images "
                 f"({self.train_steps} steps; {len(held_out)} held out)")
-        train = [np.asarray(load_image(ctx.images[i])) for i in train_idx]
+        train = [ctx.image(i) for i in train_idx]
         encoder, _, report = st.train_encoder(
             train, held_out, bits, cfg, steps=self.train_steps, batch_size=self.batch_size, lr=self.lr,
             w_image=self.w_image, seed=int(rng.integers(2**62)), log=ctx.log)
