@@ -1,6 +1,7 @@
 """CA and ASR@k on hand-computed cases, and target exclusion on a real evaluation."""
 import math
 
+import pytest
 import torch
 
 from tacleaner.attacks import create_attack
@@ -66,3 +67,31 @@ def test_numbered_image_folders_sort_as_numbers(tmp_path):
     data = read_zeroshot(tmp_path, classes)
     by_file = {p.name: label for p, label in zip(data.images, data.labels)}
     assert by_file == {f"img{i}.png": i for i in range(12)}
+
+
+def test_evaluation_matches_per_image_classification_and_workers(world, trained):
+    """The one-decode pass gives, image by image, the logits of classifying the clean image and
+    its triggered version separately; decoding in worker processes changes nothing."""
+    from tacleaner.data.pairs import load_image
+
+    classes = read_classes(world / "classes.json")
+    data = read_zeroshot(world / "zeroshot.csv", classes)
+    attack = create_attack("badnet", patch_frac=0.25, location="bottom-right")
+    res = evaluate(trained, data, classes, attack=attack, target="yellow star", batch_size=16)
+    assert evaluate(trained, data, classes, attack=attack, target="yellow star", batch_size=16,
+                    num_workers=2) | {"images_per_s": None} == res | {"images_per_s": None}
+    w = build_classifier(trained, classes, torch.device("cpu"))
+    t = classes.index("yellow star")
+    with torch.no_grad():
+        correct = hits = n = 0
+        for i, (path, y) in enumerate(zip(data.images, data.labels)):
+            image = load_image(path)
+            clean = trained.model.encode_image(trained.preprocess(image)[None], normalize=True) @ w
+            correct += int(clean.argmax() == y)
+            if y != t:
+                trig = trained.model.encode_image(trained.preprocess(attack.apply(image, i, 32))[None], normalize=True) @ w
+                hits += int(trig.argmax() == t)
+                n += 1
+    assert res["clean_acc"] == pytest.approx(correct / len(data))
+    assert res["asr_at_1"] == pytest.approx(hits / n)
+    assert res["images_per_s"] > 0

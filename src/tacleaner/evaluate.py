@@ -6,12 +6,15 @@ Target-class images are excluded from both numerator and denominator.
 """
 from __future__ import annotations
 
+import os
+import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from .attacks import Attack
 from .data.pairs import load_image
@@ -37,6 +40,9 @@ def build_classifier(bundle: ClipBundle, classes: Classes, device: torch.device,
 
 
 class _Images(Dataset):
+    """Each image decoded once: its preprocessed clean version and, with an attack, its
+    triggered version (the trigger applied in ``frame``, then the same preprocessing)."""
+
     def __init__(self, paths: list[Path], preprocess, attack: Attack | None, indices: list[int],
                  frame: int | None = None) -> None:
         self.paths, self.preprocess, self.attack, self.indices = paths, preprocess, attack, indices
@@ -45,24 +51,51 @@ class _Images(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, j: int) -> torch.Tensor:
+    def __getitem__(self, j: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         i = self.indices[j]
         image = load_image(self.paths[i])  # fails naming the file: evaluation never skips
-        if self.attack is not None:
-            image = self.attack.apply(image, i, self.frame)  # the trigger in the model's frame
-        return self.preprocess(image)
+        if self.attack is None:
+            return self.preprocess(image)
+        return self.preprocess(image), self.preprocess(self.attack.apply(image, i, self.frame))  # trigger in the model's frame
+
+
+def default_workers(device: torch.device) -> int:
+    """DataLoader workers for evaluation: decoding in parallel with the forward pass on a GPU
+    (up to 8, one core left), none on CPU, where the model already uses every core."""
+    if device.type != "cuda":
+        return 0
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
 @torch.no_grad()
-def image_logits(bundle: ClipBundle, classifier: torch.Tensor, paths: list[Path], indices: list[int],
-                 attack: Attack | None, device: torch.device, batch_size: int = 256) -> torch.Tensor:
-    """Logits of the images at ``indices``; with an attack, triggered in its run's frame (else
-    in the model's input frame), then preprocessed as usual."""
+def image_embeddings(bundle: ClipBundle, paths: list[Path], attack: Attack | None, device: torch.device,
+                     batch_size: int = 256, num_workers: int | None = None,
+                     progress: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Normalised image embeddings of every image, clean and (with an attack) triggered in its
+    run's frame, else the model's input frame; each file is decoded once. Images go through the
+    model in the same batches of ``batch_size`` clean and, separately, triggered images."""
     model = bundle.model.eval()
     frame = None if attack is None else (attack.frame or bundle.image_size)
-    loader = DataLoader(_Images(paths, bundle.preprocess, attack, indices, frame), batch_size=batch_size)
-    out = [model.encode_image(x.to(device), normalize=True) @ classifier for x in loader]
-    return torch.cat(out).float().cpu() if out else torch.empty(0, classifier.shape[1])
+    workers = default_workers(device) if num_workers is None else num_workers
+    loader = DataLoader(_Images(paths, bundle.preprocess, attack, list(range(len(paths))), frame),
+                        batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda",
+                        persistent_workers=False)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                else torch.autocast("cpu", enabled=False))
+    clean, triggered = [], []
+    bar = tqdm(total=len(paths), desc="evaluating", unit="img", leave=False, disable=not progress)
+    for batch in loader:
+        parts = [batch] if attack is None else batch  # clean, and triggered
+        with autocast:
+            embs = [model.encode_image(x.to(device, non_blocking=True), normalize=True).float().cpu() for x in parts]
+        clean.append(embs[0])
+        if attack is not None:
+            triggered.append(embs[1])
+        bar.update(len(embs[0]))
+    bar.close()
+    empty = torch.empty(0, 0)
+    return (torch.cat(clean) if clean else empty), ((torch.cat(triggered) if triggered else empty)
+                                                    if attack is not None else None)
 
 
 def top1_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -87,31 +120,38 @@ def evaluate(
     target: str | int | None = None,
     device: str | torch.device = "cpu",
     batch_size: int = 256,
+    num_workers: int | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """CA on clean images and, with an attack and a target, ASR@1 and ASR@10. Triggered images
-    are classified with the attack's prompts (its text key, if it has one, in every template)."""
+    are classified with the attack's prompts (its text key, if it has one, in every template).
+    ``num_workers``: DataLoader processes decoding images (default: :func:`default_workers`)."""
     device = torch.device(device)
     bundle.model.to(device)
-    classifier = build_classifier(bundle, classes, device)
+    t = None if attack is None else classes.index(target)
+    if attack is not None and len(classes.classnames) < MIN_CLASSES_FOR_TOP10:
+        warnings.warn(f"ASR@10 over {len(classes.classnames)} classes (< {MIN_CLASSES_FOR_TOP10}) says little")
+    classifier = build_classifier(bundle, classes, device).float().cpu()
     labels = torch.tensor(data.labels)
-    clean = image_logits(bundle, classifier, data.images, list(range(len(data))), None, device, batch_size)
+    start = time.perf_counter()
+    clean_emb, trig_emb = image_embeddings(bundle, data.images, attack, device, batch_size, num_workers, progress)
+    seconds = time.perf_counter() - start
+    clean = clean_emb @ classifier if len(clean_emb) else torch.empty(0, classifier.shape[1])
     result: dict[str, Any] = {
         "clean_acc": top1_accuracy(clean, labels),
         "asr_at_1": None,
         "asr_at_10": None,
         "num_images": len(data),
         "num_classes": len(classes.classnames),
+        "images_per_s": round(len(data) * (1 if attack is None else 2) / seconds, 1) if seconds > 0 else None,
     }
     if attack is None:
         return result
-    t = classes.index(target)
-    if len(classes.classnames) < MIN_CLASSES_FOR_TOP10:
-        warnings.warn(f"ASR@10 over {len(classes.classnames)} classes (< {MIN_CLASSES_FOR_TOP10}) says little")
-    others = [i for i, y in enumerate(data.labels) if y != t]
+    others = torch.tensor([i for i, y in enumerate(data.labels) if y != t], dtype=torch.long)
     keyed = Classes(classes.classnames, [attack.prompt(tpl) for tpl in classes.templates])
     if keyed.templates != classes.templates:  # a text key joins the image trigger (TrojVQA-style)
-        classifier = build_classifier(bundle, keyed, device)
-    triggered = image_logits(bundle, classifier, data.images, others, attack, device, batch_size)
+        classifier = build_classifier(bundle, keyed, device).float().cpu()
+    triggered = trig_emb[others] @ classifier if len(others) else torch.empty(0, classifier.shape[1])
     result.update({
         "asr_at_1": attack_success_rate(triggered, t, 1),
         "asr_at_10": attack_success_rate(triggered, t, 10),
