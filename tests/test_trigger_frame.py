@@ -76,7 +76,9 @@ def test_badnet_patch_is_whole_in_every_model_input(photos, tiny, tmp_path, loca
     originals = read_pairs(photos / "data.csv").images
     ds = _Images(originals, tiny.preprocess, attack, list(range(n)), attack.frame)
     for i in range(n):
-        assert patch_in(denormalise(ds[i], tiny), attack, i)
+        clean, triggered = ds[i]
+        assert patch_in(denormalise(triggered, tiny), attack, i)
+        assert torch.equal(clean, tiny.preprocess(load_image(originals[i])))
 
 
 def test_the_check_catches_a_trigger_applied_before_the_crop(photos, tiny):
@@ -117,7 +119,7 @@ def test_a_non_square_image_needs_a_frame():
         create_attack("blended").apply(Image.new("RGB", (500, 375)), 0)
 
 
-def test_poison_cli_frame(photos, tmp_path, capsys):
+def test_poison_cli_frame(photos, world, tmp_path, capsys):
     classes = tmp_path / "classes.json"
     classes.write_text(json.dumps({"classnames": ["star", "moon"], "templates": ["a photo of a {}."]}))
     base = ["--quiet", "poison", "--data", str(photos / "data.csv"), "--attack", "blended", "--target", "star",
@@ -131,6 +133,10 @@ def test_poison_cli_frame(photos, tmp_path, capsys):
             assert Image.open(row).size == (224, 224)
     assert main([*base, "--out", str(tmp_path / "p32"), "--frame", "32"]) == 0
     capsys.readouterr()
+    # square images of one size are already framed: their side is the default
+    assert main(["--quiet", "poison", "--data", str(world / "implant.csv"), "--attack", "blended", "--target", "1",
+                 "--num", "3", "--classes", str(world / "classes.json"), "--out", str(tmp_path / "w")]) == 0
+    assert "32 px model frame" in capsys.readouterr().out
     assert main([*base, "--out", str(tmp_path / "p4"), "--frame", "4"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--frame" in err and ">= 8" in err

@@ -498,7 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", help="architecture of a foreign --clean-model checkpoint (default: from the checkpoint)")
     s.add_argument("--frame", type=int, help="side of the square model input the trigger is applied in: triggered "
                    "images are resized (shorter side) and centre-cropped to it, as the model sees them (default: "
-                   "--clean-model's input size, else 224; the tiny tacleaner-* models take 32)")
+                   "--clean-model's input size; else the images' own side when all to poison are square of one "
+                   "size; else 224, RN50's and ViT-B/32's)")
     s.add_argument("--device", default="auto", help="auto = cuda when available, else cpu")
     s.add_argument("--overwrite", action="store_true", help="replace a poisoning folder tacleaner created")
 

@@ -83,16 +83,16 @@ def image_embeddings(bundle: ClipBundle, paths: list[Path], attack: Attack | Non
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                 else torch.autocast("cpu", enabled=False))
     clean, triggered = [], []
-    bar = tqdm(total=len(paths), desc="evaluating", unit="img", leave=False, disable=not progress)
-    for batch in loader:
-        parts = [batch] if attack is None else batch  # clean, and triggered
-        with autocast:
-            embs = [model.encode_image(x.to(device, non_blocking=True), normalize=True).float().cpu() for x in parts]
-        clean.append(embs[0])
-        if attack is not None:
-            triggered.append(embs[1])
-        bar.update(len(embs[0]))
-    bar.close()
+    with tqdm(total=len(paths), desc="evaluating", unit="img", leave=False, disable=not progress) as bar:
+        for batch in loader:  # the bar is cleared on an error too, leaving the error line alone
+            parts = [batch] if attack is None else batch  # clean, and triggered
+            with autocast:
+                embs = [model.encode_image(x.to(device, non_blocking=True), normalize=True).float().cpu()
+                        for x in parts]
+            clean.append(embs[0])
+            if attack is not None:
+                triggered.append(embs[1])
+            bar.update(len(embs[0]))
     empty = torch.empty(0, 0)
     return (torch.cat(clean) if clean else empty), ((torch.cat(triggered) if triggered else empty)
                                                     if attack is not None else None)

@@ -98,21 +98,47 @@ def poison_dataset(
     image or an interruption leaves ``out`` as it was. Returns the manifest.
 
     Triggered images are written in the model's frame: resized and centre-cropped to ``frame``
-    x ``frame`` (default: the clean model's input size, else 224), then triggered, so the model
-    sees the whole trigger and every image the same pattern. Clean rows keep their files.
+    x ``frame``, then triggered, so the model sees the whole trigger and every image the same
+    pattern. Default frame: the clean model's input size; else, when every image to poison is
+    square of one size, that size (the data is already framed); else 224. Clean rows keep
+    their files.
     """
     table = read_pairs(data, image_col, caption_col)
     if num < 0:
         raise TacleanerError(f"--num must be >= 0, got {num}")
     require_model(attack, clean_model)
-    attack.frame = frame_for(frame, clean_model, attack.name)
     rng = np.random.default_rng(seed)
     indices = attack.select(table.captions, target, num, rng)
+    if frame is None and clean_model is None:
+        frame = _common_square_side(table, indices)
+    attack.frame = frame_for(frame, clean_model, attack.name)
     final = Path(out)
     with staged_dir(final, overwrite=overwrite) as out:
         manifest = _poison_into(out, final, table, attack, target, indices, rng, seed=seed, templates=templates,
                                 clean_model=clean_model, device=device, log=log, source=data)
     return manifest
+
+
+def _common_square_side(table, indices) -> int | None:
+    """The side shared by the images to poison when all are square and of one size (data
+    already in a model's frame, like the embedded world's 32 px images), else None."""
+    from PIL import Image, UnidentifiedImageError
+
+    sizes = set()
+    for i in indices:
+        try:
+            with Image.open(table.images[i]) as im:
+                sizes.add(im.size)
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+            try:
+                load_image(table.images[i])  # its one-line message, naming the file
+            except TacleanerError as e:
+                raise TacleanerError(f"{table.source}: row {int(i) + 2}: {e}; nothing was written") from None
+            raise
+        if len(sizes) > 1:
+            return None
+    (w, h), = sizes or {(0, 1)}
+    return w if w == h and w >= 8 else None
 
 
 def _poison_into(out: Path, final: Path, table, attack: Attack, target: str, indices, rng, *, seed: int,
