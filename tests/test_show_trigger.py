@@ -219,7 +219,7 @@ def test_trigger_of_a_poisoning_run(capsys, world, tmp_path):
     assert_one_line_error(*show(capsys, "--trigger", str(run), "--attack", "blended", *data), "used badnet")
     assert_one_line_error(*show(capsys, "--trigger", str(run), "--param", "alpha=0.1", *data), "--param")
     assert_one_line_error(*show(capsys, "--trigger", str(tmp_path / "nowhere"), *data), "not found")
-    assert_one_line_error(*show(capsys, "--trigger", str(run), "--frame", "32", *data), "224 px frame")
+    assert_one_line_error(*show(capsys, "--trigger", str(run), "--frame", "64", *data), "32 px frame")
 
 
 def assert_one_line_error(code, stdout, err, *needles):

@@ -301,7 +301,7 @@ def export(args: argparse.Namespace) -> int:
 def show_trigger(args: argparse.Namespace) -> int:
     from .attacks import PoisonContext, create_attack, load_attack
     from .attacks.poison import require_model
-    from .attacks.frame import frame_for
+    from .attacks.frame import common_square_side, frame_for
     from .attacks.show import read_table, sample_indices, trigger_grid, triggered_samples
     from .attacks.stealth import format_report, stealth_report
     from .data.zeroshot import read_classes
@@ -338,7 +338,8 @@ def show_trigger(args: argparse.Namespace) -> int:
             target = classes.classnames[classes.index(args.target)]
             log = _stderr_log(args)
             clean_model = _clean_model(args)
-            attack.frame = frame_for(args.frame, clean_model, attack.name)
+            attack.frame = frame_for(args.frame if args.frame is not None or clean_model is not None else
+                                     common_square_side(table.images[i] for i in indices), clean_model, attack.name)
             report = attack.prepare(PoisonContext(images=table.images, captions=table.captions, target=target,
                                                   templates=classes.templates, seed=args.seed,
                                                   clean_model=clean_model, device="cpu", log=log,
@@ -347,7 +348,8 @@ def show_trigger(args: argparse.Namespace) -> int:
                 log(f"prepared {attack.name} trigger: {_describe(report)}")
     else:
         raise TacleanerError("pass --attack NAME or --trigger RUN")
-    frame = attack.frame or frame_for(args.frame, None)
+    frame = attack.frame or frame_for(args.frame if args.frame is not None else
+                                      common_square_side(table.images[i] for i in indices), None)
     clean, triggered = triggered_samples(attack, table.images, indices, frame)
     grid = trigger_grid(clean, triggered, args.amplify)
     try:
@@ -565,7 +567,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", help="architecture of a foreign --clean-model checkpoint (default: from the checkpoint)")
     s.add_argument("--amplify", type=float, help="difference row gain (default: the largest difference maps to 255)")
     s.add_argument("--frame", type=int, help="side of the model input the trigger is applied in (default: the "
-                   "--trigger run's, else --clean-model's input size, else 224)")
+                   "--trigger run's, else --clean-model's input size, else the images' own side when all shown are "
+                   "square of one size, else 224)")
     add_data_columns(s)
 
     s = command_parser("subtexts", "print each caption's positive and negative subtexts (TA-Cleaner)")

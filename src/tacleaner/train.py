@@ -47,13 +47,14 @@ class TrainConfig:
     log_every: int = 20  # steps between metrics.jsonl rows
     device: str = "auto"  # auto = cuda when available, else cpu
     threads: int = 0  # torch intra-op threads on CPU; 0 leaves torch's default (results differ by thread count)
+    max_steps: int = 0  # stop after this many optimiser steps in all (smoke runs, benchmarks); 0 = every epoch
 
     def __post_init__(self) -> None:
         checks = {"epochs": self.epochs >= 1, "batch_size": self.batch_size >= 2, "lr": self.lr > 0,
                   "weight_decay": self.weight_decay >= 0, "warmup_steps": self.warmup_steps >= 0,
                   "beta1": 0 <= self.beta1 < 1, "beta2": 0 <= self.beta2 < 1, "eps": self.eps > 0,
                   "grad_clip": self.grad_clip >= 0, "num_workers": self.num_workers >= 0,
-                  "log_every": self.log_every >= 1, "threads": self.threads >= 0}
+                  "log_every": self.log_every >= 1, "threads": self.threads >= 0, "max_steps": self.max_steps >= 0}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             limits = {"epochs": ">= 1", "batch_size": ">= 2 (a contrastive batch)", "lr": "> 0", "eps": "> 0",
@@ -187,6 +188,7 @@ def train(
                 model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
             steps += 1
             seen += batch["size"]
+            stop = cfg.max_steps and scheduler.last_epoch >= cfg.max_steps
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
@@ -198,6 +200,8 @@ def train(
                     "loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()},
                     "logit_scale": float(model.logit_scale.detach().exp()), "pairs_per_s": rate,
                 })
+            if stop:
+                break
         bar.close()
         if steps == 0:
             raise TacleanerError(f"{table.source}: no usable batch in epoch {epoch + 1} ({skipped} unreadable images)")
@@ -209,7 +213,10 @@ def train(
         log(f"epoch {epoch + 1}/{cfg.epochs}: loss {means['loss']:.4f}, {seen / elapsed:.3g} pairs/s"
             + (f", skipped {skipped} unreadable images" if skipped else ""))
         _save_epoch(out, bundle, optimizer, scheduler, epoch + 1)
-    write_json(out / "metadata.json", {"completed": True, "epochs": cfg.epochs, "steps": total,
+        if cfg.max_steps and scheduler.last_epoch >= cfg.max_steps:
+            log(f"stopped after {scheduler.last_epoch} steps (max_steps)")
+            break
+    write_json(out / "metadata.json", {"completed": True, "epochs": cfg.epochs, "steps": scheduler.last_epoch,
                                        "model": "model.safetensors", "model_name": bundle.model_name,
                                        "objective": objective.name,
                                        "environment": environment(device, precision_of(device))})

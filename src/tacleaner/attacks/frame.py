@@ -46,3 +46,19 @@ def frame_for(frame: int | None, clean_model=None, attack: str = "the attack") -
                                  f"{clean_model.image_size} px input; drop --frame or pass {clean_model.image_size}")
         return clean_model.image_size
     return check_frame(DEFAULT_FRAME if frame is None else frame)
+
+
+def common_square_side(paths) -> int | None:
+    """The side shared by ``paths`` when every image is square and of one size (data already
+    in a model's frame, like the embedded world's 32 px images), else None. Reads headers only."""
+    from PIL import Image
+
+    size = None
+    for p in paths:
+        with Image.open(p) as im:
+            if size is not None and im.size != size:
+                return None
+            size = im.size
+    if size is None or size[0] != size[1] or size[0] < 8:
+        return None
+    return size[0]

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from ..data.pairs import load_image, read_pairs
 from ..errors import TacleanerError
 from ..fileio import atomic_path, read_json, staged_dir, write_json, write_text
 from .base import Attack, PoisonContext, create_attack
-from .frame import check_frame, frame_for, model_frame
+from .frame import check_frame, common_square_side, frame_for, model_frame
 
 TRIGGER_FILE = "trigger.safetensors"
 
@@ -120,25 +121,17 @@ def poison_dataset(
 
 
 def _common_square_side(table, indices) -> int | None:
-    """The side shared by the images to poison when all are square and of one size (data
-    already in a model's frame, like the embedded world's 32 px images), else None."""
-    from PIL import Image, UnidentifiedImageError
-
-    sizes = set()
+    """:func:`common_square_side` of the images to poison; an unreadable one named by its row."""
     for i in indices:
         try:
-            with Image.open(table.images[i]) as im:
-                sizes.add(im.size)
+            Image.open(table.images[i]).close()
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
             try:
                 load_image(table.images[i])  # its one-line message, naming the file
             except TacleanerError as e:
                 raise TacleanerError(f"{table.source}: row {int(i) + 2}: {e}; nothing was written") from None
             raise
-        if len(sizes) > 1:
-            return None
-    (w, h), = sizes or {(0, 1)}
-    return w if w == h and w >= 8 else None
+    return common_square_side(table.images[int(i)] for i in indices)
 
 
 def _poison_into(out: Path, final: Path, table, attack: Attack, target: str, indices, rng, *, seed: int,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from ..errors import TacleanerError
+from .columns import ColumnBuilder, PathColumn
 
 
 def read_csv_rows(path: str | Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
@@ -36,30 +38,54 @@ def read_csv_rows(path: str | Path, columns: tuple[str, ...]) -> list[dict[str, 
 
 @dataclass
 class PairTable:
-    """Absolute image paths and captions, row order preserved."""
+    """Image paths (absolute) and captions, row order preserved. :func:`read_pairs` stores both
+    as compact columns (:mod:`tacleaner.data.columns`: no Python object per row); any
+    sequences work."""
 
     source: Path
-    images: list[Path]
-    captions: list[str]
+    images: Sequence[Path]
+    captions: Sequence[str]
 
     def __len__(self) -> int:
         return len(self.images)
 
 
 def read_pairs(path: str | Path, image_col: str = "image", caption_col: str = "caption") -> PairTable:
-    """Read an image-caption CSV; image paths are relative to the CSV's folder."""
+    """Read an image-caption CSV; image paths are relative to the CSV's folder. Streams the
+    file into two string columns, so a CC3M-size CSV costs about its text size in memory."""
     path = Path(path)
-    rows = read_csv_rows(path, (image_col, caption_col))
-    images, captions = [], []
-    for line, row in enumerate(rows, start=2):  # line 1 is the header
-        caption = (row[caption_col] or "").strip()
-        if not caption:
-            raise TacleanerError(f"{path}: row {line}: empty caption")
-        if not (row[image_col] or "").strip():
-            raise TacleanerError(f"{path}: row {line}: empty image path")
-        images.append((path.parent / row[image_col].strip()).resolve())
-        captions.append(caption)
-    return PairTable(path, images, captions)
+    if not path.is_file():
+        raise TacleanerError(f"{path}: file not found")
+    images, captions = ColumnBuilder(), ColumnBuilder()
+    n = 0
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader, None) or []
+            missing = [c for c in (image_col, caption_col) if c not in header]
+            if missing:
+                raise TacleanerError(
+                    f"{path}: missing column(s) {', '.join(missing)}; found: {', '.join(header) or 'none'}"
+                    " (name other columns with --image-col / --caption-col)")
+            ii, ci = header.index(image_col), header.index(caption_col)
+            for row in reader:
+                if not row:
+                    continue  # blank line (as csv.DictReader skips them)
+                n += 1
+                line = n + 1  # line 1 is the header
+                caption = row[ci].strip() if ci < len(row) else ""
+                image = row[ii].strip() if ii < len(row) else ""
+                if not caption:
+                    raise TacleanerError(f"{path}: row {line}: empty caption")
+                if not image:
+                    raise TacleanerError(f"{path}: row {line}: empty image path")
+                images.append(image)
+                captions.append(caption)
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise TacleanerError(f"{path}: not a readable CSV ({e})") from None
+    if n == 0:
+        raise TacleanerError(f"{path}: no data rows")
+    return PairTable(path, PathColumn(path.parent, images.finish()), captions.finish())
 
 
 def load_image(path: str | Path) -> Image.Image:

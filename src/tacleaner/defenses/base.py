@@ -44,7 +44,7 @@ class Objective:
         if good:
             batch["index"] = torch.tensor([s["index"] for s in good])
             batch["images"] = self.bundle.images_to_tensor([s["image"] for s in good])
-            batch["texts"] = self.tokens[batch["index"]]
+            batch["texts"] = batch_tokens(self.tokens, batch["index"])
         return batch
 
     def clip_loss(self, image_features: torch.Tensor, text_features: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -59,9 +59,22 @@ class Objective:
         return asdict(self)
 
 
-def tokenize_all(tokenizer, texts: list[str], chunk: int = 4096) -> torch.Tensor:
-    """Token ids for many texts, tokenised in chunks to bound peak memory."""
-    return torch.cat([tokenizer(texts[i:i + chunk]) for i in range(0, len(texts), chunk)])
+def tokenize_all(tokenizer, texts, chunk: int = 4096) -> torch.Tensor:
+    """Token ids for many texts (any sequence of strings) as one int32 tensor, filled chunk by
+    chunk: half the memory of int64 (77-token contexts: 308 MB per million captions), no
+    second copy at the end. Batches take their rows and widen them (:func:`batch_tokens`)."""
+    out = None
+    for i in range(0, len(texts), chunk):
+        part = tokenizer(list(texts[i:i + chunk]))
+        if out is None:
+            out = torch.empty((len(texts), part.shape[1]), dtype=torch.int32)
+        out[i:i + len(part)] = part
+    return out if out is not None else torch.empty((0, 0), dtype=torch.int32)
+
+
+def batch_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Rows ``index`` of a :func:`tokenize_all` table as the int64 ids the text tower takes."""
+    return tokens[index].long()
 
 
 DEFENSES: Registry[Objective] = Registry("defense")

@@ -17,8 +17,8 @@ from torchvision.transforms import AutoAugment, AutoAugmentPolicy, Interpolation
 from ..data.pairs import PairTable
 from ..errors import TacleanerError
 from ..models import ClipBundle
-from ..text.eda import augment_all
-from .base import DEFENSES, Objective, tokenize_all
+from ..text.eda import EdaView
+from .base import DEFENSES, Objective, batch_tokens, tokenize_all
 from .infonce import info_nce
 
 
@@ -55,8 +55,7 @@ class CleanCLIP(Objective):
         self.aug_tokens = self._eda_tokens(0)
 
     def _eda_tokens(self, epoch: int) -> torch.Tensor:
-        augmented = augment_all(self.captions, seed=self.seed * 100_003 + epoch, alpha=self.eda_alpha)
-        return tokenize_all(self.tokenizer, augmented)
+        return tokenize_all(self.tokenizer, EdaView(self.captions, self.seed * 100_003 + epoch, self.eda_alpha))
 
     def on_epoch_start(self, epoch: int) -> None:
         if self.eda_redraw and epoch > 0:
@@ -67,7 +66,7 @@ class CleanCLIP(Objective):
         if batch["size"]:
             good = [s["image"] for s in samples if s["image"] is not None]
             batch["aug_images"] = self.bundle.images_to_tensor([self.autoaugment(im) for im in good])
-            batch["aug_texts"] = self.aug_tokens[batch["index"]]
+            batch["aug_texts"] = batch_tokens(self.aug_tokens, batch["index"])
         return batch
 
     def encode(self, model: torch.nn.Module, batch: dict[str, Any], extra_texts: torch.Tensor | None = None):

@@ -31,6 +31,12 @@ from .cleanclip import CleanCLIP
 from .infonce import info_nce
 
 
+# The dataset's own words (replacement candidates, inflections) come from at most this many of
+# its captions: tagging all of CC3M's 3M would take the tagger most of an hour; 50,000 captions
+# already hold nearly every common word.
+VOCABULARY_CAPTIONS = 50_000
+
+
 @DEFENSES.register("tacleaner")
 @dataclass
 class TACleaner(CleanCLIP):
@@ -85,7 +91,10 @@ class TACleaner(CleanCLIP):
         cfg = SubtextConfig(spacy_model=self.spacy_model, negatives_per_positive=max(self.m, 1),
                             negative_sources=tuple(self.negative_sources), seed=seed,
                             negative_mode=self.negative_mode)
-        self.generator = SubtextGenerator(cfg, vocabulary=table.captions)
+        n = len(table.captions)
+        vocabulary = (table.captions if n <= VOCABULARY_CAPTIONS else  # an even sample of a large set
+                      [table.captions[int(i)] for i in np.linspace(0, n - 1, VOCABULARY_CAPTIONS)])
+        self.generator = SubtextGenerator(cfg, vocabulary=vocabulary)
         self.selected: dict[int, int] = {}  # dataset index -> row in this epoch's subtext tensors
 
     def on_epoch_start(self, epoch: int) -> None:

@@ -104,3 +104,19 @@ def eda(caption: str, rng: np.random.Generator, alpha: float = 0.1, operation: s
 def augment_all(captions: list[str], seed: int, alpha: float = 0.1) -> list[str]:
     """EDA for every caption, each from its own seeded generator (order-independent)."""
     return [eda(c, np.random.default_rng([seed, i]), alpha) for i, c in enumerate(captions)]
+
+
+class EdaView:
+    """The captions' EDA augmentations (as :func:`augment_all`), computed when sliced, so a
+    million captions are augmented and tokenised chunk by chunk, never held as one list."""
+
+    def __init__(self, captions, seed: int, alpha: float = 0.1) -> None:
+        self.captions, self.seed, self.alpha = captions, seed, alpha
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return eda(self.captions[i], np.random.default_rng([self.seed, i]), self.alpha)
