@@ -54,7 +54,7 @@ def patch_in(pixels: np.ndarray, attack, index: int) -> bool:
     return pixels.shape[:2] == (FRAME, FRAME) and np.abs(pixels[y:y + SIDE, x:x + SIDE] - attack.patch(SIDE)).max() < 0.51
 
 
-@pytest.mark.parametrize("location", ["bottom-right", "top-left", "random"])
+@pytest.mark.parametrize("location", ["bottom-right", "top-left", "middle", "random"])
 def test_badnet_patch_is_whole_in_every_model_input(photos, tiny, tmp_path, location):
     run = tmp_path / "poison"
     n = len(SIZES) * 2

@@ -237,7 +237,8 @@ DATA_PATHS = ("pretrain", "implant", "clean", "zeroshot", "zeroshot_val", "class
 
 
 def _check_model_and_data(cfg: ExperimentConfig, where: str) -> None:
-    for key, value, valid in (("model", cfg.model, MODEL_KEYS), ("data", cfg.data, DATA_PATHS + ("synth",))):
+    for key, value, valid in (("model", cfg.model, MODEL_KEYS),
+                              ("data", cfg.data, DATA_PATHS + ("synth", "allow_overlap"))):
         if not isinstance(value, dict):
             raise TacleanerError(f"{where}: {key}: expected a mapping, got {value!r}")
         unknown = sorted(set(value) - set(valid))
@@ -256,13 +257,15 @@ def _check_model_and_data(cfg: ExperimentConfig, where: str) -> None:
         raise TacleanerError(f"{where}: model.init {cfg.model['init']}: checkpoint not found")
     if "seed" in cfg.model and (not isinstance(cfg.model["seed"], int) or isinstance(cfg.model["seed"], bool)):
         raise TacleanerError(f"{where}: model.seed={cfg.model['seed']!r}: expected an integer")
+    if not isinstance(cfg.data.get("allow_overlap", False), bool):
+        raise TacleanerError(f"{where}: data.allow_overlap={cfg.data['allow_overlap']!r}: expected true or false")
     if "synth" in cfg.data:
-        if set(cfg.data) != {"synth"}:
+        if set(cfg.data) - {"allow_overlap"} != {"synth"}:
             raise TacleanerError(f"{where}: data: give either 'synth' or file paths, not both")
         build(SynthConfig, cfg.data["synth"] or {}, f"{where}: data.synth")
     else:
         for key, value in cfg.data.items():
-            if not (key == "classes" and value in BUILTIN_CLASSES) and not Path(str(value)).exists():
+            if key in DATA_PATHS and not (key == "classes" and value in BUILTIN_CLASSES) and not Path(str(value)).exists():
                 raise TacleanerError(f"{where}: data.{key} {value}: file not found")
     for key in ("eval_batch_size",):
         value = getattr(cfg, key)
@@ -316,7 +319,7 @@ class Experiment:
         missing = [k for k in needed if k not in d]
         if missing:
             raise TacleanerError(f"config data: missing {missing[0]!r} (or give 'synth')")
-        return {k: Path(v) for k, v in d.items()}
+        return {k: Path(v) for k, v in d.items() if k in DATA_PATHS}
 
     def make_data(self, w: int) -> None:
         if "synth" not in self.cfg.data:
@@ -360,9 +363,32 @@ class Experiment:
                 save_model(self.base_model(w), tmp)
         self.stage_eval(self.clean_checkpoint(w), self.world_dir(w) / "pretrain_eval.json", paths)
 
+    def check_overlap(self, w: int) -> dict:
+        """Images shared by the cleaning set and the implant set (by path and by content),
+        computed once per world into ``world<W>/overlap.json``; any is an error unless the
+        config says ``data.allow_overlap: true``."""
+        out = self.world_dir(w) / "overlap.json"
+        if not out.is_file():
+            from .data.overlap import shared_images
+
+            paths = self.data_paths(w)
+            found = shared_images(read_pairs(paths["clean"]).images, read_pairs(paths["implant"]).images)
+            write_json(out, {"clean": str(paths["clean"]), "implant": str(paths["implant"]), **found})
+        found = read_json(out)
+        shared = found["same_path"] + found["same_content"]
+        if shared and not self.cfg.data.get("allow_overlap", False):
+            raise TacleanerError(f"the cleaning set shares {shared} image(s) with the implant set ({found['same_path']} "
+                                 f"by path, {found['same_content']} by content, e.g. {found['examples'][0]}); "
+                                 "remove them, or set data.allow_overlap: true to run with the overlap (see "
+                                 f"{out})")
+        if shared:
+            self.log(f"world{w}: the cleaning set shares {shared} image(s) with the implant set (allowed)")
+        return found
+
     def stage_poison(self, w: int, a: int, i: int) -> None:
         spec = self.cfg.attacks[a]
         root, paths = self.unit_dir(w, spec, i), self.data_paths(w)
+        self.check_overlap(w)
         _set_threads(self.stage_threads(_train_config(self.cfg.train, {}, "train")))
         if not (root / "poison" / "manifest.json").is_file():
             classes = read_classes(paths["classes"])

@@ -14,7 +14,8 @@ class BadNet(Attack):
     """A patch of side ``patch_frac`` x the image's shorter side (16 px at 224 px by default).
 
     ``location``: ``random`` (a fresh place per image, fixed by image index and pattern seed,
-    as in the CLIP backdoor literature) or a corner (``bottom-right`` ...). ``pattern``:
+    as in the CLIP backdoor literature), a corner (``bottom-right`` ...) or ``middle`` (the
+    centre, where BadCLIP's scripts put their patch). ``pattern``:
     ``noise`` (a fixed random RGB patch) or ``checkerboard``.
     """
 
@@ -27,7 +28,7 @@ class BadNet(Attack):
     def __post_init__(self) -> None:
         from ..errors import TacleanerError
 
-        corners = ("random", "top-left", "top-right", "bottom-left", "bottom-right")
+        corners = ("random", "top-left", "top-right", "bottom-left", "bottom-right", "middle")
         if self.location not in corners:
             raise TacleanerError(f"badnet location {self.location!r}; choose one of: {', '.join(corners)}")
         if self.pattern not in ("noise", "checkerboard"):
@@ -50,6 +51,8 @@ class BadNet(Attack):
         if self.location == "random":
             rng = np.random.default_rng([self.pattern_seed, 1, index])
             return int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+        if self.location == "middle":
+            return (h - side) // 2, (w - side) // 2
         top = 0 if self.location.startswith("top") else h - side
         left = 0 if self.location.endswith("left") else w - side
         return top, left

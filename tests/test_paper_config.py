@@ -1,0 +1,54 @@
+"""The literature's protocol as a shipped config: its settings are the published ones, and a
+smoke version of it (tiny model, tiny data, a few steps) runs end to end through `tacleaner run`."""
+import json
+from pathlib import Path
+
+import yaml
+
+from tacleaner.cli import main
+from tacleaner.experiment import parse_config
+
+PAPER = Path(__file__).resolve().parents[1] / "experiments" / "paper" / "rn50-cc3m.yaml"
+
+
+def test_paper_config_states_the_protocol():
+    raw = yaml.safe_load(PAPER.read_text())
+    assert raw["model"] == {"name": "RN50-quickgelu", "pretrained": "openai"}
+    assert raw["data"]["classes"] == "imagenet"
+    for a in raw["attacks"]:
+        assert (a["target"], a["num"]) == ("banana", 1500)
+        assert abs(a["params"]["patch_frac"] * 224 - 16) < 1e-6  # 16 px at 224
+        assert a["implant"]["epochs"] == 10 and a["implant"]["batch_size"] == 128
+    assert sorted(a["implant"]["lr"] for a in raw["attacks"]) == [1e-6, 1e-6, 1e-5]
+    for d in raw["defenses"]:
+        assert d["train"] == {"epochs": 10, "batch_size": 64, "lr": 1e-5, "warmup_steps": 50}
+    assert {d["name"] for d in raw["defenses"]} == {"finetune", "cleanclip", "tacleaner"}
+
+
+def test_paper_config_runs_as_a_smoke_version(world, tmp_path):
+    """Everything of the shipped config but the scale: the tiny model, the test world, one seed,
+    two steps per stage."""
+    raw = yaml.safe_load(PAPER.read_text())
+    raw["model"] = {"name": "tacleaner-tiny-rn"}
+    raw["data"] = {k: str(world / f) for k, f in (("implant", "implant.csv"), ("clean", "clean.csv"),
+                                                  ("zeroshot", "zeroshot.csv"), ("classes", "classes.json"))}
+    raw["train"] = {**raw["train"], "num_workers": 0, "threads": 1, "max_steps": 2}
+    raw["seeds"] = [0]
+    for a in raw["attacks"]:
+        a["target"], a["num"] = "yellow star", 8
+        a["implant"] = {**a["implant"], "batch_size": 16, "warmup_steps": 1}
+        if a["name"] == "badclip":
+            a["params"].update(steps=2, opt_images=8, batch_size=4, target_images=2)
+    for d in raw["defenses"]:
+        d["train"] = {**d["train"], "batch_size": 16, "warmup_steps": 1}
+    parse_config(raw)  # loads and checks as shipped, but for model and data
+    config = tmp_path / "smoke.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    assert main(["--quiet", "run", str(config), "--out", str(tmp_path / "run")]) == 0
+    rows = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert {(r["attack"], r["defense"]) for r in rows} == {
+        (a, d) for a in ("badnet", "badnet-lr1e-5", "badclip")
+        for d in ("clean model", "none", "finetune", "cleanclip", "tacleaner", "tacleaner-random")}
+    meta = json.loads((tmp_path / "run" / "world0" / "badclip" / "implant0" / "tacleaner" / "clean0"
+                       / "metadata.json").read_text())
+    assert meta["completed"] and meta["steps"] == 2
