@@ -486,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     command_parser("defenses", "list registered defenses and their parameters")
 
     s = command_parser("poison", "poison an image-caption CSV with an attack")
-    s.add_argument("--data", required=True, help="image-caption CSV")
+    s.add_argument("--data", required=True, help="image-caption CSV, or WebDataset shards: a .tar, a folder of them, or a {00000..00099}.tar pattern")
     s.add_argument("--attack", required=True, help="attack name (see `tacleaner attacks`)")
     s.add_argument("--target", required=True, help="target class name or index")
     s.add_argument("--num", type=int, required=True, help="number of pairs to poison")
@@ -508,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, helptext in (("train", "train or fine-tune a CLIP model on image-caption pairs"),
                            ("clean", "apply a fine-tuning defense to a (backdoored) model")):
         s = command_parser(name, helptext)
-        s.add_argument("--data", required=True, help="image-caption CSV")
+        s.add_argument("--data", required=True, help="image-caption CSV, or WebDataset shards: a .tar, a folder of them, or a {00000..00099}.tar pattern")
         s.add_argument("--out", required=True, help="run folder")
         s.add_argument("--config", help="YAML with training settings, overridden by options (default: none)")
         add_data_columns(s)

@@ -53,9 +53,11 @@ def common_square_side(paths) -> int | None:
     in a model's frame, like the embedded world's 32 px images), else None. Reads headers only."""
     from PIL import Image
 
+    from ..data.pairs import image_source
+
     size = None
     for p in paths:
-        with Image.open(p) as im:
+        with Image.open(image_source(p)) as im:
             if size is not None and im.size != size:
                 return None
             size = im.size

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..data.pairs import load_image, read_pairs
+from ..data.pairs import image_source, load_image, read_pairs
 from ..errors import TacleanerError
 from ..fileio import atomic_path, read_json, staged_dir, write_json, write_text
 from .base import Attack, PoisonContext, create_attack
@@ -124,7 +124,7 @@ def _common_square_side(table, indices) -> int | None:
     """:func:`common_square_side` of the images to poison; an unreadable one named by its row."""
     for i in indices:
         try:
-            Image.open(table.images[i]).close()
+            Image.open(image_source(table.images[i])).close()
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
             try:
                 load_image(table.images[i])  # its one-line message, naming the file

@@ -51,8 +51,14 @@ class PairTable:
 
 
 def read_pairs(path: str | Path, image_col: str = "image", caption_col: str = "caption") -> PairTable:
-    """Read an image-caption CSV; image paths are relative to the CSV's folder. Streams the
-    file into two string columns, so a CC3M-size CSV costs about its text size in memory."""
+    """Read an image-caption CSV (image paths relative to the CSV's folder), or WebDataset
+    shards (a ``.tar``, a folder of them or a ``{00000..00099}.tar`` pattern; see
+    :mod:`tacleaner.data.shards`). Streams the file into two string columns, so a CC3M-size
+    CSV costs about its text size in memory."""
+    from .shards import is_shard_spec, read_shards
+
+    if is_shard_spec(path):
+        return read_shards(path)
     path = Path(path)
     if not path.is_file():
         raise TacleanerError(f"{path}: file not found")
@@ -88,10 +94,18 @@ def read_pairs(path: str | Path, image_col: str = "image", caption_col: str = "c
     return PairTable(path, PathColumn(path.parent, images.finish()), captions.finish())
 
 
+def image_source(path: str | Path):
+    """What ``PIL.Image.open`` takes for ``path``: the path, or the bytes of a shard member
+    (``SHARD.tar#MEMBER``)."""
+    from .shards import is_member, member_bytes
+
+    return member_bytes(path) if is_member(path) else path
+
+
 def load_image(path: str | Path) -> Image.Image:
     """Open an image as RGB, or fail with a one-line error naming the file."""
     try:
-        with Image.open(path) as img:
+        with Image.open(image_source(path)) as img:
             return img.convert("RGB")
     except FileNotFoundError:
         raise TacleanerError(f"{path}: image file not found") from None
