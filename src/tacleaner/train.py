@@ -161,61 +161,64 @@ def train(
     dataset = PairDataset(table)
     log(f"training {bundle.model_name} on {len(table)} pairs ({table.source}) with {objective.name}: "
         f"{cfg.epochs} epochs x {steps_per_epoch} steps, device {device}")
-    for epoch in range(start_epoch, cfg.epochs):
-        objective.on_epoch_start(epoch)
-        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)  # same order on resume
-        loader = DataLoader(dataset, shuffle=True, generator=gen, **loader_kw)
-        sums: dict[str, float] = {}
-        seen = skipped = steps = 0
-        t0 = time.perf_counter()
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress)
-        model.train()
-        for batch in bar:
-            skipped += batch["skipped"]
-            if batch["size"] < 2:  # a contrastive loss needs at least two pairs
-                continue
-            batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-            with autocast:
-                losses = objective.losses(model, batch)
-            loss = sum(v for k, v in losses.items() if k.endswith("_loss"))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            with torch.no_grad():
-                model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-            steps += 1
-            seen += batch["size"]
-            stop = cfg.max_steps and scheduler.last_epoch >= cfg.max_steps
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
-            rate = seen / (time.perf_counter() - t0)
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", pairs_s=f"{rate:.0f}")
-            if steps % cfg.log_every == 0:
-                append_jsonl(out / "metrics.jsonl", {
-                    "epoch": epoch + 1, "step": scheduler.last_epoch, "lr": scheduler.get_last_lr()[0],
-                    "loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()},
-                    "logit_scale": float(model.logit_scale.detach().exp()), "pairs_per_s": rate,
-                })
-            if stop:
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            objective.on_epoch_start(epoch)
+            gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)  # same order on resume
+            loader = DataLoader(dataset, shuffle=True, generator=gen, **loader_kw)
+            sums: dict[str, float] = {}
+            seen = skipped = steps = 0
+            t0 = time.perf_counter()
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress)
+            model.train()
+            for batch in bar:
+                skipped += batch["skipped"]
+                if batch["size"] < 2:  # a contrastive loss needs at least two pairs
+                    continue
+                batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+                with autocast:
+                    losses = objective.losses(model, batch)
+                loss = sum(v for k, v in losses.items() if k.endswith("_loss"))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                with torch.no_grad():
+                    model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+                steps += 1
+                seen += batch["size"]
+                stop = cfg.max_steps and scheduler.last_epoch >= cfg.max_steps
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+                rate = seen / (time.perf_counter() - t0)
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}", pairs_s=f"{rate:.0f}")
+                if steps % cfg.log_every == 0:
+                    append_jsonl(out / "metrics.jsonl", {
+                        "epoch": epoch + 1, "step": scheduler.last_epoch, "lr": scheduler.get_last_lr()[0],
+                        "loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()},
+                        "logit_scale": float(model.logit_scale.detach().exp()), "pairs_per_s": rate,
+                    })
+                if stop:
+                    break
+            bar.close()
+            if steps == 0:
+                raise TacleanerError(f"{table.source}: no usable batch in epoch {epoch + 1} ({skipped} unreadable images)")
+            elapsed = time.perf_counter() - t0
+            means = {k: v / steps for k, v in sums.items()}
+            append_jsonl(out / "metrics.jsonl", {"epoch": epoch + 1, "summary": True, **means, "pairs": seen,
+                                                 "skipped_images": skipped, "seconds": elapsed,
+                                                 "pairs_per_s": seen / elapsed})
+            log(f"epoch {epoch + 1}/{cfg.epochs}: loss {means['loss']:.4f}, {seen / elapsed:.3g} pairs/s"
+                + (f", skipped {skipped} unreadable images" if skipped else ""))
+            _save_epoch(out, bundle, optimizer, scheduler, epoch + 1)
+            if cfg.max_steps and scheduler.last_epoch >= cfg.max_steps:
+                log(f"stopped after {scheduler.last_epoch} steps (max_steps)")
                 break
-        bar.close()
-        if steps == 0:
-            raise TacleanerError(f"{table.source}: no usable batch in epoch {epoch + 1} ({skipped} unreadable images)")
-        elapsed = time.perf_counter() - t0
-        means = {k: v / steps for k, v in sums.items()}
-        append_jsonl(out / "metrics.jsonl", {"epoch": epoch + 1, "summary": True, **means, "pairs": seen,
-                                             "skipped_images": skipped, "seconds": elapsed,
-                                             "pairs_per_s": seen / elapsed})
-        log(f"epoch {epoch + 1}/{cfg.epochs}: loss {means['loss']:.4f}, {seen / elapsed:.3g} pairs/s"
-            + (f", skipped {skipped} unreadable images" if skipped else ""))
-        _save_epoch(out, bundle, optimizer, scheduler, epoch + 1)
-        if cfg.max_steps and scheduler.last_epoch >= cfg.max_steps:
-            log(f"stopped after {scheduler.last_epoch} steps (max_steps)")
-            break
+    finally:
+        objective.close()  # background helpers (TA-Cleaner's subtext prefetch) end with the run
     write_json(out / "metadata.json", {"completed": True, "epochs": cfg.epochs, "steps": scheduler.last_epoch,
                                        "model": "model.safetensors", "model_name": bundle.model_name,
                                        "objective": objective.name,

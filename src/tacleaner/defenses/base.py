@@ -37,6 +37,9 @@ class Objective:
     def on_epoch_start(self, epoch: int) -> None:
         """Hook for objectives that redraw something per epoch (augmentations, subsets)."""
 
+    def close(self) -> None:
+        """Called when training ends (or fails): stop any background work."""
+
     def collate(self, samples: list[dict]) -> dict[str, Any]:
         """Turn dataset samples into a batch, dropping (and counting) unreadable images."""
         good = [s for s in samples if s["image"] is not None]

@@ -16,6 +16,7 @@ caption in place of P_i (negatives only); ``use_negatives=False`` drops N_i (pos
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +48,11 @@ class TACleaner(CleanCLIP):
     ``negative_sources`` picks where counterfactual words come from; ``negative_mode`` "random"
     replaces a random noun, verb or adjective by a random common word of the same part of
     speech instead, as the paper's figure draws it (use ``m=1`` for its one negative per
-    sample); ``spacy_model`` names the parser (default en_core_web_sm)."""
+    sample); ``spacy_model`` names the parser (default en_core_web_sm). Speed only (the
+    subtexts are the same): ``prefetch_from`` parses the next epoch's captions in a background
+    process while this epoch trains, when an epoch draws at least that many (0: never);
+    ``parse_processes`` spaCy processes for large inline parses (the vocabulary, the first
+    epoch; 0: up to 8, one core left, on machines with 4 cores or more, else 1)."""
 
     w_ta: float = 1.0
     k: float = 0.1
@@ -60,6 +65,8 @@ class TACleaner(CleanCLIP):
                                                                  "vocabulary"])
     negative_mode: str = "wordnet"
     spacy_model: str | None = None
+    prefetch_from: int = 2000
+    parse_processes: int = 0
     name = "tacleaner"
     relative_cost = 2.7  # cleanclip + subtexts (bench_defenses.py: 1.1x cleanclip at k 0.1)
     description = "CleanCLIP + alignment of positive / negative subtexts on k samples per epoch (TA-Cleaner)"
@@ -81,6 +88,9 @@ class TACleaner(CleanCLIP):
         if unknown or not self.negative_sources:
             raise TacleanerError(f"tacleaner negative_sources {unknown or '[]'}: choose one or more of "
                                  f"{', '.join(ORIGINS)}")
+        if self.prefetch_from < 0 or self.parse_processes < 0:
+            raise TacleanerError(f"tacleaner needs prefetch_from >= 0 and parse_processes >= 0 (got "
+                                 f"{self.prefetch_from}, {self.parse_processes})")
         if not (self.use_positives or self.use_negatives):
             raise TacleanerError("tacleaner: use_positives and use_negatives cannot both be false (that is cleanclip)")
 
@@ -90,20 +100,47 @@ class TACleaner(CleanCLIP):
         super().setup(bundle, table, seed)
         cfg = SubtextConfig(spacy_model=self.spacy_model, negatives_per_positive=max(self.m, 1),
                             negative_sources=tuple(self.negative_sources), seed=seed,
-                            negative_mode=self.negative_mode)
+                            negative_mode=self.negative_mode, n_process=self._parse_processes())
         n = len(table.captions)
-        vocabulary = (table.captions if n <= VOCABULARY_CAPTIONS else  # an even sample of a large set
-                      [table.captions[int(i)] for i in np.linspace(0, n - 1, VOCABULARY_CAPTIONS)])
-        self.generator = SubtextGenerator(cfg, vocabulary=vocabulary)
+        self.vocabulary = (list(table.captions) if n <= VOCABULARY_CAPTIONS else  # an even sample of a large set
+                           [table.captions[int(i)] for i in np.linspace(0, n - 1, VOCABULARY_CAPTIONS)])
+        self.generator = SubtextGenerator(cfg, vocabulary=self.vocabulary)
+        self.prefetcher = None
         self.selected: dict[int, int] = {}  # dataset index -> row in this epoch's subtext tensors
 
-    def on_epoch_start(self, epoch: int) -> None:
-        super().on_epoch_start(epoch)
+    def _parse_processes(self) -> int:
+        if self.parse_processes:
+            return self.parse_processes
+        cores = os.cpu_count() or 1
+        return min(8, cores - 1) if cores >= 4 else 1
+
+    def _draw(self, epoch: int) -> tuple[list[int], np.random.Generator]:
+        """The samples of ``epoch`` (sorted) and the generator that goes on to draw their subtexts."""
         n = len(self.captions)
         count = min(n, self.k_count) if self.k_count else max(1, int(round(self.k * n)))
         rng = np.random.default_rng([self.seed, epoch, 1])
-        chosen = sorted(int(i) for i in rng.choice(n, size=count, replace=False))
-        subtexts = self.generator.generate([self.captions[i] for i in chosen])
+        return sorted(int(i) for i in rng.choice(n, size=count, replace=False)), rng
+
+    def _prefetch(self, epoch: int) -> None:
+        from ..text.prefetch import SubtextPrefetcher
+
+        if self.prefetcher is None:
+            self.prefetcher = SubtextPrefetcher(self.generator.cfg, self.vocabulary)
+        self.prefetcher.submit(epoch, [self.captions[i] for i in self._draw(epoch)[0]])
+
+    def close(self) -> None:
+        if getattr(self, "prefetcher", None) is not None:
+            self.prefetcher.close()
+            self.prefetcher = None
+
+    def on_epoch_start(self, epoch: int) -> None:
+        super().on_epoch_start(epoch)
+        chosen, rng = self._draw(epoch)
+        subtexts = self.prefetcher.take(epoch) if self.prefetcher is not None else None
+        if subtexts is None:
+            subtexts = self.generator.generate([self.captions[i] for i in chosen])
+        if self.prefetch_from and len(chosen) >= self.prefetch_from:
+            self._prefetch(epoch + 1)  # parsed while this epoch trains
         positives, negatives, masks, self.selected = [], [], [], {}
         for i, sub in zip(chosen, subtexts):
             if (self.use_positives and not sub.positives) or (self.uses_negatives and not sub.negatives):

@@ -49,5 +49,6 @@ class SubtextConfig:
     min_zipf: float = 3.3  # replacements come from the common-word list at this Zipf frequency or more
     negative_mode: str = "wordnet"  # "wordnet": the sources above; "random": the paper's random swaps
     random_min_zipf: float = 4.0  # random-mode replacements: words at least this common
+    n_process: int = 1  # spaCy processes parsing a batch of at least PARALLEL_FROM new captions (same output)
     blocklist: frozenset[str] = field(default_factory=lambda: frozenset(
         {"whore", "prostitute", "harlot", "slut", "bitch", "bastard", "wench", "hussy"}))

@@ -31,6 +31,9 @@ from .subtext_config import KINDS, NEGATIVE_MODES, ORIGINS, Negative, SubtextCon
 __all__ = ["KINDS", "NEGATIVE_MODES", "ORIGINS", "Negative", "SubtextConfig", "SubtextGenerator", "Subtexts", "quality_report"]
 
 
+PARALLEL_FROM = 2000  # captions; below this, starting spaCy processes costs more than it saves
+
+
 class SubtextGenerator:
     """Positive and negative subtexts for captions (rules in the module docstring).
 
@@ -59,11 +62,16 @@ class SubtextGenerator:
         if todo:
             nlp = self._pipeline()
             vocab = self._vocabulary()
-            for caption, doc in zip(todo, nlp.pipe(todo, batch_size=256)):
+            for caption, doc in zip(todo, nlp.pipe(todo, batch_size=256, n_process=self._processes(len(todo)))):
                 self._cache[caption] = self._subtexts(caption, doc, vocab)
         return [self._cache[c] for c in captions]
 
     # -- resources ----------------------------------------------------------------------------
+
+    def _processes(self, n: int) -> int:
+        """spaCy processes for ``n`` texts: ``cfg.n_process`` for large batches (each process
+        loads the pipeline, a few seconds), one for small ones."""
+        return self.cfg.n_process if n >= PARALLEL_FROM and self.cfg.n_process > 1 else 1
 
     def _pipeline(self) -> Any:
         if self._nlp is None:
@@ -73,8 +81,9 @@ class SubtextGenerator:
     def _vocabulary(self) -> Vocabulary:
         if self._vocab is None:
             # Tags and lemmas suffice here, so the parser is skipped (about twice as fast).
-            docs = self._pipeline().pipe(dict.fromkeys(self._vocab_texts), batch_size=512,
-                                         disable=["parser"])
+            texts = list(dict.fromkeys(self._vocab_texts))
+            docs = self._pipeline().pipe(texts, batch_size=512, disable=["parser"],
+                                         n_process=self._processes(len(texts)))
             self._vocab = Vocabulary(docs)
         return self._vocab
 
