@@ -95,3 +95,25 @@ def test_evaluation_matches_per_image_classification_and_workers(world, trained)
     assert res["clean_acc"] == pytest.approx(correct / len(data))
     assert res["asr_at_1"] == pytest.approx(hits / n)
     assert res["images_per_s"] > 0
+
+
+def test_wordnet_id_folders_map_to_imagenet_indices_whole_or_subset(tmp_path):
+    """ImageNet-A / -R keep 200 of the 1,000 WordNet-id folders: each folder gets its own
+    ImageNet-1K index (the shipped id list agrees with open_clip's class names), and
+    present_classes narrows the classifier to the classes the data has."""
+    from PIL import Image
+
+    from tacleaner.data.zeroshot import imagenet_classes, imagenet_wnids, present_classes
+
+    classes = imagenet_classes()
+    wnids = imagenet_wnids()
+    assert len(wnids) == 1000 and classes.classnames[wnids["n07753592"]] == "banana" == classes.classnames[954]
+    assert classes.classnames[wnids["n01443537"]] == "goldfish"
+    for w in ("n01443537", "n07753592", "n15075141"):
+        (tmp_path / w).mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / w / "a.jpg")
+    data = read_zeroshot(tmp_path, classes)
+    assert data.labels == [1, 954, 999]
+    sub, sub_classes = present_classes(data, classes)
+    assert sub.labels == [0, 1, 2] and sub_classes.classnames[1] == "banana"
+    assert sub_classes.templates == classes.templates

@@ -265,6 +265,15 @@ def evaluate(args: argparse.Namespace) -> int:
     if attack is not None:
         classes.index(target)  # fail before the slow part
     data = read_zeroshot(args.data, classes)
+    if args.present_classes:
+        from .data.zeroshot import present_classes
+
+        if target is not None:
+            target = classes.classnames[classes.index(target)]  # by name: indices change below
+        data, classes = present_classes(data, classes)
+        if target is not None and target not in classes.classnames:
+            raise TacleanerError(f"--target {target!r}: not among the {len(classes.classnames)} classes present "
+                                 f"in {args.data}")
     if args.num_workers is not None and args.num_workers < 0:
         raise TacleanerError(f"--num-workers must be >= 0, got {args.num_workers}")
     result = run_eval(load_bundle(args), data, classes, attack=attack, target=target,
@@ -538,6 +547,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="write the metrics JSON here (default: print only)")
     s.add_argument("--device", default="auto", help="auto = cuda when available, else cpu")
     s.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
+    s.add_argument("--present-classes", action="store_true", help="classify among the classes present in --data "
+                   "only (ImageNet-A and -R: their 200 WordNet-id folders), as the literature evaluates them")
     s.add_argument("--num-workers", type=int, help="processes decoding images (default: on a GPU up to 8, one "
                    "core left; on CPU 0, decoding in the main process)")
 

@@ -1,6 +1,7 @@
 """Zero-shot evaluation data: a classes file and labelled images (CSV or ImageFolder)."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,9 +72,10 @@ class LabelledImages:
 def read_zeroshot(path: str | Path, classes: Classes, image_col: str = "image", label_col: str = "label") -> LabelledImages:
     """Labelled images from a CSV (``image``, ``label`` as index or name) or an ImageFolder tree.
 
-    ImageFolder sub-folders are matched to class names when every name matches, otherwise
-    (ImageNet's WordNet ids) by sorted order, which needs one folder per class; numbered folders
-    (ImageNet-V2's ``0`` .. ``999``) sort as numbers.
+    ImageFolder sub-folders are matched to class names when every name matches; ImageNet's
+    WordNet-id folders, all 1,000 or a subset (ImageNet-A, -R), to their ImageNet-1K index;
+    otherwise by sorted order, which needs one folder per class; numbered folders (ImageNet-V2's
+    ``0`` .. ``999``) sort as numbers.
     """
     path = Path(path)
     if path.is_dir():
@@ -89,14 +91,35 @@ def read_zeroshot(path: str | Path, classes: Classes, image_col: str = "image", 
     return LabelledImages(images, labels)
 
 
+@functools.lru_cache(maxsize=1)
+def imagenet_wnids() -> dict[str, int]:
+    """ImageNet-1K's WordNet ids -> class index (the shipped ``imagenet_wnids.txt``)."""
+    text = (Path(__file__).parent / "imagenet_wnids.txt").read_text()
+    ids = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    return {w: i for i, w in enumerate(ids)}
+
+
+def present_classes(data: LabelledImages, classes: Classes) -> tuple[LabelledImages, Classes]:
+    """The data relabelled over only the classes it contains, in their order: ImageNet-A and -R
+    are evaluated among their 200 classes, as the literature does."""
+    present = sorted(set(data.labels))
+    new = {old: i for i, old in enumerate(present)}
+    return (LabelledImages(data.images, [new[y] for y in data.labels]),
+            Classes([classes.classnames[i] for i in present], classes.templates))
+
+
 def _read_image_folder(root: Path, classes: Classes) -> LabelledImages:
     folders = sorted(d for d in root.iterdir() if d.is_dir())
     if not folders:
         raise TacleanerError(f"{root}: no class sub-folders (expected an ImageFolder tree)")
     if all(d.name.isdigit() for d in folders):  # ImageNet-V2's 0..999: "10" is class 10, not the third
         folders.sort(key=lambda d: int(d.name))
+    wnids = imagenet_wnids()
     if all(d.name in classes.classnames for d in folders):
         label_of = {d: classes.classnames.index(d.name) for d in folders}
+    elif len(classes.classnames) == len(wnids) and all(d.name in wnids for d in folders):
+        # WordNet-id folders, all 1,000 (val, -Sketch) or a subset (-A, -R: 200): each by its id
+        label_of = {d: wnids[d.name] for d in folders}
     elif len(folders) == len(classes.classnames):
         label_of = {d: i for i, d in enumerate(folders)}
     else:
