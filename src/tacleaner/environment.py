@@ -81,3 +81,14 @@ def environment(device: Any = None, precision: str | None = None) -> dict[str, A
 def precision_of(device: Any) -> str:
     """The arithmetic the training loop uses on ``device``: bf16 autocast on CUDA, else fp32."""
     return "bf16-autocast" if str(device).startswith("cuda") else "fp32"
+
+
+def default_workers(device) -> int:
+    """DataLoader workers when none are set: on a GPU up to 8, one core left, so decoding and
+    augmentation keep up with the card; none on CPU, where the model already uses every core
+    (and the results stay those of the single-process loader)."""
+    import os
+
+    if getattr(device, "type", str(device)) != "cuda":
+        return 0
+    return max(0, min(8, (os.cpu_count() or 1) - 1))

@@ -6,7 +6,6 @@ Target-class images are excluded from both numerator and denominator.
 """
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from pathlib import Path
@@ -19,6 +18,7 @@ from tqdm import tqdm
 from .attacks import Attack
 from .data.pairs import load_image
 from .data.zeroshot import Classes, LabelledImages
+from .environment import default_workers
 from .models import ClipBundle
 
 MIN_CLASSES_FOR_TOP10 = 40
@@ -57,14 +57,6 @@ class _Images(Dataset):
         if self.attack is None:
             return self.preprocess(image)
         return self.preprocess(image), self.preprocess(self.attack.apply(image, i, self.frame))  # trigger in the model's frame
-
-
-def default_workers(device: torch.device) -> int:
-    """DataLoader workers for evaluation: decoding in parallel with the forward pass on a GPU
-    (up to 8, one core left), none on CPU, where the model already uses every core."""
-    if device.type != "cuda":
-        return 0
-    return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
 @torch.no_grad()
