@@ -90,3 +90,14 @@ def test_shard_errors_are_one_line(tmp_path, capsys):
     assert main(["--quiet", "train", "--model", "tacleaner-tiny-rn", "--data",
                  str(tmp_path / "{00000..00003}.tar"), "--out", str(tmp_path / "o")]) == 2
     assert "shard not found" in capsys.readouterr().err
+
+
+def test_train_on_shards_gives_the_csv_losses(world, shards, tmp_path):
+    losses = []
+    for name, data in (("csv", world / "clean.csv"), ("shards", shards)):
+        out = tmp_path / name
+        assert main(["--quiet", "train", "--model", "tacleaner-tiny-rn", "--data", str(data), "--out", str(out),
+                     "--epochs", "1", "--batch-size", "16", "--threads", "1", "--log-every", "1",
+                     "--max-steps", "3"]) == 0
+        losses.append([json.loads(x)["loss"] for x in (out / "metrics.jsonl").read_text().splitlines()])
+    assert losses[0] == losses[1] and len(losses[0]) >= 3

@@ -25,18 +25,22 @@ MIN_CLASSES_FOR_TOP10 = 40
 
 
 @torch.no_grad()
-def build_classifier(bundle: ClipBundle, classes: Classes, device: torch.device, batch_size: int = 256) -> torch.Tensor:
+def build_classifier(bundle: ClipBundle, classes: Classes, device: torch.device, batch_size: int = 1024) -> torch.Tensor:
     """``[embed_dim, num_classes]``: per class, the mean of the normalised embeddings of all
-    its templates, renormalised."""
+    its templates, renormalised. The prompts of many classes go through the text tower
+    together (``batch_size`` prompts a pass, whole classes; ImageNet's 1,000 x 80 in 79
+    passes instead of 1,000)."""
     model = bundle.model.eval()
+    per = len(classes.templates)
+    group = max(1, batch_size // per)  # classes per pass
     weights = []
-    for name in classes.classnames:
-        tokens = bundle.tokenizer([t.format(name) for t in classes.templates]).to(device)
-        emb = torch.cat([model.encode_text(tokens[i:i + batch_size], normalize=True)
-                         for i in range(0, len(tokens), batch_size)])
-        mean = emb.mean(dim=0)
-        weights.append(mean / mean.norm())
-    return torch.stack(weights, dim=1)
+    for c in range(0, len(classes.classnames), group):
+        names = classes.classnames[c:c + group]
+        tokens = bundle.tokenizer([t.format(name) for name in names for t in classes.templates]).to(device)
+        emb = model.encode_text(tokens, normalize=True).float().view(len(names), per, -1)
+        mean = emb.mean(dim=1)
+        weights.append(mean / mean.norm(dim=1, keepdim=True))
+    return torch.cat(weights).T
 
 
 class _Images(Dataset):
@@ -114,16 +118,21 @@ def evaluate(
     batch_size: int = 256,
     num_workers: int | None = None,
     progress: bool = False,
+    classifier: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """CA on clean images and, with an attack and a target, ASR@1 and ASR@10. Triggered images
     are classified with the attack's prompts (its text key, if it has one, in every template).
-    ``num_workers``: DataLoader processes decoding images (default: :func:`default_workers`)."""
+    ``num_workers``: DataLoader processes decoding images (default: :func:`default_workers`).
+    ``classifier``: this model's :func:`build_classifier` for ``classes``, when the caller has
+    it already (several splits, one model)."""
     device = torch.device(device)
     bundle.model.to(device)
     t = None if attack is None else classes.index(target)
     if attack is not None and len(classes.classnames) < MIN_CLASSES_FOR_TOP10:
         warnings.warn(f"ASR@10 over {len(classes.classnames)} classes (< {MIN_CLASSES_FOR_TOP10}) says little")
-    classifier = build_classifier(bundle, classes, device).float().cpu()
+    if classifier is None:
+        classifier = build_classifier(bundle, classes, device)
+    classifier = classifier.float().cpu()
     labels = torch.tensor(data.labels)
     start = time.perf_counter()
     clean_emb, trig_emb = image_embeddings(bundle, data.images, attack, device, batch_size, num_workers, progress)

@@ -44,7 +44,7 @@ from .data.zeroshot import BUILTIN_CLASSES, read_classes, read_zeroshot
 from .defenses import DEFENSES, create_defense
 from .environment import environment, precision_of
 from .errors import TacleanerError
-from .evaluate import evaluate
+from .evaluate import build_classifier, evaluate
 from .fileio import prepare_run_dir, read_json, write_json, write_yaml
 from .models import create_model, load_model
 from .params import build, path_fields
@@ -452,10 +452,12 @@ class Experiment:
         if not out.is_file():
             classes = read_classes(paths["classes"])
             bundle = load_model(ckpt)
+            bundle.model.to(self.device)
+            classifier = build_classifier(bundle, classes, self.device)
 
-            def run(split: str) -> dict:
+            def run(split: str) -> dict:  # both splits share the model's zero-shot classifier
                 return evaluate(bundle, read_zeroshot(paths[split], classes), classes, attack=attack, target=target,
-                                device=self.device, batch_size=self.cfg.eval_batch_size)
+                                device=self.device, batch_size=self.cfg.eval_batch_size, classifier=classifier)
 
             res = {"checkpoint": str(ckpt), "split": "test", **run("zeroshot")}
             if paths.get("zeroshot_val") and Path(paths["zeroshot_val"]).is_file():
