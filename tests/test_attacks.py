@@ -115,8 +115,8 @@ def test_blended_moves_pixels_by_alpha():
 
 
 def test_bad_parameters_are_clear():
-    with pytest.raises(TacleanerError, match="badnet location 'middle'"):
-        create_attack("badnet", location="middle")
+    with pytest.raises(TacleanerError, match="badnet location 'centre'"):
+        create_attack("badnet", location="centre")
     with pytest.raises(TacleanerError, match="no parameter 'size'"):
         create_attack("blended", size=3)
 
