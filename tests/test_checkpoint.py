@@ -58,6 +58,7 @@ class Exploit:
         return (open, (self.path, "w"))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's note on the attacker's file
 def test_code_executing_pickle_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     torch.save({"state_dict": {"w": Exploit(str(marker))}}, tmp_path / "evil.pt")
