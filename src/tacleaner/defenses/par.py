@@ -14,8 +14,8 @@ after normalisation (area 0.5-1% of the image). Both models see the same augment
 logit scale is a constant there (``logit_scale.exp().item()``): ``train_logit_scale`` false.
 
 Not yet as the public code: its learning-rate schedule (warm-up from 3e-5 down to the peak 3e-6
-over half the epochs, then cosine to 1e-9) is not a defense default here; set the training
-settings. Under several processes the distances would use gathered embeddings (multi-GPU issue).
+over half the epochs, then cosine to 1e-9) is not available yet: the shared loop's (linear
+warm-up from 0, cosine to 0) is used. Under several processes the distances would use gathered embeddings (multi-GPU issue).
 """
 from __future__ import annotations
 
