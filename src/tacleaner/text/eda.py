@@ -12,9 +12,18 @@ import functools
 import re
 
 import numpy as np
-from spacy.lang.en.stop_words import STOP_WORDS
 
 from .resources import wordnet
+
+
+@functools.lru_cache(maxsize=1)
+def _stop_words() -> frozenset[str]:
+    """spaCy's English stop words, imported when EDA first runs (importing spaCy is slow, and
+    the defenses' modules load without it)."""
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    return frozenset(STOP_WORDS)
+
 
 OPERATIONS = ("synonym", "insert", "swap", "delete")
 _WORD = re.compile(r"[a-z]+(?:['-][a-z]+)*")
@@ -33,7 +42,8 @@ def synonyms(word: str) -> tuple[str, ...]:
 
 
 def _content_positions(words: list[str]) -> list[int]:
-    return [i for i, w in enumerate(words) if w not in STOP_WORDS and _WORD.fullmatch(w)]
+    stop = _stop_words()
+    return [i for i, w in enumerate(words) if w not in stop and _WORD.fullmatch(w)]
 
 
 def synonym_replacement(words: list[str], n: int, rng: np.random.Generator) -> list[str]:

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# One-call GPU check (the device tool): installs what the GPU image lacks from carried wheels
+# (.whl: open_clip_torch, ftfy, wcwidth, nltk) and WordNet (.nltk/nltk_data.tgz), then runs
+# benchmarks/bench_gpu.py. Figures go to $OUT/gpu.json (and the README, with the card's name).
+set -euo pipefail
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
+mkdir -p /tmp/nltk && tar -xzf .nltk/nltk_data.tgz -C /tmp/nltk && export NLTK_DATA=/tmp/nltk/nltk_data
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+python3 -c "import torch, open_clip; print('torch', torch.__version__, 'open_clip', open_clip.__version__, torch.cuda.get_device_name(0))"
+python3 benchmarks/bench_gpu.py --device cuda --out "${OUT:-/tmp}/gpu.json" "$@"
