@@ -2,9 +2,12 @@
 # One-call GPU check (the device tool): installs what the GPU image lacks from carried wheels
 # (.whl: open_clip_torch, ftfy, wcwidth, nltk) and WordNet (.nltk/nltk_data.tgz), then runs
 # benchmarks/bench_gpu.py. Figures go to $OUT/gpu.json (and the README, with the card's name).
+# spaCy's wheels exceed what a call can carry; cleanclip's EDA needs only its English stop
+# words, so .stub/ may hold spacy/lang/en/stop_words.py copied from the installed spaCy (with
+# empty __init__.py files above it) to time cleanclip; tacleaner needs the real parser.
 set -euo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
+export PYTHONPATH=/tmp/site:$PWD/src:$PWD/.stub PYTHONUNBUFFERED=1
 mkdir -p /tmp/nltk && tar -xzf .nltk/nltk_data.tgz -C /tmp/nltk && export NLTK_DATA=/tmp/nltk/nltk_data
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch, open_clip; print('torch', torch.__version__, 'open_clip', open_clip.__version__, torch.cuda.get_device_name(0))"
