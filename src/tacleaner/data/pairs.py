@@ -13,6 +13,16 @@ from ..errors import TacleanerError
 from .columns import ColumnBuilder, PathColumn
 
 
+def check_columns(path: Path, found: list[str], columns: tuple[str, ...]) -> None:
+    """Fail naming the file and the missing ``columns`` when the header ``found`` lacks any."""
+    missing = [c for c in columns if c not in found]
+    if missing:
+        raise TacleanerError(
+            f"{path}: missing column(s) {', '.join(missing)}; found: {', '.join(found) or 'none'}"
+            " (name other columns with --image-col / --caption-col)"
+        )
+
+
 def read_csv_rows(path: str | Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
     """Rows of ``path`` as dicts, checking that the named ``columns`` exist."""
     path = Path(path)
@@ -21,13 +31,7 @@ def read_csv_rows(path: str | Path, columns: tuple[str, ...]) -> list[dict[str, 
     try:
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
-            found = reader.fieldnames or []
-            missing = [c for c in columns if c not in found]
-            if missing:
-                raise TacleanerError(
-                    f"{path}: missing column(s) {', '.join(missing)}; found: {', '.join(found) or 'none'}"
-                    " (name other columns with --image-col / --caption-col)"
-                )
+            check_columns(path, reader.fieldnames or [], columns)
             rows = list(reader)
     except (UnicodeDecodeError, csv.Error) as e:
         raise TacleanerError(f"{path}: not a readable CSV ({e})") from None
@@ -68,11 +72,7 @@ def read_pairs(path: str | Path, image_col: str = "image", caption_col: str = "c
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.reader(f)
             header = next(reader, None) or []
-            missing = [c for c in (image_col, caption_col) if c not in header]
-            if missing:
-                raise TacleanerError(
-                    f"{path}: missing column(s) {', '.join(missing)}; found: {', '.join(header) or 'none'}"
-                    " (name other columns with --image-col / --caption-col)")
+            check_columns(path, header, (image_col, caption_col))
             ii, ci = header.index(image_col), header.index(caption_col)
             for row in reader:
                 if not row:
