@@ -310,9 +310,10 @@ def export(args: argparse.Namespace) -> int:
 def show_trigger(args: argparse.Namespace) -> int:
     from .attacks import PoisonContext, create_attack, load_attack
     from .attacks.poison import require_model
-    from .attacks.frame import common_square_side, frame_for
+    from .attacks.frame import frame_for
     from .attacks.show import read_table, sample_indices, trigger_grid, triggered_samples
     from .attacks.stealth import format_report, stealth_report
+    from .data.pairs import image_size
     from .data.zeroshot import read_classes
     from .fileio import atomic_path
 
@@ -325,6 +326,7 @@ def show_trigger(args: argparse.Namespace) -> int:
         raise TacleanerError(f"{out}: is a folder; --out names the PNG file to write")
     table = read_table(args.data, args.image_col, args.caption_col)
     indices = sample_indices(len(table), args.num, args.seed)
+    shown_sizes = (image_size(table.images[i]) for i in indices)  # read only if a default frame is needed
     if args.trigger:  # exactly the attack and trigger of a poisoning run
         if args.param:
             raise TacleanerError("--param does not combine with --trigger: the run fixes the attack's parameters")
@@ -347,8 +349,7 @@ def show_trigger(args: argparse.Namespace) -> int:
             target = classes.classnames[classes.index(args.target)]
             log = _stderr_log(args)
             clean_model = _clean_model(args)
-            attack.frame = frame_for(args.frame if args.frame is not None or clean_model is not None else
-                                     common_square_side(table.images[i] for i in indices), clean_model, attack.name)
+            attack.frame = frame_for(args.frame, clean_model, attack.name, sizes=shown_sizes)
             report = attack.prepare(PoisonContext(images=table.images, captions=table.captions, target=target,
                                                   templates=classes.templates, seed=args.seed,
                                                   clean_model=clean_model, device="cpu", log=log,
@@ -357,8 +358,7 @@ def show_trigger(args: argparse.Namespace) -> int:
                 log(f"prepared {attack.name} trigger: {_describe(report)}")
     else:
         raise TacleanerError("pass --attack NAME or --trigger RUN")
-    frame = attack.frame or frame_for(args.frame if args.frame is not None else
-                                      common_square_side(table.images[i] for i in indices), None)
+    frame = attack.frame or frame_for(args.frame, sizes=shown_sizes)
     clean, triggered = triggered_samples(attack, table.images, indices, frame)
     grid = trigger_grid(clean, triggered, args.amplify)
     try:

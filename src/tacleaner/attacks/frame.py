@@ -34,10 +34,12 @@ def check_frame(size: int, where: str = "--frame") -> int:
     return size
 
 
-def frame_for(frame: int | None, clean_model=None, attack: str = "the attack") -> int:
+def frame_for(frame: int | None, clean_model=None, attack: str = "the attack", sizes=()) -> int:
     """The frame of a poisoning run: ``frame`` when given, else the clean model's input size
     (a trigger optimised against that model lives in its input; another frame is refused),
-    else :data:`DEFAULT_FRAME`."""
+    else the images' own side when ``sizes`` (their (width, height), read lazily) are all one
+    square (data already framed, like the embedded world's 32 px images), else
+    :data:`DEFAULT_FRAME`."""
     from ..errors import TacleanerError
 
     if clean_model is not None:
@@ -45,22 +47,19 @@ def frame_for(frame: int | None, clean_model=None, attack: str = "the attack") -
             raise TacleanerError(f"--frame {frame}: {attack} optimises its trigger in the clean model's "
                                  f"{clean_model.image_size} px input; drop --frame or pass {clean_model.image_size}")
         return clean_model.image_size
-    return check_frame(DEFAULT_FRAME if frame is None else frame)
+    if frame is None:
+        frame = square_side(sizes) or DEFAULT_FRAME
+    return check_frame(frame)
 
 
-def common_square_side(paths) -> int | None:
-    """The side shared by ``paths`` when every image is square and of one size (data already
-    in a model's frame, like the embedded world's 32 px images), else None. Reads headers only."""
-    from PIL import Image
-
-    from ..data.pairs import image_source
-
-    size = None
-    for p in paths:
-        with Image.open(image_source(p)) as im:
-            if size is not None and im.size != size:
-                return None
-            size = im.size
-    if size is None or size[0] != size[1] or size[0] < 8:
+def square_side(sizes) -> int | None:
+    """The side shared by ``sizes`` when every one is the same square of at least 8 px, else
+    None; stops at the first that differs."""
+    first = None
+    for size in sizes:
+        if first is not None and size != first:
+            return None
+        first = size
+    if first is None or first[0] != first[1] or first[0] < 8:
         return None
-    return size[0]
+    return first[0]

@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from ..data.pairs import image_source, load_image, read_pairs
+from ..data.pairs import image_size, load_image, read_pairs
 from ..errors import TacleanerError
 from ..fileio import atomic_path, read_json, staged_dir, write_json, write_text
 from .base import Attack, PoisonContext, create_attack
-from .frame import check_frame, common_square_side, frame_for, model_frame
+from .frame import check_frame, frame_for, model_frame
 
 TRIGGER_FILE = "trigger.safetensors"
 
@@ -110,9 +109,7 @@ def poison_dataset(
     require_model(attack, clean_model)
     rng = np.random.default_rng(seed)
     indices = attack.select(table.captions, target, num, rng)
-    if frame is None and clean_model is None:
-        frame = _common_square_side(table, indices)
-    attack.frame = frame_for(frame, clean_model, attack.name)
+    attack.frame = frame_for(frame, clean_model, attack.name, sizes=(_row_size(table, i) for i in indices))
     final = Path(out)
     with staged_dir(final, overwrite=overwrite) as out:
         manifest = _poison_into(out, final, table, attack, target, indices, rng, seed=seed, templates=templates,
@@ -120,18 +117,12 @@ def poison_dataset(
     return manifest
 
 
-def _common_square_side(table, indices) -> int | None:
-    """:func:`common_square_side` of the images to poison; an unreadable one named by its row."""
-    for i in indices:
-        try:
-            Image.open(image_source(table.images[i])).close()
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
-            try:
-                load_image(table.images[i])  # its one-line message, naming the file
-            except TacleanerError as e:
-                raise TacleanerError(f"{table.source}: row {int(i) + 2}: {e}; nothing was written") from None
-            raise
-    return common_square_side(table.images[int(i)] for i in indices)
+def _row_size(table, i) -> tuple[int, int]:
+    """The image size of row ``i``; an unreadable image is named by its row."""
+    try:
+        return image_size(table.images[i])
+    except TacleanerError as e:
+        raise TacleanerError(f"{table.source}: row {int(i) + 2}: {e}; nothing was written") from None
 
 
 def _poison_into(out: Path, final: Path, table, attack: Attack, target: str, indices, rng, *, seed: int,

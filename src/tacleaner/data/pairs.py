@@ -102,6 +102,16 @@ def image_source(path: str | Path):
     return member_bytes(path) if is_member(path) else path
 
 
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) from the file's header, or a one-line error naming the file."""
+    try:
+        with Image.open(image_source(path)) as img:
+            return img.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        load_image(path)  # raises its one-line error naming the file
+        raise
+
+
 def load_image(path: str | Path) -> Image.Image:
     """Open an image as RGB, or fail with a one-line error naming the file."""
     try:
