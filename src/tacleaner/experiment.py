@@ -46,7 +46,8 @@ from .environment import environment, precision_of
 from .errors import TacleanerError
 from .evaluate import build_classifier, evaluate
 from .fileio import prepare_run_dir, read_json, write_json, write_yaml
-from .models import create_model, load_model
+from .models import create_model, load_model, read_meta
+from .models.factory import input_size
 from .params import build, path_fields
 from .report import CLEAN_MODEL, write_reports
 from .scheduler import Task, run_tasks
@@ -395,10 +396,12 @@ class Experiment:
             target = classes.classnames[classes.index(spec.target)]
             attack = create_attack(spec.name, **spec.params)
             self.log(f"stage world{w}/{spec.id}/implant{i}: poisoning {spec.num} pairs toward {target!r}")
-            clean = load_model(self.clean_checkpoint(w))  # its input size is the trigger's frame
+            ckpt = self.clean_checkpoint(w)
+            clean = load_model(ckpt) if attack.needs_model else None
+            frame = input_size(read_meta(ckpt)["model_cfg"])  # the clean model's input is the trigger's frame
             poison_dataset(paths["implant"], attack, target, spec.num, root / "poison", seed=i,
                            templates=classes.templates, overwrite=True, device=self.device, log=self.log,
-                           clean_model=clean if attack.needs_model else None, frame=clean.image_size)
+                           clean_model=clean, frame=frame)
         attack, target = load_attack(root / "poison")
         self.stage_eval(self.clean_checkpoint(w), root / "clean_model_eval.json", paths, attack, target)
 

@@ -40,8 +40,7 @@ class ClipBundle:
 
     @property
     def image_size(self) -> int:
-        size = self.model_cfg["vision_cfg"].get("image_size", 224)
-        return size if isinstance(size, int) else size[0]
+        return input_size(self.model_cfg)
 
     def images_to_tensor(self, images: list[Image.Image]) -> torch.Tensor:
         """``preprocess`` over a batch, with a fast path for RGB images already at the model's
@@ -54,6 +53,12 @@ class ClipBundle:
         mean = torch.tensor(self.mean).view(1, 3, 1, 1)
         std = torch.tensor(self.std).view(1, 3, 1, 1)
         return x.sub_(mean).div_(std)
+
+
+def input_size(model_cfg: dict[str, Any]) -> int:
+    """The side of a model's square image input, from its open_clip config."""
+    size = model_cfg["vision_cfg"].get("image_size", 224)
+    return size if isinstance(size, int) else size[0]
 
 
 def list_models() -> list[str]:
