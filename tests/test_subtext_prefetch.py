@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from tacleaner.data.pairs import read_pairs
@@ -12,7 +13,8 @@ from tacleaner.models import load_model
 from tacleaner.text.subtexts import PARALLEL_FROM, SubtextConfig, SubtextGenerator
 from tacleaner.train import TrainConfig, train
 
-CC3M = Path(__file__).resolve().parents[2] / "shared" / "data" / "cc3m_val_captions_sample.txt"
+# The repo's own labelled captions (web, product and Flickr-style), so the test needs no ../shared.
+CASES = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "subtext_cases.yaml"
 
 
 def test_prefetched_subtexts_train_the_same_weights(world, trained_checkpoint, tmp_path):
@@ -33,7 +35,7 @@ def test_prefetched_subtexts_train_the_same_weights(world, trained_checkpoint, t
 
 
 def test_parallel_parse_gives_the_same_subtexts():
-    captions = [line.strip() for line in CC3M.read_text().splitlines() if line.strip()]
+    captions = [case["caption"] for case in yaml.safe_load(CASES.read_text())]
     many = [f"{c} {i}" for i in range(PARALLEL_FROM // len(captions) + 1) for c in captions][:PARALLEL_FROM]
     one = SubtextGenerator(SubtextConfig(), vocabulary=captions).generate(many)
     two = SubtextGenerator(SubtextConfig(n_process=2), vocabulary=captions).generate(many)
