@@ -5,12 +5,13 @@
 2. RN50 at 224 px, batch 128, bf16 autocast, fused AdamW: pairs/s of a finetune and a cleanclip
    step, (a) the GPU step alone on a pre-collated batch and (b) the full step with the batch
    collated in the training process (decoding, preprocessing, cleanclip's AutoAugment; what
-   DataLoader workers take off the critical path). Random weights, the world's images upscaled.
+   DataLoader workers take off the critical path), each in NCHW and channels-last memory
+   format. Random weights, the world's images upscaled.
 3. Zero-shot evaluation of RN50 on 500x375 JPEG photos with DataLoader workers: images/s
    (clean + triggered counted).
 Objectives that need spaCy (cleanclip's EDA, tacleaner) can be timed only where it is installed.
 
-    python benchmarks/bench_gpu.py [--device cuda] [--steps 20] [--images 1024] [--small]
+    python benchmarks/bench_gpu.py [--device cuda] [--steps 20] [--images 1024] [--small] [--skip-eval]
 """
 from __future__ import annotations
 
@@ -44,9 +45,12 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def step_rates(model_name: str, objective_name: str, table, device, batch: int, steps: int) -> dict:
+def step_rates(model_name: str, objective_name: str, table, device, batch: int, steps: int,
+               channels_last: bool = False) -> dict:
     bundle = create_model(model_name)
     model = bundle.model.to(device).train()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(memory_format=fmt)
     objective = create_defense(objective_name)
     objective.setup(bundle, table, seed=0)
     objective.on_epoch_start(0)
@@ -58,6 +62,7 @@ def step_rates(model_name: str, objective_name: str, table, device, batch: int, 
 
     def step(b) -> None:
         b = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in b.items()}
+        b = {k: v.contiguous(memory_format=fmt) if torch.is_tensor(v) and v.ndim == 4 else v for k, v in b.items()}
         with autocast:
             loss = sum(v for k, v in objective.losses(model, b).items() if k.endswith("_loss"))
         opt.zero_grad(set_to_none=True)
@@ -94,6 +99,7 @@ def main() -> None:
     ap.add_argument("--objectives", nargs="+", default=["finetune", "cleanclip"],
                     help="objectives to time (cleanclip needs spaCy and WordNet on the device)")
     ap.add_argument("--small", action="store_true", help="a CPU smoke version of the same script")
+    ap.add_argument("--skip-eval", action="store_true", help="leave out the evaluation throughput (part 3)")
     ap.add_argument("--out")
     args = ap.parse_args()
     logging.getLogger().setLevel(logging.ERROR)
@@ -124,12 +130,15 @@ def main() -> None:
         save()
         clean = read_pairs(root / "clean.csv")
         for name in args.objectives:
-            try:
-                out[f"{rn50}_{name}_batch{args.batch_size}"] = step_rates(rn50, name, clean, device,
-                                                                          args.batch_size, args.steps)
-            except Exception as e:  # noqa: BLE001  (report and go on: the other figures still count)
-                out[f"{rn50}_{name}_batch{args.batch_size}"] = {"error": f"{type(e).__name__}: {e}"[:300]}
-            save()
+            for cl in (False, True):  # NCHW, then channels-last (TrainConfig.channels_last)
+                key = f"{rn50}_{name}_batch{args.batch_size}" + ("_channels_last" if cl else "")
+                try:
+                    out[key] = step_rates(rn50, name, clean, device, args.batch_size, args.steps, channels_last=cl)
+                except Exception as e:  # noqa: BLE001  (report and go on: the other figures still count)
+                    out[key] = {"error": f"{type(e).__name__}: {e}"[:300]}
+                save()
+        if args.skip_eval:
+            return
         data, pclasses = photos(Path(d) / "photos", 64 if args.small else args.images)
         bundle = create_model(rn50)
         evaluate(bundle, data, pclasses, device=device, batch_size=256, num_workers=args.workers,

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # One-call GPU check (the device tool): installs what the GPU image lacks from carried wheels
 # (.whl: open_clip_torch, ftfy, wcwidth, nltk) and WordNet (.nltk/nltk_data.tgz), then runs
+# the tests marked gpu (tests/test_gpu.py: training in fp32/bf16/fp16, channels-last, CUDA vs CPU
+# evaluation, a one-process NCCL torchrun job of `tacleaner clean`; pytest from .whl too), then
 # benchmarks/bench_gpu.py. Figures go to $OUT/gpu.json (and the README, with the card's name).
+# Arguments go to bench_gpu.py (e.g. --objectives finetune --skip-eval to stay short).
 # spaCy's wheels exceed what a call can carry; cleanclip's EDA needs only its English stop
 # words, so .stub/ may hold spacy/lang/en/stop_words.py copied from the installed spaCy (with
 # empty __init__.py files above it) to time cleanclip; tacleaner needs the real parser.
@@ -11,4 +14,8 @@ export PYTHONPATH=/tmp/site:$PWD/src:$PWD/.stub PYTHONUNBUFFERED=1
 mkdir -p /tmp/nltk && tar -xzf .nltk/nltk_data.tgz -C /tmp/nltk && export NLTK_DATA=/tmp/nltk/nltk_data
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch, open_clip; print('torch', torch.__version__, 'open_clip', open_clip.__version__, torch.cuda.get_device_name(0))"
+set +e  # the benchmark runs even when a test fails; the log says which
+python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py > "${OUT:-/tmp}/gpu_tests.txt" 2>&1
+echo "tests marked gpu: exit $?"; tail -15 "${OUT:-/tmp}/gpu_tests.txt"
+set -e
 python3 benchmarks/bench_gpu.py --device cuda --out "${OUT:-/tmp}/gpu.json" "$@"

@@ -18,9 +18,10 @@ from typing import Any, Callable
 
 import yaml
 
-from .errors import TacleanerError
+from .errors import SharedError, TacleanerError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+MULTI_PROCESS = ("train", "clean", "evaluate")  # the commands torchrun may start on several processes
 
 
 def command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -206,7 +207,8 @@ def _train_common(args: argparse.Namespace, bundle, objective) -> int:
     torch.manual_seed(cfg.seed)
     train(bundle, table, objective, cfg, args.out, resume=args.resume, overwrite=args.overwrite,
           progress=not args.quiet, extra_config={"init": getattr(args, "init", None) or getattr(args, "checkpoint", None)})
-    print(f"wrote {Path(args.out) / 'model.safetensors'}")
+    if _is_main():
+        print(f"wrote {Path(args.out) / 'model.safetensors'}")
     return 0
 
 
@@ -239,8 +241,8 @@ def evaluate(args: argparse.Namespace) -> int:
     from .attacks import create_attack, load_attack
     from .data.zeroshot import read_classes, read_zeroshot
     from .evaluate import evaluate as run_eval
+    from . import distributed
     from .fileio import write_json
-    from .train import resolve_device
 
     if args.trigger and (args.attack or args.param):
         raise TacleanerError("--trigger fixes the attack and its parameters; drop --attack / --param")
@@ -276,10 +278,13 @@ def evaluate(args: argparse.Namespace) -> int:
                                  f"in {args.data}")
     if args.num_workers is not None and args.num_workers < 0:
         raise TacleanerError(f"--num-workers must be >= 0, got {args.num_workers}")
+    _, device = distributed.setup(args.device)  # under torchrun: join the job, shard the images
     result = run_eval(load_bundle(args), data, classes, attack=attack, target=target,
-                      device=resolve_device(args.device), batch_size=args.batch_size,
+                      device=device, batch_size=args.batch_size,
                       num_workers=args.num_workers, progress=not args.quiet)
     result = {"checkpoint": args.checkpoint, **result}
+    if not _is_main():
+        return 0
     if args.out:
         write_json(args.out, result)
     fmt = lambda x: "—" if x is None else f"{100 * x:.2f}%"  # noqa: E731
@@ -607,6 +612,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _is_main() -> bool:
+    from .distributed import current
+
+    return current().is_main
+
+
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Warnings as one line without the source path (``warnings.showwarning`` signature)."""
     print(f"warning: {str(message).splitlines()[0] if str(message) else category.__name__}", file=sys.stderr)
@@ -624,7 +635,10 @@ def main(argv: list[str] | None = None) -> int:
         warnings.simplefilter("ignore", FutureWarning)
         warnings.showwarning = show_warning
         try:
+            _check_launcher(args.command)
             return COMMANDS[args.command](args)
+        except SharedError:  # rank 0 prints it
+            return 2
         except TacleanerError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
@@ -642,6 +656,23 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: unexpected {type(e).__name__}: {first} (set TACLEANER_TRACEBACK=1 for the traceback; "
                   "please report it)", file=sys.stderr)
             return 1
+        finally:
+            _leave_job()
+
+
+def _check_launcher(name: str) -> None:
+    """Under torchrun, only the commands that share work across processes may start."""
+    if os.environ.get("WORLD_SIZE", "1") not in ("", "1") and name not in MULTI_PROCESS:
+        raise (TacleanerError if os.environ.get("RANK", "0") == "0" else SharedError)(
+            f"{name} runs in one process; start it without torchrun (torchrun runs {', '.join(MULTI_PROCESS)})")
+
+
+def _leave_job() -> None:
+    if "torch" in sys.modules:
+        import torch.distributed as td
+
+        if td.is_available() and td.is_initialized():
+            td.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -8,3 +8,8 @@ class TacleanerError(Exception):
     malformed CSV row); the CLI prints ``error: <message>`` and exits with status 2 instead of a
     traceback. Programming errors stay ordinary exceptions.
     """
+
+
+class SharedError(TacleanerError):
+    """Rank 0's error, raised on the other ranks of a multi-process job too (they stop with it
+    instead of waiting); only rank 0 prints it."""

@@ -15,10 +15,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from . import distributed
 from .attacks import Attack
 from .data.pairs import load_image
 from .data.zeroshot import Classes, LabelledImages
 from .environment import default_workers
+from .errors import TacleanerError
 from .models import ClipBundle
 
 MIN_CLASSES_FOR_TOP10 = 40
@@ -69,17 +71,23 @@ def image_embeddings(bundle: ClipBundle, paths: list[Path], attack: Attack | Non
                      progress: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Normalised image embeddings of every image, clean and (with an attack) triggered in its
     run's frame, else the model's input frame; each file is decoded once. Images go through the
-    model in the same batches of ``batch_size`` clean and, separately, triggered images."""
+    model in the same batches of ``batch_size`` clean and, separately, triggered images. Under
+    ``torchrun`` each rank embeds its consecutive share of the images and every rank gets all
+    the embeddings back, in order."""
     model = bundle.model.eval()
+    dist = distributed.current()
     frame = None if attack is None else (attack.frame or bundle.image_size)
     workers = default_workers(device) if num_workers is None else num_workers
-    loader = DataLoader(_Images(paths, bundle.preprocess, attack, list(range(len(paths))), frame),
+    if dist.enabled and len(paths) < dist.world_size:
+        raise TacleanerError(f"{len(paths)} images for {dist.world_size} processes: run evaluation with fewer")
+    share = distributed.shard(len(paths), dist)
+    loader = DataLoader(_Images(paths, bundle.preprocess, attack, list(share), frame),
                         batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda",
                         persistent_workers=False)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
                 else torch.autocast("cpu", enabled=False))
     clean, triggered = [], []
-    with tqdm(total=len(paths), desc="evaluating", unit="img", leave=False, disable=not progress) as bar:
+    with tqdm(total=len(share), desc="evaluating", unit="img", leave=False, disable=not (progress and dist.is_main)) as bar:
         for batch in loader:  # the bar is cleared on an error too, leaving the error line alone
             parts = [batch] if attack is None else batch  # clean, and triggered
             with autocast:
@@ -90,8 +98,12 @@ def image_embeddings(bundle: ClipBundle, paths: list[Path], attack: Attack | Non
                 triggered.append(embs[1])
             bar.update(len(embs[0]))
     empty = torch.empty(0, 0)
-    return (torch.cat(clean) if clean else empty), ((torch.cat(triggered) if triggered else empty)
-                                                    if attack is not None else None)
+    clean_emb = torch.cat(clean) if clean else empty
+    trig_emb = (torch.cat(triggered) if triggered else empty) if attack is not None else None
+    if dist.enabled:  # every rank's share (none is empty), in rank order = image order
+        parts = dist.gather(*[t.to(device) for t in (clean_emb, trig_emb) if t is not None])
+        clean_emb, trig_emb = parts[0].cpu(), (parts[1].cpu() if attack is not None else None)
+    return clean_emb, trig_emb
 
 
 def top1_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:

@@ -5,6 +5,10 @@ then cosine decay, counted in optimizer steps; the logit scale clamped to ln(100
 bf16 autocast on CUDA. After every epoch the run folder gets an atomically written
 ``model.safetensors`` and ``train_state.pt`` (everything needed to resume), and the loop
 appends to ``metrics.jsonl``. A run folder marks completion in ``metadata.json``.
+
+Under ``torchrun`` the same loop runs on every rank with the model in DDP (see
+:mod:`tacleaner.distributed`): ``batch_size`` stays the global batch, every rank computes the
+loss of the whole batch from gathered embeddings, and rank 0 alone writes the run folder.
 """
 from __future__ import annotations
 
@@ -19,14 +23,16 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from . import distributed
 from .data.pairs import PairDataset, PairTable
 from .defenses import Objective
-from .environment import default_workers, environment, precision_of
+from .environment import default_workers, environment
 from .errors import TacleanerError
 from .fileio import append_jsonl, atomic_path, prepare_run_dir, read_json, write_json, write_yaml
 from .models import ClipBundle, save_model
 
 MAX_LOGIT_SCALE = math.log(100.0)
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -48,6 +54,9 @@ class TrainConfig:
     device: str = "auto"  # auto = cuda when available, else cpu
     threads: int = 0  # torch intra-op threads on CPU; 0 leaves torch's default (results differ by thread count)
     max_steps: int = 0  # stop after this many optimiser steps in all (smoke runs, benchmarks); 0 = every epoch
+    precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 elsewhere; fp32, bf16 (autocast), fp16 (autocast + grad scaler, CUDA)
+    channels_last: bool = False  # NHWC weights and images (faster convolutions for ResNets on recent GPUs)
+    compile: bool = False  # torch.compile the model's forward (slow first steps; PyTorch 2 with a compiler)
 
     def __post_init__(self) -> None:
         checks = {"epochs": self.epochs >= 1, "batch_size": self.batch_size >= 2, "lr": self.lr > 0,
@@ -62,6 +71,8 @@ class TrainConfig:
                       "num_workers": ">= 0, or -1 for auto"}
             raise TacleanerError(f"training setting {bad[0]}={getattr(self, bad[0])}: must be "
                                  f"{limits.get(bad[0], '>= 0')}")
+        if self.precision not in PRECISIONS:
+            raise TacleanerError(f"training setting precision={self.precision!r}: choose one of {', '.join(PRECISIONS)}")
         if self.device != "auto":
             try:
                 torch.device(self.device)
@@ -73,6 +84,22 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``auto`` -> bf16 on CUDA, fp32 elsewhere; fp16 only on CUDA (its grad scaler)."""
+    if name == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if name == "fp16" and device.type != "cuda":
+        raise TacleanerError(f"precision fp16 needs a CUDA device (this run is on {device}); use bf16 or fp32")
+    return name
+
+
+def autocast_for(precision: str, device: torch.device):
+    """The autocast context of a precision: none for fp32."""
+    if precision == "fp32":
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -100,12 +127,14 @@ def lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
 
 
 class RunLog:
-    """Lines to stderr (through tqdm) and to the run folder's ``log.txt``."""
+    """Lines to stderr (through tqdm) and to the run folder's ``log.txt`` (rank 0 only)."""
 
-    def __init__(self, path: Path, quiet: bool = False) -> None:
-        self.path, self.quiet = path, quiet
+    def __init__(self, path: Path, quiet: bool = False, enabled: bool = True) -> None:
+        self.path, self.quiet, self.enabled = path, quiet, enabled
 
     def __call__(self, msg: str) -> None:
+        if not self.enabled:
+            return
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(f"{stamp} {msg}\n")
@@ -135,72 +164,107 @@ def train(
     ``out`` is the run folder: an existing one is continued with ``resume`` (a completed run
     is returned as is) and replaced with ``overwrite``; otherwise it is an error.
     """
-    out = prepare_run_dir(out, resume=resume, overwrite=overwrite)
-    log = RunLog(out / "log.txt", quiet=not progress)
+    dist, device = distributed.setup(cfg.device)
+    distributed.EpochBatches(len(table), cfg.batch_size, 0, dist)  # a batch the ranks cannot share fails here
+    out = dist.on_main(lambda: prepare_run_dir(out, resume=resume, overwrite=overwrite))
+    log = RunLog(out / "log.txt", quiet=not progress, enabled=dist.is_main)
     if is_complete(out):
         log(f"{out}: already complete; nothing to do")
         return _load_final(bundle, out)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
     model = bundle.model.to(device)
-    write_yaml(out / "config.yaml", {
-        "train": asdict(cfg), "objective": {"name": objective.name, **objective.params()},
-        "model": bundle.model_name, "data": str(table.source), **(extra_config or {}),
-    })
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    run_info = {"processes": dist.world_size, "backend": distributed.backend(), "precision": precision}
+    if dist.is_main:
+        write_yaml(out / "config.yaml", {
+            "train": asdict(cfg), "objective": {"name": objective.name, **objective.params()},
+            "model": bundle.model_name, "data": str(table.source), **(extra_config or {}),
+            **({"distributed": run_info} if dist.enabled else {}),
+        })
+    objective.dist = dist
     objective.setup(bundle, table, cfg.seed)
+    # DDP wraps the model after the objective's setup (which may freeze parameters or copy the
+    # starting model); objectives call the wrapper's forward, which DDP needs to sync gradients.
+    net = (torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+           if dist.enabled else model)
+    if cfg.compile:
+        net = torch.compile(net)
+    if dist.rank:  # augmentations drawn in this process differ by rank (rank 0 keeps the seed's stream)
+        torch.manual_seed(cfg.seed * 1_000_003 + dist.rank)
+        random.seed(cfg.seed * 1_000_003 + dist.rank)
     workers = cfg.num_workers if cfg.num_workers >= 0 else default_workers(device)
     # Workers decode, augment and preprocess (the objective's collate runs in them); they are made
     # anew each epoch, so they see the objective's state for that epoch (TA-Cleaner's draw).
-    loader_kw = dict(batch_size=cfg.batch_size, collate_fn=objective.collate, num_workers=workers,
-                     drop_last=len(table) > cfg.batch_size, persistent_workers=False,
+    loader_kw = dict(collate_fn=objective.collate, num_workers=workers, persistent_workers=False,
                      pin_memory=device.type == "cuda")
-    steps_per_epoch = len(table) // cfg.batch_size if len(table) > cfg.batch_size else 1
+    steps_per_epoch = len(distributed.EpochBatches(len(table), cfg.batch_size, 0, dist))
     total = steps_per_epoch * cfg.epochs
     # The fused kernel is ~10x faster than the per-tensor loop on CPU (8M parameters: 5 vs 60 ms).
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                                   eps=cfg.eps, fused=device.type in ("cpu", "cuda"))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(min(cfg.warmup_steps, total), total))
-    start_epoch = _maybe_resume(out, model, optimizer, scheduler, log)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    start_epoch = _maybe_resume(out, model, optimizer, scheduler, log, dist, cfg.seed, scaler)
+    autocast = autocast_for(precision, device)
+    image_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     dataset = PairDataset(table)
     log(f"training {bundle.model_name} on {len(table)} pairs ({table.source}) with {objective.name}: "
-        f"{cfg.epochs} epochs x {steps_per_epoch} steps, device {device}")
+        f"{cfg.epochs} epochs x {steps_per_epoch} steps, device {device} ({precision})"
+        + (f", {dist.world_size} processes ({distributed.backend()})" if dist.enabled else ""))
     try:
         for epoch in range(start_epoch, cfg.epochs):
             objective.on_epoch_start(epoch)
-            gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)  # same order on resume
-            loader = DataLoader(dataset, shuffle=True, generator=gen, **loader_kw)
+            epoch_seed = cfg.seed * 1000 + epoch  # same order on resume
+            # The generator seeds the loader's workers (per rank); the batches' order is the sampler's.
+            gen = torch.Generator().manual_seed(epoch_seed if not dist.rank else epoch_seed * 1_000_003 + dist.rank)
+            loader = DataLoader(dataset, batch_sampler=distributed.EpochBatches(len(table), cfg.batch_size,
+                                                                                 epoch_seed, dist),
+                                generator=gen, **loader_kw)
             sums: dict[str, float] = {}
             seen = skipped = steps = 0
             t0 = time.perf_counter()
-            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress)
-            model.train()
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                       disable=not (progress and dist.is_main))
+            net.train()
             for batch in bar:
-                skipped += batch["skipped"]
-                if batch["size"] < 2:  # a contrastive loss needs at least two pairs
+                sizes = dist.all_gather_ints([batch["size"], batch["skipped"]], device)  # [rank][size, skipped]
+                skipped += sum(s[1] for s in sizes)
+                size = sum(s[0] for s in sizes)
+                if size < 2 or min(s[0] for s in sizes) == 0:  # a contrastive loss needs two pairs; DDP, one per rank
                     continue
-                batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+                batch["row_offset"] = sum(s[0] for s in sizes[:dist.rank])  # this rank's rows in the global batch
+                batch = {k: _to(v, device, image_format) for k, v in batch.items()}
                 with autocast:
-                    losses = objective.losses(model, batch)
+                    losses = objective.losses(net, batch)
                 loss = sum(v for k, v in losses.items() if k.endswith("_loss"))
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
+                if scaler is None:
+                    loss.backward()
+                    if cfg.grad_clip > 0:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    optimizer.step()
+                else:  # fp16: scaled loss, unscaled gradients for clipping, steps with inf/NaN skipped
+                    scaler.scale(loss).backward()
+                    if cfg.grad_clip > 0:
+                        scaler.unscale_(optimizer)
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
                 scheduler.step()
                 with torch.no_grad():
                     model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
                 steps += 1
-                seen += batch["size"]
+                seen += size
                 stop = cfg.max_steps and scheduler.last_epoch >= cfg.max_steps
                 for k, v in losses.items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach())
                 sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
                 rate = seen / (time.perf_counter() - t0)
                 bar.set_postfix(loss=f"{float(loss.detach()):.3f}", pairs_s=f"{rate:.0f}")
-                if steps % cfg.log_every == 0:
+                if steps % cfg.log_every == 0 and dist.is_main:
                     append_jsonl(out / "metrics.jsonl", {
                         "epoch": epoch + 1, "step": scheduler.last_epoch, "lr": scheduler.get_last_lr()[0],
                         "loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()},
@@ -213,35 +277,55 @@ def train(
                 raise TacleanerError(f"{table.source}: no usable batch in epoch {epoch + 1} ({skipped} unreadable images)")
             elapsed = time.perf_counter() - t0
             means = {k: v / steps for k, v in sums.items()}
-            append_jsonl(out / "metrics.jsonl", {"epoch": epoch + 1, "summary": True, **means, "pairs": seen,
-                                                 "skipped_images": skipped, "seconds": elapsed,
-                                                 "pairs_per_s": seen / elapsed})
+            if dist.is_main:
+                append_jsonl(out / "metrics.jsonl", {"epoch": epoch + 1, "summary": True, **means, "pairs": seen,
+                                                     "skipped_images": skipped, "seconds": elapsed,
+                                                     "pairs_per_s": seen / elapsed})
             log(f"epoch {epoch + 1}/{cfg.epochs}: loss {means['loss']:.4f}, {seen / elapsed:.3g} pairs/s"
                 + (f", skipped {skipped} unreadable images" if skipped else ""))
-            _save_epoch(out, bundle, optimizer, scheduler, epoch + 1)
+            _save_epoch(out, bundle, optimizer, scheduler, epoch + 1, dist, scaler)
             if cfg.max_steps and scheduler.last_epoch >= cfg.max_steps:
                 log(f"stopped after {scheduler.last_epoch} steps (max_steps)")
                 break
     finally:
         objective.close()  # background helpers (TA-Cleaner's subtext prefetch) end with the run
-    write_json(out / "metadata.json", {"completed": True, "epochs": cfg.epochs, "steps": scheduler.last_epoch,
-                                       "model": "model.safetensors", "model_name": bundle.model_name,
-                                       "objective": objective.name,
-                                       "environment": environment(device, precision_of(device))})
+    if dist.is_main:
+        write_json(out / "metadata.json", {"completed": True, "epochs": cfg.epochs, "steps": scheduler.last_epoch,
+                                           "model": "model.safetensors", "model_name": bundle.model_name,
+                                           "objective": objective.name, **run_info,
+                                           "environment": environment(device, precision)})
+    dist.barrier()  # no rank reads the run folder before it is complete
     return bundle
 
 
-def _save_epoch(out: Path, bundle: ClipBundle, optimizer, scheduler, epoch: int) -> None:
+def _to(value, device: torch.device, image_format: torch.memory_format):
+    if not torch.is_tensor(value):
+        return value
+    value = value.to(device, non_blocking=True)
+    return value.contiguous(memory_format=image_format) if value.ndim == 4 else value
+
+
+def _save_epoch(out: Path, bundle: ClipBundle, optimizer, scheduler, epoch: int,
+                dist: distributed.Dist = distributed.SINGLE, scaler=None) -> None:
+    # Every rank's random state (its augmentations), saved by rank 0 with the rest.
+    rngs = dist.all_gather_object((torch.get_rng_state(), random.getstate()))
+    if not dist.is_main:
+        return
     # The resume state holds its own copy of the weights, so the pair can never disagree.
     state = {"epoch": epoch, "model": bundle.model.state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
-             "python_rng": random.getstate()}
+             "scheduler": scheduler.state_dict(), "torch_rng": rngs[0][0], "python_rng": rngs[0][1]}
+    if scaler is not None:
+        state["grad_scaler"] = scaler.state_dict()
+    if dist.enabled:
+        state["rank_torch_rng"] = [r[0] for r in rngs]
+        state["rank_python_rng"] = [r[1] for r in rngs]
     with atomic_path(out / "train_state.pt") as tmp:
         torch.save(state, tmp)
     save_model(bundle, out / "model.safetensors", epoch=epoch)
 
 
-def _maybe_resume(out: Path, model, optimizer, scheduler, log: RunLog) -> int:
+def _maybe_resume(out: Path, model, optimizer, scheduler, log: RunLog,
+                  dist: distributed.Dist = distributed.SINGLE, seed: int = 0, scaler=None) -> int:
     path = out / "train_state.pt"
     if not path.is_file():
         return 0
@@ -249,9 +333,17 @@ def _maybe_resume(out: Path, model, optimizer, scheduler, log: RunLog) -> int:
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
-    random.setstate(state["python_rng"])
-    log(f"resuming after epoch {state['epoch']}")
+    if scaler is not None and "grad_scaler" in state:
+        scaler.load_state_dict(state["grad_scaler"])
+    ranks = state.get("rank_torch_rng") or [state["torch_rng"]]
+    if dist.rank < len(ranks):  # this rank's own stream
+        torch.set_rng_state(ranks[dist.rank])
+        random.setstate((state.get("rank_python_rng") or [state["python_rng"]])[dist.rank])
+    else:  # a rank the saved run did not have: a fresh stream of its own
+        torch.manual_seed((seed * 1_000_003 + dist.rank) * 1_000 + int(state["epoch"]))
+        random.seed((seed * 1_000_003 + dist.rank) * 1_000 + int(state["epoch"]))
+    log(f"resuming after epoch {state['epoch']}"
+        + (f" on {dist.world_size} processes (saved by {len(ranks)})" if len(ranks) != dist.world_size else ""))
     return int(state["epoch"])
 
 

@@ -1,6 +1,11 @@
 """Training objectives. Pretraining, backdoor implanting and every fine-tuning defense run the
 same training loop; what differs is the objective, which builds its batch from raw samples
-and returns a dict of named losses (the loop sums every ``*_loss`` entry)."""
+and returns a dict of named losses (the loop sums every ``*_loss`` entry).
+
+Objectives encode through the model's forward (:func:`features`), so that the same code runs
+on a bare model and on one wrapped in DDP, and pass every embedding their loss compares across
+the batch through :meth:`Objective.gather`: under several processes each rank then computes the
+loss of the global batch (:mod:`tacleaner.distributed`); in one process it is the identity."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -10,6 +15,7 @@ import torch
 from open_clip.loss import ClipLoss
 
 from ..data.pairs import PairTable
+from ..distributed import SINGLE, Dist
 from ..models import ClipBundle
 from ..registry import Registry
 
@@ -25,6 +31,7 @@ class Objective:
     name = "finetune"
     relative_cost = 1.0  # time per pair against plain fine-tuning; orders parallel stages
     description = "CLIP contrastive loss alone (plain fine-tuning)"
+    dist: Dist = SINGLE  # set by the training loop (a class attribute, not a knob)
 
     def setup(self, bundle: ClipBundle, table: PairTable, seed: int) -> None:
         """Called once before training with the model and the whole dataset."""
@@ -50,16 +57,30 @@ class Objective:
             batch["texts"] = batch_tokens(self.tokens, batch["index"])
         return batch
 
+    def gather(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
+        """The global batch's rows of each tensor (this rank's rows keep their gradients)."""
+        return self.dist.gather(*tensors)
+
     def clip_loss(self, image_features: torch.Tensor, text_features: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         return self._clip_loss(image_features, text_features, scale)
 
     def losses(self, model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        img = model.encode_image(batch["images"], normalize=True)
-        txt = model.encode_text(batch["texts"], normalize=True)
-        return {"clip_loss": self.w_clip * self.clip_loss(img, txt, model.logit_scale.exp())}
+        img, txt, scale = features(model, batch["images"], batch["texts"])
+        img, txt = self.gather(img, txt)
+        return {"clip_loss": self.w_clip * self.clip_loss(img, txt, scale)}
 
     def params(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def features(model: torch.nn.Module, images: torch.Tensor | None,
+             texts: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Normalised image and text embeddings and the exponentiated logit scale, from one call
+    of the model's forward (open_clip returns a tuple or, with ``output_dict``, a dict)."""
+    out = model(images, texts)
+    if isinstance(out, dict):
+        return out["image_features"], out["text_features"], out["logit_scale"]
+    return out[0], out[1], out[2]
 
 
 def tokenize_all(tokenizer, texts, chunk: int = 4096) -> torch.Tensor:

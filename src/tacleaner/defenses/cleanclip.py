@@ -18,7 +18,7 @@ from ..data.pairs import PairTable
 from ..errors import TacleanerError
 from ..models import ClipBundle
 from ..text.eda import EdaView
-from .base import DEFENSES, Objective, batch_tokens, tokenize_all
+from .base import DEFENSES, Objective, batch_tokens, features, tokenize_all
 from .infonce import info_nce
 
 
@@ -33,12 +33,15 @@ class CleanCLIP(Objective):
     implementation fixes it once, the default here); ``aug_interpolation`` is AutoAugment's
     resampling for its geometric operations: ``nearest`` (torchvision's default, which the
     public implementation uses at 224 px) or ``bilinear`` (kinder to tiny images, where a
-    nearest-neighbour rotation turns a 32 px square into a jagged blob)."""
+    nearest-neighbour rotation turns a 32 px square into a jagged blob); ``aug_images`` false
+    takes the image itself as its own augmented view (an ablation, and how the multi-process
+    equivalence test removes the one random draw that depends on how batches are split)."""
 
     w_inmodal: float = 1.0
     eda_alpha: float = 0.1
     eda_redraw: bool = False
     aug_interpolation: str = "nearest"
+    aug_images: bool = True
     name = "cleanclip"
     relative_cost = 2.4  # two views per pair (bench_defenses.py)
     description = "CLIP loss + in-modal InfoNCE on AutoAugment images and EDA captions (CleanCLIP)"
@@ -65,22 +68,23 @@ class CleanCLIP(Objective):
         batch = super().collate(samples)
         if batch["size"]:
             good = [s["image"] for s in samples if s["image"] is not None]
-            batch["aug_images"] = self.bundle.images_to_tensor([self.autoaugment(im) for im in good])
+            batch["aug_images"] = (self.bundle.images_to_tensor([self.autoaugment(im) for im in good])
+                                   if self.aug_images else batch["images"])
             batch["aug_texts"] = batch_tokens(self.aug_tokens, batch["index"])
         return batch
 
     def encode(self, model: torch.nn.Module, batch: dict[str, Any], extra_texts: torch.Tensor | None = None):
-        """Embeddings of originals and augmentations (and ``extra_texts``) in one pass per tower."""
+        """Embeddings of originals and augmentations (and ``extra_texts``) in one pass per tower,
+        and the logit scale (this rank's rows; the caller gathers)."""
         n = batch["size"]
-        images = model.encode_image(torch.cat([batch["images"], batch["aug_images"]]), normalize=True)
         parts = [batch["texts"], batch["aug_texts"]] + ([extra_texts] if extra_texts is not None else [])
-        texts = model.encode_text(torch.cat(parts), normalize=True)
-        return images[:n], images[n:], texts[:n], texts[n:2 * n], texts[2 * n:]
+        images, texts, scale = features(model, torch.cat([batch["images"], batch["aug_images"]]), torch.cat(parts))
+        return images[:n], images[n:], texts[:n], texts[n:2 * n], texts[2 * n:], scale
 
     def cleanclip_losses(self, img, aug_img, txt, aug_txt, scale) -> dict[str, torch.Tensor]:
         inmodal = (info_nce(img, aug_img, scale) + info_nce(txt, aug_txt, scale)) / 2
         return {"clip_loss": self.w_clip * self.clip_loss(img, txt, scale), "inmodal_loss": self.w_inmodal * inmodal}
 
     def losses(self, model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        img, aug_img, txt, aug_txt, _ = self.encode(model, batch)
-        return self.cleanclip_losses(img, aug_img, txt, aug_txt, model.logit_scale.exp())
+        img, aug_img, txt, aug_txt, _, scale = self.encode(model, batch)
+        return self.cleanclip_losses(*self.gather(img, aug_img, txt, aug_txt), scale)

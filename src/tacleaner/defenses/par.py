@@ -15,7 +15,8 @@ logit scale is a constant there (``logit_scale.exp().item()``): ``train_logit_sc
 
 Not yet as the public code: its learning-rate schedule (warm-up from 3e-5 down to the peak 3e-6
 over half the epochs, then cosine to 1e-9) is not available yet: the shared loop's (linear
-warm-up from 0, cosine to 0) is used. Under several processes the distances would use gathered embeddings (multi-GPU issue).
+warm-up from 0, cosine to 0) is used. Under several processes the distances are batch means over
+the gathered global batch, as in the source.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ import torch
 from ..data.pairs import PairTable
 from ..errors import TacleanerError
 from ..models import ClipBundle
-from .base import DEFENSES, Objective
+from .base import DEFENSES, Objective, features
 
 
 @DEFENSES.register("par")
@@ -64,6 +65,8 @@ class PAR(Objective):
     def setup(self, bundle: ClipBundle, table: PairTable, seed: int) -> None:
         super().setup(bundle, table, seed)
         self.frozen = copy.deepcopy(bundle.model).eval().requires_grad_(False)  # the starting model
+        if not self.train_logit_scale:  # a constant: no gradient (DDP refuses a parameter left without one)
+            bundle.model.logit_scale.requires_grad_(False)
         self.mean = torch.tensor(bundle.mean).view(1, 3, 1, 1)
         self.std = torch.tensor(bundle.std).view(1, 3, 1, 1)
 
@@ -94,12 +97,11 @@ class PAR(Objective):
         return batch
 
     def losses(self, model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        img = model.encode_image(batch["images"], normalize=True)
-        txt = model.encode_text(batch["texts"], normalize=True)
+        img, txt, scale = features(model, batch["images"], batch["texts"])
         with torch.no_grad():
             img0 = self.frozen.encode_image(batch["images"], normalize=True)
             txt0 = self.frozen.encode_text(batch["texts"], normalize=True)
-        scale = model.logit_scale.exp()
+        img, txt, img0, txt0 = self.gather(img, txt, img0, txt0)  # distances over the global batch, as the source
         clip = self.w_clip * self.clip_loss(img, txt, scale if self.train_logit_scale else scale.detach())
         d_img = (img - img0.to(img.dtype)).pow(2).sum(dim=1).mean()
         d_txt = (txt - txt0.to(txt.dtype)).pow(2).sum(dim=1).mean()
@@ -108,3 +110,5 @@ class PAR(Objective):
 
     def close(self) -> None:
         self.frozen = None
+        if getattr(self, "bundle", None) is not None:
+            self.bundle.model.logit_scale.requires_grad_(True)

@@ -189,15 +189,21 @@ class TACleaner(CleanCLIP):
         extra = None
         if s and self.w_ta:  # with w_ta = 0 (CleanCLIP) the subtexts need no encoding
             extra = torch.cat([batch["ta_pos"]] + ([batch["ta_neg"]] if "ta_neg" in batch else []))
-        img, aug_img, txt, aug_txt, sub = self.encode(model, batch, extra)
-        scale = model.logit_scale.exp()
+        img, aug_img, txt, aug_txt, sub, scale = self.encode(model, batch, extra)
+        pos, neg = sub[:s], sub[s:]
+        if self.dist.enabled:  # the whole batch's subtexts and selected rows, from every rank
+            mask = batch.get("ta_neg_mask", torch.ones((s, self.m), dtype=torch.bool)).to(img.device)
+            img, aug_img, txt, aug_txt, pos, neg = self.gather(img, aug_img, txt, aug_txt, pos, neg)
+            sel, mask = self.gather(sel.to(img.device) + batch["row_offset"], mask)
+            s = len(sel)
+        else:
+            mask = batch.get("ta_neg_mask")
         out = self.cleanclip_losses(img, aug_img, txt, aug_txt, scale)
         if not s or self.w_ta == 0:
             out["ta_loss"] = torch.zeros((), device=img.device)
             return out
-        neg = sub[s:].view(s, self.m, -1) if "ta_neg" in batch else None
-        ta = subtext_alignment_loss(img, txt, sel.to(img.device), sub[:s], neg, batch.get("ta_neg_mask"), scale,
-                                    self.text_term)
+        neg = neg.view(s, self.m, -1) if self.uses_negatives else None
+        ta = subtext_alignment_loss(img, txt, sel.to(img.device), pos, neg, mask, scale, self.text_term)
         out["ta_loss"] = self.w_ta * ta
         return out
 
