@@ -197,3 +197,12 @@ def test_torchrun_evaluate_shards_the_images_and_agrees_with_one_process(world, 
         assert a[key] == b[key], key
     assert two.stdout.count("CA ") == 1
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_the_process_context_is_not_a_defense_parameter():
+    from tacleaner.defenses import DEFENSES, create_defense
+
+    for name in DEFENSES:
+        assert "dist" not in create_defense(name).params()
+    with pytest.raises(TacleanerError, match="dist"):
+        create_defense("finetune", dist=1)

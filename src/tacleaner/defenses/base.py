@@ -9,7 +9,7 @@ loss of the global batch (:mod:`tacleaner.distributed`); in one process it is th
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from open_clip.loss import ClipLoss
@@ -31,7 +31,7 @@ class Objective:
     name = "finetune"
     relative_cost = 1.0  # time per pair against plain fine-tuning; orders parallel stages
     description = "CLIP contrastive loss alone (plain fine-tuning)"
-    dist: Dist = SINGLE  # set by the training loop (a class attribute, not a knob)
+    dist: ClassVar[Dist] = SINGLE  # the training loop sets each objective's own (not a knob)
 
     def setup(self, bundle: ClipBundle, table: PairTable, seed: int) -> None:
         """Called once before training with the model and the whole dataset."""
