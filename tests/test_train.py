@@ -72,6 +72,49 @@ def test_resume_reproduces_an_uninterrupted_run(world, tmp_path):
                        b["logit_scale"])
 
 
+class CleanCLIPInterruptedAtStep(DEFENSES.get("cleanclip")):
+    """CleanCLIP (AutoAugment draws from the process's RNG), interrupted as by Ctrl-C when its
+    ``stop``-th batch arrives."""
+
+    stop: int = 5
+    calls: int = 0
+
+    def losses(self, model, batch):
+        self.calls += 1
+        if self.calls == self.stop:
+            raise KeyboardInterrupt
+        return super().losses(model, batch)
+
+
+def test_save_every_resumes_mid_epoch_to_the_same_weights(world, tmp_path):
+    """``save_every`` checkpoints within the epoch; a run stopped at its 5th step (of 6 per
+    epoch) resumes after the 4th, skipping the batches it had, with the augmentations and the
+    epoch's running sums of an uninterrupted run: the same weights and metrics, bit for bit."""
+    table = read_pairs(world / "clean.csv")  # 96 pairs: 6 steps of 16 per epoch
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=1e-3, warmup_steps=2, log_every=1, save_every=2, threads=1)
+    torch.manual_seed(0)
+    straight = create_model("tacleaner-tiny-rn")
+    train(straight, table, create_defense("cleanclip"), cfg, tmp_path / "a", progress=False)
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        train(create_model("tacleaner-tiny-rn"), table, CleanCLIPInterruptedAtStep(), cfg, tmp_path / "b",
+              progress=False)
+    state = torch.load(tmp_path / "b" / "train_state.pt", weights_only=True)
+    assert state["epoch"] == 0 and state["within_epoch"]["batches"] == 4
+    torch.manual_seed(123)
+    resumed = create_model("tacleaner-tiny-rn")
+    train(resumed, table, create_defense("cleanclip"), cfg, tmp_path / "b", resume=True, progress=False)
+    assert "resuming in epoch 1 after 4 batches" in (tmp_path / "b" / "log.txt").read_text()
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = lambda run: [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    ra, rb = rows(tmp_path / "a"), rows(tmp_path / "b")
+    steps = lambda rs: [(r["step"], r["loss"]) for r in rs if not r.get("summary")]  # noqa: E731
+    assert steps(rb) == steps(ra)  # the 4 steps before the stop, then the rest: no step twice
+    summaries = lambda rs: [(r["epoch"], r["loss"], r["pairs"]) for r in rs if r.get("summary")]  # noqa: E731
+    assert summaries(rb) == summaries(ra)
+
+
 def test_training_lowers_the_loss_and_clamps_logit_scale(world, tiny, tmp_path):
     with torch.no_grad():
         tiny.model.logit_scale.fill_(math.log(500.0))  # beyond CLIP's cap of 100

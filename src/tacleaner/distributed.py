@@ -213,17 +213,23 @@ class EpochBatches:
     .manual_seed(seed))`` draws (it takes one number from the generator for its workers'
     seeds before shuffling); runs made before multi-process training keep their data order.
     With ``len`` at most ``batch_size`` the epoch is one batch of everything; otherwise an
-    incomplete last batch is dropped.
+    incomplete last batch is dropped. ``start`` skips the epoch's first batches (a run resumed
+    mid-epoch); ``len`` counts the batches still to come.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, dist: Dist = SINGLE) -> None:
+    def __init__(self, n: int, batch_size: int, seed: int, dist: Dist = SINGLE, start: int = 0) -> None:
         if batch_size % dist.world_size:
             raise TacleanerError(f"batch_size {batch_size} is the global batch; it must be a multiple of the "
                                  f"{dist.world_size} processes")
-        self.n, self.batch_size, self.seed, self.dist = n, batch_size, seed, dist
+        self.n, self.batch_size, self.seed, self.dist, self.start = n, batch_size, seed, dist, start
+
+    @property
+    def batches(self) -> int:
+        """Batches in a whole epoch."""
+        return self.n // self.batch_size if self.n > self.batch_size else 1
 
     def __len__(self) -> int:
-        return self.n // self.batch_size if self.n > self.batch_size else 1
+        return max(0, self.batches - self.start)
 
     def __iter__(self) -> Iterator[list[int]]:
         g = torch.Generator().manual_seed(self.seed)
@@ -231,7 +237,7 @@ class EpochBatches:
         perm = torch.randperm(self.n, generator=g).tolist()
         size = min(self.batch_size, self.n)
         w, r = self.dist.world_size, self.dist.rank
-        for b in range(len(self)):
+        for b in range(self.start, self.batches):
             batch = perm[b * size:(b + 1) * size]
             lo, hi = len(batch) * r // w, len(batch) * (r + 1) // w
             yield batch[lo:hi]

@@ -57,13 +57,15 @@ class TrainConfig:
     precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 elsewhere; fp32, bf16 (autocast), fp16 (autocast + grad scaler, CUDA)
     channels_last: bool = False  # NHWC weights and images (faster convolutions for ResNets on recent GPUs)
     compile: bool = False  # torch.compile the model's forward (slow first steps; PyTorch 2 with a compiler)
+    save_every: int = 0  # also checkpoint every N optimiser steps within an epoch (resumable there); 0 = at epoch ends only
 
     def __post_init__(self) -> None:
         checks = {"epochs": self.epochs >= 1, "batch_size": self.batch_size >= 2, "lr": self.lr > 0,
                   "weight_decay": self.weight_decay >= 0, "warmup_steps": self.warmup_steps >= 0,
                   "beta1": 0 <= self.beta1 < 1, "beta2": 0 <= self.beta2 < 1, "eps": self.eps > 0,
                   "grad_clip": self.grad_clip >= 0, "num_workers": self.num_workers >= -1,
-                  "log_every": self.log_every >= 1, "threads": self.threads >= 0, "max_steps": self.max_steps >= 0}
+                  "log_every": self.log_every >= 1, "threads": self.threads >= 0, "max_steps": self.max_steps >= 0,
+                  "save_every": self.save_every >= 0}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             limits = {"epochs": ">= 1", "batch_size": ">= 2 (a contrastive batch)", "lr": "> 0", "eps": "> 0",
@@ -207,7 +209,7 @@ def train(
                                   eps=cfg.eps, fused=device.type in ("cpu", "cuda"))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(min(cfg.warmup_steps, total), total))
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-    start_epoch = _maybe_resume(out, model, optimizer, scheduler, log, dist, cfg.seed, scaler)
+    start_epoch, within = _maybe_resume(out, model, optimizer, scheduler, log, dist, cfg.seed, scaler)
     autocast = autocast_for(precision, device)
     image_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     dataset = PairDataset(table)
@@ -220,16 +222,21 @@ def train(
             epoch_seed = cfg.seed * 1000 + epoch  # same order on resume
             # The generator seeds the loader's workers (per rank); the batches' order is the sampler's.
             gen = torch.Generator().manual_seed(epoch_seed if not dist.rank else epoch_seed * 1_000_003 + dist.rank)
+            # Mid-epoch resume: the epoch's first batches are skipped (not loaded) and its sums go on.
+            done = within.pop("batches") if within else 0
             loader = DataLoader(dataset, batch_sampler=distributed.EpochBatches(len(table), cfg.batch_size,
-                                                                                 epoch_seed, dist),
+                                                                                 epoch_seed, dist, start=done),
                                 generator=gen, **loader_kw)
-            sums: dict[str, float] = {}
-            seen = skipped = steps = 0
-            t0 = time.perf_counter()
+            sums: dict[str, float] = within.pop("sums") if within else {}
+            seen, skipped, steps, before = ((within["seen"], within["skipped"], within["steps"], within["seconds"])
+                                            if within else (0, 0, 0, 0.0))
+            within = None
+            t0 = time.perf_counter() - before
             bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                        disable=not (progress and dist.is_main))
             net.train()
             for batch in bar:
+                done += 1
                 sizes = dist.all_gather_ints([batch["size"], batch["skipped"]], device)  # [rank][size, skipped]
                 skipped += sum(s[1] for s in sizes)
                 size = sum(s[0] for s in sizes)
@@ -272,6 +279,10 @@ def train(
                     })
                 if stop:
                     break
+                if cfg.save_every and scheduler.last_epoch % cfg.save_every == 0 and done < steps_per_epoch:
+                    _save_epoch(out, bundle, optimizer, scheduler, epoch, dist, scaler, within={
+                        "batches": done, "sums": sums, "seen": seen, "skipped": skipped, "steps": steps,
+                        "seconds": time.perf_counter() - t0})
             bar.close()
             if steps == 0:
                 raise TacleanerError(f"{table.source}: no usable batch in epoch {epoch + 1} ({skipped} unreadable images)")
@@ -306,7 +317,9 @@ def _to(value, device: torch.device, image_format: torch.memory_format):
 
 
 def _save_epoch(out: Path, bundle: ClipBundle, optimizer, scheduler, epoch: int,
-                dist: distributed.Dist = distributed.SINGLE, scaler=None) -> None:
+                dist: distributed.Dist = distributed.SINGLE, scaler=None, within: dict | None = None) -> None:
+    """Checkpoint after ``epoch`` complete epochs and, with ``within``, partway through the next
+    (batches consumed, the epoch's running sums)."""
     # Every rank's random state (its augmentations), saved by rank 0 with the rest.
     rngs = dist.all_gather_object((torch.get_rng_state(), random.getstate()))
     if not dist.is_main:
@@ -316,6 +329,8 @@ def _save_epoch(out: Path, bundle: ClipBundle, optimizer, scheduler, epoch: int,
              "scheduler": scheduler.state_dict(), "torch_rng": rngs[0][0], "python_rng": rngs[0][1]}
     if scaler is not None:
         state["grad_scaler"] = scaler.state_dict()
+    if within is not None:
+        state["within_epoch"] = within
     if dist.enabled:
         state["rank_torch_rng"] = [r[0] for r in rngs]
         state["rank_python_rng"] = [r[1] for r in rngs]
@@ -325,10 +340,13 @@ def _save_epoch(out: Path, bundle: ClipBundle, optimizer, scheduler, epoch: int,
 
 
 def _maybe_resume(out: Path, model, optimizer, scheduler, log: RunLog,
-                  dist: distributed.Dist = distributed.SINGLE, seed: int = 0, scaler=None) -> int:
+                  dist: distributed.Dist = distributed.SINGLE, seed: int = 0,
+                  scaler=None) -> tuple[int, dict | None]:
+    """Load the run's checkpoint: the epochs complete and, for one saved mid-epoch, where in the
+    next epoch it stopped."""
     path = out / "train_state.pt"
     if not path.is_file():
-        return 0
+        return 0, None
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
@@ -342,9 +360,12 @@ def _maybe_resume(out: Path, model, optimizer, scheduler, log: RunLog,
     else:  # a rank the saved run did not have: a fresh stream of its own
         torch.manual_seed((seed * 1_000_003 + dist.rank) * 1_000 + int(state["epoch"]))
         random.seed((seed * 1_000_003 + dist.rank) * 1_000 + int(state["epoch"]))
-    log(f"resuming after epoch {state['epoch']}"
+    within = state.get("within_epoch")
+    where = (f"in epoch {state['epoch'] + 1} after {within['batches']} batches" if within
+             else f"after epoch {state['epoch']}")
+    log(f"resuming {where}"
         + (f" on {dist.world_size} processes (saved by {len(ranks)})" if len(ranks) != dist.world_size else ""))
-    return int(state["epoch"])
+    return int(state["epoch"]), (dict(within) if within else None)
 
 
 def _load_final(bundle: ClipBundle, out: Path) -> ClipBundle:
