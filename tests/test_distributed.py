@@ -206,3 +206,40 @@ def test_the_process_context_is_not_a_defense_parameter():
         assert "dist" not in create_defense(name).params()
     with pytest.raises(TacleanerError, match="dist"):
         create_defense("finetune", dist=1)
+
+
+RUN_CONFIG = {
+    "name": "ddp", "model": {"name": "tacleaner-tiny-vit"},
+    "data": {"synth": {"seed": 2, "pretrain": 64, "implant": 64, "clean": 32, "zeroshot_per_class": 1}},
+    "pretrain": {"epochs": 1, "lr": 2e-3},
+    "train": {"batch_size": 16, "warmup_steps": 2, "threads": 1, "device": "cpu"},
+    "attacks": [{"name": "badnet", "target": "red circle", "num": 8, "implant": {"epochs": 1}}],
+    "defenses": [{"name": "finetune", "train": {"epochs": 1, "lr": 1e-4}}],
+    "seeds": {"implant": [0], "clean": [0]},
+}
+
+
+def test_torchrun_runs_an_experiment_grid_with_shared_stages(tmp_path):
+    """`torchrun -m tacleaner run`: every training stage on both processes (DDP), rank 0 alone
+    making the world, poisoning and reporting; the same rows as one process, with CA and ASR
+    within a few images (the ranks' BatchNorm-free ViT gives the same training up to rounding)."""
+    import yaml
+
+    config = tmp_path / "ddp.yaml"
+    config.write_text(yaml.safe_dump(RUN_CONFIG))
+    two = torchrun(2, "-m", "tacleaner", "--quiet", "run", str(config), "--out", str(tmp_path / "two"))
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("results in ") == 1
+    one = subprocess.run([sys.executable, "-m", "tacleaner", "--quiet", "run", str(config), "--out",
+                          str(tmp_path / "one")], capture_output=True, text=True, timeout=300, env=_env())
+    assert one.returncode == 0, one.stderr[-3000:]
+    stages = ["world0/pretrain", "world0/badnet/implant0/backdoored", "world0/badnet/implant0/finetune/clean0"]
+    for stage in stages:
+        assert json.loads((tmp_path / "two" / stage / "metadata.json").read_text())["processes"] == 2
+        assert json.loads((tmp_path / "one" / stage / "metadata.json").read_text())["processes"] == 1
+    rows = {name: json.loads((tmp_path / name / "results.json").read_text()) for name in ("one", "two")}
+    assert [(r["attack"], r["defense"]) for r in rows["one"]] == [(r["attack"], r["defense"]) for r in rows["two"]]
+    for a, b in zip(rows["one"], rows["two"]):
+        assert abs(a["clean_acc"] - b["clean_acc"]) <= 0.05 and abs(a["asr_at_1"] - b["asr_at_1"]) <= 0.05
+    log = (tmp_path / "two" / "log.txt").read_text()
+    assert log.count("poisoning 8 pairs") == 1  # rank 0 alone poisons and logs

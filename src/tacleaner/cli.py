@@ -21,7 +21,7 @@ import yaml
 from .errors import SharedError, TacleanerError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
-MULTI_PROCESS = ("train", "clean", "evaluate")  # the commands torchrun may start on several processes
+MULTI_PROCESS = ("train", "clean", "evaluate", "run", "demo")  # the commands torchrun may start on several processes
 
 
 def command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -426,9 +426,12 @@ def _run_experiment(cfg, raw, out, args) -> int:
     t0 = time.perf_counter()
     if args.jobs is not None and args.jobs < 1:
         raise TacleanerError(f"--jobs must be >= 1, got {args.jobs}")
-    jobs = args.jobs or (min(2, os.cpu_count() or 1) if args.command == "demo" else 1)
+    launched = os.environ.get("WORLD_SIZE") is not None and os.environ.get("MASTER_ADDR") is not None
+    jobs = args.jobs or (min(2, os.cpu_count() or 1) if args.command == "demo" and not launched else 1)
     exp = Experiment(cfg, raw, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, jobs=jobs)
     exp.run()
+    if not _is_main():
+        return 0
     print((exp.out / "results.md").read_text())
     print(f"results in {exp.out} (results.json, aggregate.json, results.md, results.png); "
           f"{time.perf_counter() - t0:.0f} s")

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 import yaml
 
+from . import distributed
 from .attacks import ATTACKS, create_attack, load_attack, poison_dataset
 from .data.pairs import read_pairs
 from .data.synth import SynthConfig, generate
@@ -51,7 +52,7 @@ from .models.factory import input_size
 from .params import build, path_fields
 from .report import CLEAN_MODEL, write_reports
 from .scheduler import Task, run_tasks
-from .train import TrainConfig, is_complete, resolve_device, train
+from .train import TrainConfig, is_complete, train
 
 METRICS = ("clean_acc", "asr_at_1", "asr_at_10")
 
@@ -287,16 +288,28 @@ class Experiment:
                  overwrite: bool = False, progress: bool = True, jobs: int = 1) -> None:
         self.cfg, self.raw, self.progress, self.jobs = cfg, raw, progress, max(1, int(jobs))
         self.plan = cfg.seed_plan
-        self.out = prepare_run_dir(out, resume=resume, overwrite=overwrite)
-        saved = self.out / "config.yaml"
-        if saved.is_file() and yaml.safe_load(saved.read_text()) != raw:
-            raise TacleanerError(f"{saved}: the experiment config changed since this folder was started; "
-                                 "use a new --out or --overwrite")
-        write_yaml(saved, raw)
-        self.device = resolve_device(cfg.train.get("device", "auto"))
+        # Under torchrun every process walks the same stages in the same order: training and
+        # evaluation are shared (DDP, sharded images); rank 0 alone writes data, poisons and reports.
+        self.dist, self.device = distributed.setup(cfg.train.get("device", "auto"))
+        if self.dist.enabled and self.jobs > 1:
+            raise TacleanerError(f"--jobs {self.jobs} with torchrun: the processes share each stage; use --jobs 1")
+
+        def start() -> Path:
+            folder = prepare_run_dir(out, resume=resume, overwrite=overwrite)
+            saved = folder / "config.yaml"
+            if saved.is_file() and yaml.safe_load(saved.read_text()) != raw:
+                raise TacleanerError(f"{saved}: the experiment config changed since this folder was started; "
+                                     "use a new --out or --overwrite")
+            write_yaml(saved, raw)
+            return folder
+
+        self.out = self.dist.on_main(start)
 
     def log(self, msg: str) -> None:
         from tqdm import tqdm
+
+        if not self.dist.is_main:
+            return
 
         with open(self.out / "log.txt", "a", encoding="utf-8") as f:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
@@ -325,6 +338,9 @@ class Experiment:
     def make_data(self, w: int) -> None:
         if "synth" not in self.cfg.data:
             return
+        self.dist.on_main(lambda: self._make_data(w))
+
+    def _make_data(self, w: int) -> None:
         root = self.world_dir(w) / "data"
         if not (root / "world.json").is_file():
             synth = dict(self.cfg.data["synth"])
@@ -356,12 +372,17 @@ class Experiment:
         if self.cfg.pretrain is not None:
             self.stage_train(self.world_dir(w) / "pretrain", None, paths["pretrain"], "finetune", {}, tcfg,
                              f"world{w}/pretrain", world=w)
-        elif not self.clean_checkpoint(w).is_file():
+        elif not self.dist.on_main(lambda: self.clean_checkpoint(w).is_file()):
             from .fileio import atomic_path
             from .models import save_model
 
-            with atomic_path(self.clean_checkpoint(w)) as tmp:
-                save_model(self.base_model(w), tmp)
+            base = self.base_model(w)  # every process draws it (the same seed), rank 0 saves it
+
+            def save() -> None:
+                with atomic_path(self.clean_checkpoint(w)) as tmp:
+                    save_model(base, tmp)
+
+            self.dist.on_main(save)
         self.stage_eval(self.clean_checkpoint(w), self.world_dir(w) / "pretrain_eval.json", paths)
 
     def check_overlap(self, w: int) -> dict:
@@ -369,12 +390,16 @@ class Experiment:
         computed once per world into ``world<W>/overlap.json``; any is an error unless the
         config says ``data.allow_overlap: true``."""
         out = self.world_dir(w) / "overlap.json"
-        if not out.is_file():
-            from .data.overlap import shared_images
 
-            paths = self.data_paths(w)
-            found = shared_images(read_pairs(paths["clean"]).images, read_pairs(paths["implant"]).images)
-            write_json(out, {"clean": str(paths["clean"]), "implant": str(paths["implant"]), **found})
+        def compute() -> None:
+            if not out.is_file():
+                from .data.overlap import shared_images
+
+                paths = self.data_paths(w)
+                found = shared_images(read_pairs(paths["clean"]).images, read_pairs(paths["implant"]).images)
+                write_json(out, {"clean": str(paths["clean"]), "implant": str(paths["implant"]), **found})
+
+        self.dist.on_main(compute)
         found = read_json(out)
         shared = found["same_path"] + found["same_content"]
         if shared and not self.cfg.data.get("allow_overlap", False):
@@ -391,6 +416,13 @@ class Experiment:
         root, paths = self.unit_dir(w, spec, i), self.data_paths(w)
         self.check_overlap(w)
         _set_threads(self.stage_threads(_train_config(self.cfg.train, {}, "train")))
+        self.dist.on_main(lambda: self._poison(w, a, i))
+        attack, target = load_attack(root / "poison")
+        self.stage_eval(self.clean_checkpoint(w), root / "clean_model_eval.json", paths, attack, target)
+
+    def _poison(self, w: int, a: int, i: int) -> None:
+        spec = self.cfg.attacks[a]
+        root, paths = self.unit_dir(w, spec, i), self.data_paths(w)
         if not (root / "poison" / "manifest.json").is_file():
             classes = read_classes(paths["classes"])
             target = classes.classnames[classes.index(spec.target)]
@@ -402,8 +434,6 @@ class Experiment:
             poison_dataset(paths["implant"], attack, target, spec.num, root / "poison", seed=i,
                            templates=classes.templates, overwrite=True, device=self.device, log=self.log,
                            clean_model=clean, frame=frame)
-        attack, target = load_attack(root / "poison")
-        self.stage_eval(self.clean_checkpoint(w), root / "clean_model_eval.json", paths, attack, target)
 
     def implant_config(self, spec: AttackSpec, i: int) -> TrainConfig:
         return self.stage_threads(_train_config({**self.cfg.train, "seed": i}, spec.implant, f"{spec.id}.implant"))
@@ -434,7 +464,7 @@ class Experiment:
 
     def stage_train(self, out: Path, init: Path | None, csv: Path, objective: str, params: dict,
                     tcfg: TrainConfig, label: str, world: int = 0) -> Path:
-        if not is_complete(out):
+        if not self.dist.on_main(lambda: is_complete(out)):  # one decision for every process
             self.log(f"stage {label}: training")
             t0 = time.perf_counter()
             bundle = load_model(init) if init else self.base_model(world)
@@ -452,7 +482,7 @@ class Experiment:
         return create_model(m["name"], pretrained=m.get("pretrained"))
 
     def stage_eval(self, ckpt: Path, out: Path, paths: dict, attack=None, target=None) -> dict:
-        if not out.is_file():
+        if not self.dist.on_main(out.is_file):
             classes = read_classes(paths["classes"])
             bundle = load_model(ckpt)
             bundle.model.to(self.device)
@@ -466,7 +496,7 @@ class Experiment:
             if paths.get("zeroshot_val") and Path(paths["zeroshot_val"]).is_file():
                 res["val"] = run("zeroshot_val")
             res["environment"] = environment(self.device, precision_of(self.device))
-            write_json(out, res)
+            self.dist.on_main(lambda: write_json(out, res))
         return read_json(out)
 
     # -- the grid ---------------------------------------------------------------------------
@@ -500,6 +530,9 @@ class Experiment:
             self.make_data(w)
         self.log(f"{self.plan.describe()}; {self.jobs} parallel job(s)")
         run_tasks(self.tasks(), self.jobs)
+        return self.dist.on_main(self.report)
+
+    def report(self) -> list[dict[str, Any]]:
         rows, cleans = self.collect()
         write_json(self.out / "results.json", rows)
         write_json(self.out / "environment.json", environment(self.device, precision_of(self.device)))
