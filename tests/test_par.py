@@ -1,5 +1,6 @@
 """PAR (Perturb and Recover): the capped distance to the frozen starting model, its augmentation,
 and a short cleaning run through the shared loop."""
+import pytest
 import torch
 
 from tacleaner.data.pairs import read_pairs
@@ -63,3 +64,36 @@ def test_bad_par_parameters_are_refused():
             assert "par needs" in str(e)
         else:
             raise AssertionError(bad)
+
+
+def test_par_brings_its_learning_rate_schedule_under_the_users_settings(world, tmp_path, capsys):
+    """PAR's public train.py: lr 3e-6 reached in a straight line from 3e-5 over half the steps,
+    then a cosine to 1e-9; a setting the user gives wins."""
+    import json
+
+    from tacleaner.cli import main
+    from tacleaner.train import TrainConfig, schedule
+
+    cfg = TrainConfig(**{**create_defense("par").train_defaults, "epochs": 2})
+    f = schedule(cfg, 10)
+    lrs = [cfg.lr * f(s) for s in range(10)]
+    assert lrs[0] == pytest.approx(3e-5) and lrs[4] == pytest.approx(3e-6)  # 5 warm-up steps, both ends
+    assert lrs[0] > lrs[2] > lrs[4] and lrs[5] == pytest.approx(3e-6) and lrs[9] < lrs[6]
+    assert cfg.lr * f(10) == pytest.approx(1e-9)
+    legacy = schedule(TrainConfig(warmup_steps=4, lr=1.0), 12)  # the default schedule is unchanged
+    assert [legacy(s) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+
+    from tacleaner.models import create_model, save_model
+
+    ckpt = tmp_path / "m.safetensors"
+    save_model(create_model("tacleaner-tiny-rn"), ckpt)
+    for extra, lr in (([], 3e-6), (["--lr", "1e-5"], 1e-5)):
+        out = tmp_path / f"run{len(extra)}"
+        assert main(["--quiet", "clean", "--defense", "par", "--checkpoint", str(ckpt), "--data",
+                     str(world / "clean.csv"), "--out", str(out), "--epochs", "1", "--batch-size", "32",
+                     "--max-steps", "1", *extra]) == 0
+        import yaml
+
+        train = yaml.safe_load((out / "config.yaml").read_text())["train"]
+        assert train["lr"] == lr and train["lr_start"] == 3e-5 and train["weight_decay"] == 1e-4
+    capsys.readouterr()

@@ -50,11 +50,13 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, title: str
                            metavar=getattr(typ, "__name__", "VALUE").upper(), help=f"default {f.default}")
 
 
-def dataclass_from(cls: type, args: argparse.Namespace, yaml_path: str | None = None) -> Any:
-    """YAML file -> dataclass defaults -> command-line overrides, every value type-checked."""
+def dataclass_from(cls: type, args: argparse.Namespace, yaml_path: str | None = None,
+                   defaults: dict[str, Any] | None = None) -> Any:
+    """Dataclass defaults -> ``defaults`` -> YAML file -> command-line overrides, every value
+    type-checked."""
     from .params import build
 
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = dict(defaults or {})
     if yaml_path:
         try:
             loaded = yaml.safe_load(Path(yaml_path).read_text()) or {}
@@ -200,7 +202,7 @@ def _train_common(args: argparse.Namespace, bundle, objective) -> int:
     from .data.pairs import read_pairs
     from .train import TrainConfig, train
 
-    cfg = dataclass_from(TrainConfig, args, args.config)
+    cfg = dataclass_from(TrainConfig, args, args.config, defaults=objective.train_defaults)
     table = read_pairs(args.data, args.image_col, args.caption_col)
     import torch
 

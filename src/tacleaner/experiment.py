@@ -449,7 +449,8 @@ class Experiment:
         self.stage_eval(ckpt, root / "backdoored" / "eval.json", paths, attack, target)
 
     def defense_config(self, d: DefenseSpec, c: int) -> TrainConfig:
-        return self.stage_threads(_train_config({**self.cfg.train, "seed": c}, d.train, f"{d.id}.train"))
+        base = {**DEFENSES.get(d.name).train_defaults, **self.cfg.train, "seed": c}  # the defense's own defaults lowest
+        return self.stage_threads(_train_config(base, d.train, f"{d.id}.train"))
 
     def stage_defense(self, w: int, a: int, i: int, k: int, c: int) -> None:
         spec, d = self.cfg.attacks[a], self.cfg.defenses[k]

@@ -44,6 +44,9 @@ class TrainConfig:
     lr: float = 5e-4
     weight_decay: float = 0.1
     warmup_steps: int = 50  # linear warm-up, then cosine to zero over the remaining steps
+    warmup_fraction: float = 0.0  # > 0: the warm-up is this fraction of all steps (replaces warmup_steps)
+    lr_start: float = 0.0  # > 0: the warm-up runs linearly from this lr to lr (may be higher: PAR); 0 = from lr/warmup_steps
+    lr_end: float = 0.0  # the lr the cosine ends at
     beta1: float = 0.9
     beta2: float = 0.98
     eps: float = 1e-6
@@ -65,12 +68,14 @@ class TrainConfig:
                   "beta1": 0 <= self.beta1 < 1, "beta2": 0 <= self.beta2 < 1, "eps": self.eps > 0,
                   "grad_clip": self.grad_clip >= 0, "num_workers": self.num_workers >= -1,
                   "log_every": self.log_every >= 1, "threads": self.threads >= 0, "max_steps": self.max_steps >= 0,
-                  "save_every": self.save_every >= 0}
+                  "save_every": self.save_every >= 0, "warmup_fraction": 0 <= self.warmup_fraction < 1,
+                  "lr_start": self.lr_start >= 0, "lr_end": 0 <= self.lr_end <= self.lr}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             limits = {"epochs": ">= 1", "batch_size": ">= 2 (a contrastive batch)", "lr": "> 0", "eps": "> 0",
                       "beta1": "in [0, 1)", "beta2": "in [0, 1)", "log_every": ">= 1",
-                      "num_workers": ">= 0, or -1 for auto"}
+                      "num_workers": ">= 0, or -1 for auto", "warmup_fraction": "in [0, 1)",
+                      "lr_end": f"in [0, lr={self.lr}]"}
             raise TacleanerError(f"training setting {bad[0]}={getattr(self, bad[0])}: must be "
                                  f"{limits.get(bad[0], '>= 0')}")
         if self.precision not in PRECISIONS:
@@ -116,16 +121,27 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
 
 
-def lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
-    """Multiplier for step ``s`` (0-based): (s+1)/warmup during warm-up, then cosine to 0."""
+def lr_lambda(warmup: int, total: int, start: float = 0.0, end: float = 0.0) -> Callable[[int], float]:
+    """Multiplier of the peak lr for step ``s`` (0-based). Warm-up: (s+1)/warmup, or with
+    ``start`` > 0 a straight line over the warm-up's steps from ``start`` to 1 (both ends
+    included, as PAR's and DINO's ``cosine_scheduler``; ``start`` > 1 comes down to the peak);
+    then a cosine from 1 to ``end``."""
 
     def f(step: int) -> float:
         if step < warmup:
+            if start > 0:
+                return start + (1 - start) * (step / (warmup - 1) if warmup > 1 else 1.0)
             return (step + 1) / warmup
         progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     return f
+
+
+def schedule(cfg: TrainConfig, total: int) -> Callable[[int], float]:
+    """The lr multiplier of ``cfg`` over ``total`` optimiser steps."""
+    warmup = int(round(cfg.warmup_fraction * total)) if cfg.warmup_fraction > 0 else min(cfg.warmup_steps, total)
+    return lr_lambda(warmup, total, cfg.lr_start / cfg.lr, cfg.lr_end / cfg.lr)
 
 
 class RunLog:
@@ -207,7 +223,7 @@ def train(
     # The fused kernel is ~10x faster than the per-tensor loop on CPU (8M parameters: 5 vs 60 ms).
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                                   eps=cfg.eps, fused=device.type in ("cpu", "cuda"))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(min(cfg.warmup_steps, total), total))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(cfg, total))
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     start_epoch, within = _maybe_resume(out, model, optimizer, scheduler, log, dist, cfg.seed, scaler)
     autocast = autocast_for(precision, device)

@@ -32,6 +32,9 @@ class Objective:
     relative_cost = 1.0  # time per pair against plain fine-tuning; orders parallel stages
     description = "CLIP contrastive loss alone (plain fine-tuning)"
     dist: ClassVar[Dist] = SINGLE  # the training loop sets each objective's own (not a knob)
+    # Training settings this objective's authors use, applied under the user's own (config file,
+    # command line): e.g. PAR's learning-rate schedule.
+    train_defaults: ClassVar[dict[str, Any]] = {}
 
     def setup(self, bundle: ClipBundle, table: PairTable, seed: int) -> None:
         """Called once before training with the model and the whole dataset."""

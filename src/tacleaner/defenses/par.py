@@ -13,10 +13,11 @@ false draws symmetric noise instead), then with probability 0.5 one small square
 after normalisation (area 0.5-1% of the image). Both models see the same augmented image. The
 logit scale is a constant there (``logit_scale.exp().item()``): ``train_logit_scale`` false.
 
-Not yet as the public code: its learning-rate schedule (warm-up from 3e-5 down to the peak 3e-6
-over half the epochs, then cosine to 1e-9) is not available yet: the shared loop's (linear
-warm-up from 0, cosine to 0) is used. Under several processes the distances are batch means over
-the gathered global batch, as in the source.
+Training defaults from its ``train.py`` (applied under any the user sets): lr 3e-6, reached by
+a straight line from 3e-5 over the first half of the steps (``--warmup-epochs 0.5`` times the
+epochs, ``--lr-start``), then a cosine to 1e-9 (``--lr-end``); weight decay 1e-4; AdamW eps
+1e-8. Its batch is 256 per GPU on 4 GPUs; ours is whatever the user sets (global). Under several
+processes the distances are batch means over the gathered global batch, as in the source.
 """
 from __future__ import annotations
 
@@ -51,6 +52,8 @@ class PAR(Objective):
     erase_scale: list[float] = field(default_factory=lambda: [0.005, 0.01])
     train_logit_scale: bool = False
     name = "par"
+    train_defaults = {"lr": 3e-6, "lr_start": 3e-5, "lr_end": 1e-9, "warmup_fraction": 0.5, "weight_decay": 1e-4,
+                      "eps": 1e-8}
     relative_cost = 1.6  # scheduling hint (a frozen model's forward pass on top of fine-tuning), not measured
     description = "CLIP loss minus the (capped) distance to the frozen starting model, noise + erasing (PAR)"
 
