@@ -69,7 +69,6 @@ def test_bad_par_parameters_are_refused():
 def test_par_brings_its_learning_rate_schedule_under_the_users_settings(world, tmp_path, capsys):
     """PAR's public train.py: lr 3e-6 reached in a straight line from 3e-5 over half the steps,
     then a cosine to 1e-9; a setting the user gives wins."""
-    import json
 
     from tacleaner.cli import main
     from tacleaner.train import TrainConfig, schedule
