@@ -95,4 +95,8 @@ def test_par_brings_its_learning_rate_schedule_under_the_users_settings(world, t
 
         train = yaml.safe_load((out / "config.yaml").read_text())["train"]
         assert train["lr"] == lr and train["lr_start"] == 3e-5 and train["weight_decay"] == 1e-4
+    from tacleaner.train import with_defaults
+
+    given = with_defaults(create_defense("par").train_defaults, {"warmup_steps": 20})
+    assert given["warmup_steps"] == 20 and "warmup_fraction" not in given  # a warm-up the user gives is kept
     capsys.readouterr()

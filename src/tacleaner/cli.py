@@ -56,7 +56,7 @@ def dataclass_from(cls: type, args: argparse.Namespace, yaml_path: str | None = 
     type-checked."""
     from .params import build
 
-    values: dict[str, Any] = dict(defaults or {})
+    values: dict[str, Any] = {}
     if yaml_path:
         try:
             loaded = yaml.safe_load(Path(yaml_path).read_text()) or {}
@@ -71,6 +71,10 @@ def dataclass_from(cls: type, args: argparse.Namespace, yaml_path: str | None = 
         v = getattr(args, f.name, None)
         if v is not None:
             values[f.name] = v
+    if defaults:
+        from .train import with_defaults
+
+        values = with_defaults(defaults, values)
     return build(cls, values, str(yaml_path) if yaml_path else "settings")
 
 

@@ -52,7 +52,7 @@ from .models.factory import input_size
 from .params import build, path_fields
 from .report import CLEAN_MODEL, write_reports
 from .scheduler import Task, run_tasks
-from .train import TrainConfig, is_complete, train
+from .train import TrainConfig, is_complete, train, with_defaults
 
 METRICS = ("clean_acc", "asr_at_1", "asr_at_10")
 
@@ -449,7 +449,8 @@ class Experiment:
         self.stage_eval(ckpt, root / "backdoored" / "eval.json", paths, attack, target)
 
     def defense_config(self, d: DefenseSpec, c: int) -> TrainConfig:
-        base = {**DEFENSES.get(d.name).train_defaults, **self.cfg.train, "seed": c}  # the defense's own defaults lowest
+        settings = {**self.cfg.train, "seed": c, **(d.train if isinstance(d.train, dict) else {})}
+        base = with_defaults(DEFENSES.get(d.name).train_defaults, settings)  # the defense's own defaults lowest
         return self.stage_threads(_train_config(base, d.train, f"{d.id}.train"))
 
     def stage_defense(self, w: int, a: int, i: int, k: int, c: int) -> None:

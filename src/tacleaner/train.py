@@ -93,6 +93,15 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def with_defaults(defaults: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """Training ``settings`` over a defense's ``defaults``; a warm-up the settings give in steps
+    replaces a default one given as a fraction (never ignored in its favour)."""
+    base = dict(defaults)
+    if "warmup_steps" in settings:
+        base.pop("warmup_fraction", None)
+    return {**base, **settings}
+
+
 def resolve_precision(name: str, device: torch.device) -> str:
     """``auto`` -> bf16 on CUDA, fp32 elsewhere; fp16 only on CUDA (its grad scaler)."""
     if name == "auto":
