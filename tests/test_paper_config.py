@@ -3,6 +3,7 @@ smoke version of it (tiny model, tiny data, a few steps) runs end to end through
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tacleaner.cli import main
@@ -52,3 +53,13 @@ def test_paper_config_runs_as_a_smoke_version(world, tmp_path):
     meta = json.loads((tmp_path / "run" / "world0" / "badclip" / "implant0" / "tacleaner" / "clean0"
                        / "metadata.json").read_text())
     assert meta["completed"] and meta["steps"] == 2
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in PAPER.parents[1].glob("*.yaml")))
+def test_every_shipped_experiment_grid_loads(path):
+    """Each grid in experiments/ passes the config check that `tacleaner run` makes first
+    (every attack, defense and training setting typed and known)."""
+    from tacleaner.experiment import load_config
+
+    cfg, raw = load_config(PAPER.parents[1] / path)
+    assert cfg.attacks and cfg.defenses and raw["name"] == cfg.name
