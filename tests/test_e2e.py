@@ -100,3 +100,40 @@ def test_learned_trigger_attack_implants_end_to_end(pipeline):
     bad = json.loads((d / "badclip_backdoored.json").read_text())
     assert bad["attack"] == "badclip" and bad["target"] == "yellow star"
     assert bad["asr_at_1"] >= 0.6 and bad["asr_at_1"] >= clean["asr_at_1"] + 0.3, (clean, bad)
+
+
+def test_scan_reports_every_class_and_writes_the_inverted_triggers(pipeline, capsys):
+    """`tacleaner scan`: every class scored, sorted by attraction, the anomaly index being the
+    robust z-score of those attractions, triggers inverted for the `top` classes only, the
+    report and the picture written. (How often it names the real target is measured, not
+    promised: README, Auditing.)"""
+    from tacleaner.scan import anomaly_index
+
+    w = pipeline / "world"
+    out = pipeline / "scan_backdoored"
+    assert main(["--quiet", "scan", "--checkpoint", str(pipeline / "implant" / "model.safetensors"),
+                 "--data", str(w / "zeroshot.csv"), "--classes", str(w / "classes.json"), "--out", str(out),
+                 "--param", "images=128", "--param", "top=2", "--param", "invert_steps=40"]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "scan.json").read_text())
+    rows = report["classes"]
+    assert len(rows) == len(json.loads((w / "classes.json").read_text())["classnames"])
+    assert [r["attraction"] for r in rows] == sorted((r["attraction"] for r in rows), reverse=True)
+    assert sum(r["attraction"] for r in rows) <= 1.0 + 1e-6  # shares of the probed images
+    expected = anomaly_index([r["attraction"] for r in rows])
+    assert [round(r["anomaly"], 6) for r in rows] == [round(z, 6) for z in expected]
+    assert all(0 < r["trigger_area"] < 1 and 0 <= r["trigger_flip"] <= 1 for r in rows[:2])
+    assert all(r["trigger_area"] is None for r in rows[2:])
+    assert report["suspects"] == [r["name"] for r in rows if r["anomaly"] > 2]
+    assert rows[0]["name"] in printed and "A lead, not a verdict" in printed or not report["suspects"]
+    assert (out / "inverted_triggers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["--quiet", "scan", "--checkpoint", str(pipeline / "implant" / "model.safetensors"), "--data",
+                 str(w / "zeroshot.csv"), "--classes", str(w / "classes.json"), "--out", str(out)]) == 2  # no silent overwrite
+
+
+def test_anomaly_index_is_the_robust_z_score():
+    from tacleaner.scan import anomaly_index
+
+    z = anomaly_index([0.0, 0.01, 0.02, 0.01, 0.5])
+    assert z[4] == pytest.approx((0.5 - 0.01) / (0.01 * 1.4826)) and z[1] == 0.0 and z[0] < 0
+    assert anomaly_index([0.0, 0.0, 0.0, 0.3])[3] == pytest.approx(0.3 / 1e-3)  # MAD 0: a floor, no division by 0

@@ -301,6 +301,29 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 @command
+def scan(args: argparse.Namespace) -> int:
+    from . import scan as scanning
+    from .data.zeroshot import read_classes, read_zeroshot
+    from .fileio import prepare_run_dir, write_json
+    from .params import build
+    from .train import resolve_device
+
+    classes = read_classes(args.classes)
+    data = read_zeroshot(args.data, classes)
+    cfg = build(scanning.ScanConfig, parse_params(args.param), "scan --param")
+    out = prepare_run_dir(args.out, overwrite=args.overwrite, resumable=False) if args.out else None
+    bundle = load_bundle(args)
+    report, triggers = scanning.scan(bundle, data, classes, cfg, resolve_device(args.device))
+    print(scanning.format_report(report))
+    if out is not None:
+        write_json(out / "scan.json", report.to_json())
+        example, _ = scanning.frame_images(bundle, data, 1)
+        scanning.save_triggers(triggers, example[0], out / "inverted_triggers.png")
+        print(f"wrote {out / 'scan.json'} and {out / 'inverted_triggers.png'}")
+    return 0
+
+
+@command
 def export(args: argparse.Namespace) -> int:
     from .models import export_model
 
@@ -565,6 +588,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "only (ImageNet-A and -R: their 200 WordNet-id folders), as the literature evaluates them")
     s.add_argument("--num-workers", type=int, help="processes decoding images (default: on a GPU up to 8, one "
                    "core left; on CPU 0, decoding in the main process)")
+
+    s = command_parser("scan", "audit a model for a backdoor target: per class, how strongly adversarial "
+                       "probes are drawn to it, and the smallest trigger that sends other images there")
+    add_model_options(s, checkpoint_required=True)
+    s.add_argument("--data", required=True, help="zero-shot CSV (image, label) or ImageFolder tree of clean images")
+    s.add_argument("--classes", default="imagenet", help="classes JSON, or 'imagenet'")
+    s.add_argument("--param", action="append", metavar="KEY=VALUE",
+                   help="scan setting, repeatable (images 256, eps 8/255, steps 10, step_size 2/255, top 3, "
+                   "invert_steps 200, invert_lr 0.1, mask_weight 0.05, batch_size 128, seed 0)")
+    s.add_argument("--out", help="folder for scan.json and inverted_triggers.png (default: print only)")
+    s.add_argument("--overwrite", action="store_true", help="replace an --out folder tacleaner created")
+    s.add_argument("--device", default="auto", help="auto = cuda when available, else cpu")
 
     s = command_parser("export", "write a model for other tools: an open_clip state dict or the OpenAI / "
                        "CleanCLIP layout ({'state_dict': ...})")
