@@ -595,8 +595,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", required=True, help="zero-shot CSV (image, label) or ImageFolder tree of clean images")
     s.add_argument("--classes", default="imagenet", help="classes JSON, or 'imagenet'")
     s.add_argument("--param", action="append", metavar="KEY=VALUE",
-                   help="scan setting, repeatable (images 256, eps 8/255, steps 10, step_size 2/255, top 3, "
-                   "invert_steps 200, invert_lr 0.1, mask_weight 0.05, batch_size 128, seed 0)")
+                   help="scan setting, repeatable (defaults: images 256, eps 8/255, steps 10, step_size 2/255, "
+                   "top 3, invert_steps 200, invert_lr 0.1, mask_weight 0.05, batch_size 128, seed 0)")
     s.add_argument("--out", help="folder for scan.json and inverted_triggers.png (default: print only)")
     s.add_argument("--overwrite", action="store_true", help="replace an --out folder tacleaner created")
     s.add_argument("--device", default="auto", help="auto = cuda when available, else cpu")
