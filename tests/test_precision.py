@@ -36,3 +36,15 @@ def test_bf16_autocast_and_channels_last_train_on_cpu(world, tmp_path):
     assert not torch.equal(bundle.model.visual.conv1.weight.detach(), before)
     assert bundle.model.visual.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     assert json.loads((tmp_path / "run" / "metadata.json").read_text())["precision"] == "bf16"
+
+
+def test_images_keep_their_layout_unless_channels_last_is_asked_for():
+    """Forcing NCHW on the collated images changed which convolution kernels ran and so every
+    run's numbers (caught by comparing weights before and after); only `channels_last` converts."""
+    from tacleaner.train import _to
+
+    x = torch.rand(2, 4, 4, 3).permute(0, 3, 1, 2)  # channels-last strides, as from an HWC array
+    kept = _to(x, torch.device("cpu"), None)
+    assert kept.stride() == x.stride() and not kept.is_contiguous()
+    assert _to(x, torch.device("cpu"), torch.channels_last).is_contiguous(memory_format=torch.channels_last)
+    assert _to([1], torch.device("cpu"), None) == [1]

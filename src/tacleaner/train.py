@@ -236,7 +236,9 @@ def train(
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     start_epoch, within = _maybe_resume(out, model, optimizer, scheduler, log, dist, cfg.seed, scaler)
     autocast = autocast_for(precision, device)
-    image_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    # Images keep the layout collate gave them unless channels-last is asked for: forcing NCHW
+    # would change which convolution kernels run, and with them the numbers of every earlier run.
+    image_format = torch.channels_last if cfg.channels_last else None
     dataset = PairDataset(table)
     log(f"training {bundle.model_name} on {len(table)} pairs ({table.source}) with {objective.name}: "
         f"{cfg.epochs} epochs x {steps_per_epoch} steps, device {device} ({precision})"
@@ -334,11 +336,11 @@ def train(
     return bundle
 
 
-def _to(value, device: torch.device, image_format: torch.memory_format):
+def _to(value, device: torch.device, image_format: torch.memory_format | None):
     if not torch.is_tensor(value):
         return value
     value = value.to(device, non_blocking=True)
-    return value.contiguous(memory_format=image_format) if value.ndim == 4 else value
+    return value.contiguous(memory_format=image_format) if image_format is not None and value.ndim == 4 else value
 
 
 def _save_epoch(out: Path, bundle: ClipBundle, optimizer, scheduler, epoch: int,
