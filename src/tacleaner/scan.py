@@ -150,12 +150,13 @@ def _invert(logits: _Logits, x: torch.Tensor, y: torch.Tensor, target: int, cfg:
     if len(others) == 0:
         return 1.0, 0.0, torch.ones(1, *x.shape[-2:]), torch.zeros(3, *x.shape[-2:])
     h, w = x.shape[-2:]
-    mask_logit = (torch.randn(1, 1, h, w, generator=gen) * 0.1 - 2.0).requires_grad_(True)  # starts small
-    pattern_logit = (torch.randn(1, 3, h, w, generator=gen) * 0.1).requires_grad_(True)
+    # Drawn on the CPU generator (the same start on any device), then moved to the images' device.
+    mask_logit = (torch.randn(1, 1, h, w, generator=gen) * 0.1 - 2.0).to(x.device).requires_grad_(True)  # starts small
+    pattern_logit = (torch.randn(1, 3, h, w, generator=gen) * 0.1).to(x.device).requires_grad_(True)
     opt = torch.optim.Adam([mask_logit, pattern_logit], lr=cfg.invert_lr)
-    tgt = torch.full((len(others),), target, dtype=torch.long)
+    tgt = torch.full((len(others),), target, dtype=torch.long, device=x.device)
     for step in range(cfg.invert_steps):
-        j = torch.randint(0, len(others), (min(cfg.batch_size, len(others)),), generator=gen)
+        j = torch.randint(0, len(others), (min(cfg.batch_size, len(others)),), generator=gen).to(x.device)
         m, p = torch.sigmoid(mask_logit), torch.sigmoid(pattern_logit)
         out = logits((1 - m) * others[j] + m * p)
         loss = F.cross_entropy(out, tgt[j]) + cfg.mask_weight * m.mean() * 100  # area in percent
@@ -177,8 +178,8 @@ def scan(bundle: ClipBundle, data: LabelledImages, classes: Classes, cfg: ScanCo
     cfg = cfg or ScanConfig()
     device = torch.device(device)
     model = bundle.model.to(device).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    model.requires_grad_(False)  # gradients flow to the images only
     try:
         classifier = build_classifier(bundle, classes, device).float()
         logits = _Logits(bundle, classifier).to(device)
@@ -191,11 +192,11 @@ def scan(bundle: ClipBundle, data: LabelledImages, classes: Classes, cfg: ScanCo
         gen = torch.Generator().manual_seed(cfg.seed)
         triggers = {}
         for row in rows[:cfg.top]:
-            area, flip, m, p = _invert(logits, x.cpu() if device.type == "cpu" else x, y, row.index, cfg, gen)
+            area, flip, m, p = _invert(logits, x, y, row.index, cfg, gen)
             row.trigger_area, row.trigger_flip = area, flip
             triggers[row.name] = (m.cpu(), p.cpu())
     finally:
-        for p in model.parameters():
+        for p in trainable:
             p.requires_grad_(True)
     suspects = [r.name for r in rows if r.anomaly > ANOMALY_THRESHOLD]
     report = ScanReport(rows, len(x), acc, asdict(cfg), suspects)
