@@ -182,7 +182,7 @@ def poison(args: argparse.Namespace) -> int:
     from .attacks import create_attack, poison_dataset
     from .data.zeroshot import imagenet_classes, read_classes
 
-    from .train import resolve_device
+    from .environment import resolve_device
 
     classes = read_classes(args.classes) if args.classes else imagenet_classes()
     target = classes.classnames[classes.index(args.target)]
@@ -306,7 +306,7 @@ def scan(args: argparse.Namespace) -> int:
     from .data.zeroshot import read_classes, read_zeroshot
     from .fileio import prepare_run_dir, write_json
     from .params import build
-    from .train import resolve_device
+    from .environment import resolve_device
 
     classes = read_classes(args.classes)
     data = read_zeroshot(args.data, classes)
@@ -455,8 +455,9 @@ def _run_experiment(cfg, raw, out, args) -> int:
     t0 = time.perf_counter()
     if args.jobs is not None and args.jobs < 1:
         raise TacleanerError(f"--jobs must be >= 1, got {args.jobs}")
-    launched = os.environ.get("WORLD_SIZE") is not None and os.environ.get("MASTER_ADDR") is not None
-    jobs = args.jobs or (min(2, os.cpu_count() or 1) if args.command == "demo" and not launched else 1)
+    from .distributed import from_env
+
+    jobs = args.jobs or (min(2, os.cpu_count() or 1) if args.command == "demo" and not from_env().enabled else 1)
     exp = Experiment(cfg, raw, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, jobs=jobs)
     exp.run()
     if not _is_main():

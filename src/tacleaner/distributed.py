@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import torch
 
+from .environment import resolve_device
 from .errors import SharedError, TacleanerError
 
 T = TypeVar("T")
@@ -104,6 +105,12 @@ class Dist:
 SINGLE = Dist()
 
 
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of ``rank``'s own random stream: rank 0 keeps ``seed`` (a one-process run's
+    stream), every other rank gets one of its own."""
+    return seed if rank == 0 else seed * 1_000_003 + rank
+
+
 def from_env() -> Dist:
     """The job torchrun describes in the environment (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``
     and the rendezvous address ``MASTER_ADDR``), or a single process."""
@@ -133,10 +140,7 @@ def setup(device_name: str = "auto") -> tuple[Dist, torch.device]:
     ``auto`` or ``cuda``, GPU ``LOCAL_RANK`` when CUDA is there, else the CPU; NCCL on CUDA,
     gloo on the CPU. A single process gets :data:`SINGLE` and ``device_name``'s device."""
     dist = from_env()
-    if device_name == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(device_name)
+    device = resolve_device(device_name)
     if not dist.enabled:
         return SINGLE, device
     if device.type == "cuda":

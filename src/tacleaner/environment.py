@@ -78,6 +78,35 @@ def environment(device: Any = None, precision: str | None = None) -> dict[str, A
     return info
 
 
+def resolve_device(name: str):
+    """``auto`` -> CUDA when available, else the CPU; any other name as torch reads it."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_precision(name: str, device) -> str:
+    """``auto`` -> bf16 on CUDA, fp32 elsewhere; fp16 only on CUDA (its grad scaler)."""
+    from .errors import TacleanerError
+
+    if name == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if name == "fp16" and device.type != "cuda":
+        raise TacleanerError(f"precision fp16 needs a CUDA device (this run is on {device}); use bf16 or fp32")
+    return name
+
+
+def autocast_for(precision: str, device):
+    """The autocast context of a precision: none for fp32."""
+    import torch
+
+    if precision == "fp32":
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
 def precision_of(device: Any) -> str:
     """The arithmetic the training loop uses on ``device``: bf16 autocast on CUDA, else fp32."""
     return "bf16-autocast" if str(device).startswith("cuda") else "fp32"

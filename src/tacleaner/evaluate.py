@@ -19,7 +19,7 @@ from . import distributed
 from .attacks import Attack
 from .data.pairs import load_image
 from .data.zeroshot import Classes, LabelledImages
-from .environment import default_workers
+from .environment import autocast_for, default_workers, resolve_precision
 from .errors import TacleanerError
 from .models import ClipBundle
 
@@ -84,8 +84,7 @@ def image_embeddings(bundle: ClipBundle, paths: list[Path], attack: Attack | Non
     loader = DataLoader(_Images(paths, bundle.preprocess, attack, list(share), frame),
                         batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda",
                         persistent_workers=False)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else torch.autocast("cpu", enabled=False))
+    autocast = autocast_for(resolve_precision("auto", device), device)  # bf16 on CUDA, fp32 elsewhere
     clean, triggered = [], []
     with tqdm(total=len(share), desc="evaluating", unit="img", leave=False, disable=not (progress and dist.is_main)) as bar:
         for batch in loader:  # the bar is cleared on an error too, leaving the error line alone

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from . import distributed
 from .data.pairs import PairDataset, PairTable
 from .defenses import Objective
-from .environment import default_workers, environment
+from .environment import autocast_for, default_workers, environment, resolve_precision
 from .errors import TacleanerError
 from .fileio import append_jsonl, atomic_path, prepare_run_dir, read_json, write_json, write_yaml
 from .models import ClipBundle, save_model
@@ -87,12 +87,6 @@ class TrainConfig:
                 raise TacleanerError(f"training setting device={self.device!r}: expected auto, cpu, cuda or cuda:N") from None
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def with_defaults(defaults: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
     """Training ``settings`` over a defense's ``defaults``; a warm-up the settings give in steps
     replaces a default one given as a fraction (never ignored in its favour)."""
@@ -100,22 +94,6 @@ def with_defaults(defaults: dict[str, Any], settings: dict[str, Any]) -> dict[st
     if "warmup_steps" in settings:
         base.pop("warmup_fraction", None)
     return {**base, **settings}
-
-
-def resolve_precision(name: str, device: torch.device) -> str:
-    """``auto`` -> bf16 on CUDA, fp32 elsewhere; fp16 only on CUDA (its grad scaler)."""
-    if name == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    if name == "fp16" and device.type != "cuda":
-        raise TacleanerError(f"precision fp16 needs a CUDA device (this run is on {device}); use bf16 or fp32")
-    return name
-
-
-def autocast_for(precision: str, device: torch.device):
-    """The autocast context of a precision: none for fp32."""
-    if precision == "fp32":
-        return torch.autocast(device.type, enabled=False)
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -192,7 +170,8 @@ def train(
     is returned as is) and replaced with ``overwrite``; otherwise it is an error.
     """
     dist, device = distributed.setup(cfg.device)
-    distributed.EpochBatches(len(table), cfg.batch_size, 0, dist)  # a batch the ranks cannot share fails here
+    # Batches per epoch (and, before anything is written, a batch the ranks cannot share fails here).
+    steps_per_epoch = len(distributed.EpochBatches(len(table), cfg.batch_size, 0, dist))
     out = dist.on_main(lambda: prepare_run_dir(out, resume=resume, overwrite=overwrite))
     log = RunLog(out / "log.txt", quiet=not progress, enabled=dist.is_main)
     if is_complete(out):
@@ -220,20 +199,20 @@ def train(
     if cfg.compile:
         net = torch.compile(net)
     if dist.rank:  # augmentations drawn in this process differ by rank (rank 0 keeps the seed's stream)
-        torch.manual_seed(cfg.seed * 1_000_003 + dist.rank)
-        random.seed(cfg.seed * 1_000_003 + dist.rank)
+        torch.manual_seed(distributed.rank_seed(cfg.seed, dist.rank))
+        random.seed(distributed.rank_seed(cfg.seed, dist.rank))
     workers = cfg.num_workers if cfg.num_workers >= 0 else default_workers(device)
     # Workers decode, augment and preprocess (the objective's collate runs in them); they are made
     # anew each epoch, so they see the objective's state for that epoch (TA-Cleaner's draw).
     loader_kw = dict(collate_fn=objective.collate, num_workers=workers, persistent_workers=False,
                      pin_memory=device.type == "cuda")
-    steps_per_epoch = len(distributed.EpochBatches(len(table), cfg.batch_size, 0, dist))
     total = steps_per_epoch * cfg.epochs
     # The fused kernel is ~10x faster than the per-tensor loop on CPU (8M parameters: 5 vs 60 ms).
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                                   eps=cfg.eps, fused=device.type in ("cpu", "cuda"))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(cfg, total))
-    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    # fp16 scales the loss (steps with inf/NaN gradients skipped); disabled, the scaler passes through.
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     start_epoch, within = _maybe_resume(out, model, optimizer, scheduler, log, dist, cfg.seed, scaler)
     autocast = autocast_for(precision, device)
     # Images keep the layout collate gave them unless channels-last is asked for: forcing NCHW
@@ -248,7 +227,7 @@ def train(
             objective.on_epoch_start(epoch)
             epoch_seed = cfg.seed * 1000 + epoch  # same order on resume
             # The generator seeds the loader's workers (per rank); the batches' order is the sampler's.
-            gen = torch.Generator().manual_seed(epoch_seed if not dist.rank else epoch_seed * 1_000_003 + dist.rank)
+            gen = torch.Generator().manual_seed(distributed.rank_seed(epoch_seed, dist.rank))
             # Mid-epoch resume: the epoch's first batches are skipped (not loaded) and its sums go on.
             done = within.pop("batches") if within else 0
             loader = DataLoader(dataset, batch_sampler=distributed.EpochBatches(len(table), cfg.batch_size,
@@ -275,18 +254,12 @@ def train(
                     losses = objective.losses(net, batch)
                 loss = sum(v for k, v in losses.items() if k.endswith("_loss"))
                 optimizer.zero_grad(set_to_none=True)
-                if scaler is None:
-                    loss.backward()
-                    if cfg.grad_clip > 0:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                    optimizer.step()
-                else:  # fp16: scaled loss, unscaled gradients for clipping, steps with inf/NaN skipped
-                    scaler.scale(loss).backward()
-                    if cfg.grad_clip > 0:
-                        scaler.unscale_(optimizer)
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                    scaler.step(optimizer)
-                    scaler.update()
+                scaler.scale(loss).backward()
+                if cfg.grad_clip > 0:
+                    scaler.unscale_(optimizer)  # clipping sees the true gradients
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
                 scheduler.step()
                 with torch.no_grad():
                     model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
@@ -354,7 +327,7 @@ def _save_epoch(out: Path, bundle: ClipBundle, optimizer, scheduler, epoch: int,
     # The resume state holds its own copy of the weights, so the pair can never disagree.
     state = {"epoch": epoch, "model": bundle.model.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "torch_rng": rngs[0][0], "python_rng": rngs[0][1]}
-    if scaler is not None:
+    if scaler is not None and scaler.is_enabled():
         state["grad_scaler"] = scaler.state_dict()
     if within is not None:
         state["within_epoch"] = within
@@ -378,15 +351,16 @@ def _maybe_resume(out: Path, model, optimizer, scheduler, log: RunLog,
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    if scaler is not None and "grad_scaler" in state:
+    if scaler is not None and scaler.is_enabled() and "grad_scaler" in state:
         scaler.load_state_dict(state["grad_scaler"])
     ranks = state.get("rank_torch_rng") or [state["torch_rng"]]
     if dist.rank < len(ranks):  # this rank's own stream
         torch.set_rng_state(ranks[dist.rank])
         random.setstate((state.get("rank_python_rng") or [state["python_rng"]])[dist.rank])
     else:  # a rank the saved run did not have: a fresh stream of its own
-        torch.manual_seed((seed * 1_000_003 + dist.rank) * 1_000 + int(state["epoch"]))
-        random.seed((seed * 1_000_003 + dist.rank) * 1_000 + int(state["epoch"]))
+        fresh = distributed.rank_seed(seed, dist.rank) * 1_000 + int(state["epoch"])
+        torch.manual_seed(fresh)
+        random.seed(fresh)
     within = state.get("within_epoch")
     where = (f"in epoch {state['epoch'] + 1} after {within['batches']} batches" if within
              else f"after epoch {state['epoch']}")
