@@ -35,6 +35,7 @@ from tacleaner.data.pairs import PairDataset, read_pairs  # noqa: E402
 from tacleaner.data.synth import SynthConfig, generate  # noqa: E402
 from tacleaner.data.zeroshot import read_classes, read_zeroshot  # noqa: E402
 from tacleaner.defenses import create_defense  # noqa: E402
+from tacleaner.environment import autocast_for, resolve_precision  # noqa: E402
 from tacleaner.evaluate import evaluate  # noqa: E402
 from tacleaner.models import create_model  # noqa: E402
 from tacleaner.train import TrainConfig, param_groups, train  # noqa: E402
@@ -57,8 +58,7 @@ def step_rates(model_name: str, objective_name: str, table, device, batch: int, 
     opt = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-5, fused=True)
     loader = DataLoader(PairDataset(table), batch_size=batch, shuffle=True, drop_last=True,
                         collate_fn=objective.collate, generator=torch.Generator().manual_seed(0))
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else torch.autocast("cpu", enabled=False))
+    autocast = autocast_for(resolve_precision("auto", device), device)  # as train.py: bf16 on CUDA
 
     def step(b) -> None:
         b = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in b.items()}
