@@ -682,8 +682,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             _check_launcher(args.command)
             return COMMANDS[args.command](args)
-        except SharedError:  # rank 0 prints it
-            return 2
+        except SharedError:  # rank 0 prints it and fails the job; a rank that failed first could get
+            return 0          # rank 0 stopped by torchrun before it printed (seen: the message lost)
         except TacleanerError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

@@ -12,4 +12,5 @@ class TacleanerError(Exception):
 
 class SharedError(TacleanerError):
     """Rank 0's error, raised on the other ranks of a multi-process job too (they stop with it
-    instead of waiting); only rank 0 prints it."""
+    instead of waiting); only rank 0 prints it and exits non-zero, the others exit 0 so that
+    torchrun does not stop rank 0 before it has printed."""
