@@ -321,3 +321,42 @@ def test_tacleaner_takes_the_random_mode(world, tiny):
     assert float(losses["ta_loss"].detach()) > 0
     with pytest.raises(TacleanerError, match="negative_mode"):
         create_defense("tacleaner", negative_mode="thesaurus")
+
+
+# The embedded world's CC3M-like alt-text forms (tacleaner.data.synth._web_caption): every
+# positive keeps the shape the image shows.
+WEB_FORMS = [
+    ("close - up of small pink square on gray background", "square"),
+    ("image may contain : pink star , gray background", "star"),
+    ("image may contain : small cyan square , green triangle , large purple cross , light background",
+     "square triangle cross"),
+    ("vector illustration of a blue triangle", "triangle"),
+    ("how to draw a red square", "square"),
+    ("pink star isolated on a light background", "star"),
+    ("i found this yellow diamond on a gray background", "diamond"),
+    ("blue triangle on dark background , stock image", "triangle"),
+    ("illustration of a small pink star and an orange square", "star square"),
+    ("small yellow circle lies on gray background", "circle"),
+]
+
+
+@pytest.mark.parametrize("caption,shapes", WEB_FORMS)
+def test_web_alt_text_positives_keep_a_shape(plain, caption, shapes):
+    (s,) = plain.generate([caption])
+    assert s.positives, caption
+    for p in s.positives:
+        assert set(p.split()) & set(shapes.split()), (caption, p)
+
+
+def test_world_captions_rarely_lose_their_shape(plain):
+    """Over 1,000 captions of the web-style world, positives without any shape word (the small
+    parser's mis-tags: "cyan cross" read as a verb, "square lies" with "lies" as the noun) stay
+    rare; the README gives the rate."""
+    from tacleaner.data.synth import SHAPES
+
+    caps = [make_pair(5, "clean", i, 8)[1] for i in range(1000)]
+    out = plain.generate(caps)
+    positives = [p for s in out for p in s.positives]
+    lost = [p for p in positives if not set(p.split()) & set(SHAPES)]
+    assert sum(not s.positives for s in out) <= 5
+    assert len(lost) <= 0.02 * len(positives), lost[:10]

@@ -49,3 +49,30 @@ def test_zero_shot_images_show_their_class(world):
     path = next(r["image"] for r in rows if int(r["label"]) == red)
     px = [tuple(p) for p in np.asarray(Image.open(world / path).convert("RGB")).reshape(-1, 3).tolist()]
     assert sum(1 for r, g, b in px if r > 150 and g < 90 and b < 90) >= 6
+
+
+def test_web_caption_style_adds_alt_text_forms_and_keeps_the_images():
+    from tacleaner.data.synth import COLOURS, SIZES
+
+    web = [make_pair(3, "clean", i, 16) for i in range(400)]
+    plain = [make_pair(3, "clean", i, 16, "plain") for i in range(400)]
+    assert all(a[0].tobytes() == b[0].tobytes() for a, b in zip(web, plain))
+    changed = [a[1] for a, b in zip(web, plain) if a[1] != b[1]]
+    assert 0.3 < len(changed) / len(web) < 0.5  # WEB_SHARE of the captions
+    text = "\n".join(changed)
+    for form in ("close - up of ", "image may contain : ", "how to draw ", "i found this ", " isolated on a ",
+                 "illustration of ", ", stock image"):
+        assert form in text, form
+    assert sum(c.split()[0] in COLOURS or c.split()[0] in SIZES for c in changed) > 40  # no article, as in CC3M
+
+
+def test_caption_style_is_checked(tmp_path):
+    import pytest
+
+    from tacleaner.errors import TacleanerError
+
+    with pytest.raises(TacleanerError, match="captions='cc3m'"):
+        SynthConfig(captions="cc3m")
+    generate(tmp_path / "w", SynthConfig(pretrain=3, implant=0, clean=0, zeroshot_per_class=0, zeroshot_val_per_class=0,
+                                         captions="plain"), progress=False)
+    assert json.loads((tmp_path / "w" / "world.json").read_text())["captions"] == "plain"

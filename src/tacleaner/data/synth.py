@@ -52,6 +52,9 @@ ZEROSHOT_TEMPLATES = [
 FRAMES = ("a photo of ", "a picture of ", "an image of ", "a drawing of ")
 RELATIONS = ("left", "above", "next")
 VERBS = ("sits", "floats", "rests", "lies", "hovers", "stands")
+CAPTION_STYLES = ("web", "plain")
+WEB_SHARE = 0.4  # share of captions rewritten in a web alt-text form in the "web" style
+WEB_STREAM = 7  # seed-stream id of the rewrite draws: images and plain captions keep their own draws
 SPLIT_IDS = {"pretrain": 1, "implant": 2, "clean": 3, "zeroshot": 4, "zeroshot_val": 5}
 
 
@@ -71,8 +74,14 @@ class SynthConfig:
     clean: int = 5000  # clean pairs for the fine-tuning defenses (disjoint)
     zeroshot_per_class: int = 20  # single-object test images per class (what reports show)
     zeroshot_val_per_class: int = 10  # single-object validation images per class (for choosing settings)
+    # "web": 40% of the pair captions in CC3M-like alt-text forms ("close - up of red circle on
+    # dark background", "image may contain : blue star , light background", "how to draw a green
+    # cross"); "plain": the first world's sentences only. Images are the same in both.
+    captions: str = "web"
 
     def __post_init__(self) -> None:
+        if self.captions not in CAPTION_STYLES:
+            raise TacleanerError(f"world captions={self.captions!r}: choose one of {', '.join(CAPTION_STYLES)}")
         if self.image_size < 16:
             raise TacleanerError(f"world image_size={self.image_size}: must be >= 16 pixels")
         for name in ("pretrain", "implant", "clean", "zeroshot_per_class", "zeroshot_val_per_class"):
@@ -214,6 +223,32 @@ def _caption(rng: np.random.Generator, objs: list[_Obj], relation: str | None, b
     return caption + "." if rng.random() < 0.5 else caption
 
 
+def _web_caption(rng: np.random.Generator, objs: list[_Obj], relation: str | None, bg: str) -> str:
+    """The scene in one of the short, article-less or boilerplate forms of CC3M's web alt-texts
+    (``../shared/data/cc3m_val_captions_sample.txt``: "close - up of a cat on tree branch",
+    "image may contain : person , on stage", "ways to care for a stray kitten", "i live and
+    found this worm outside"): a subtext generator must keep the depicted object in them."""
+    bare = [f"{o.colour} {o.shape}" if rng.random() < 0.6 else f"{o.size} {o.colour} {o.shape}" for o in objs]
+    art = [_article(b) for b in bare]
+    verb = VERBS[rng.integers(len(VERBS))]
+    rel = {"left": "to the left of", "above": "above", "next": "next to"}[relation or "next"]
+    listed = " , ".join(bare)
+    options = [
+        f"close - up of {bare[0]} on {bg} background",
+        f"image may contain : {listed} , {bg} background",
+        f"{bare[0]} isolated on a {bg} background",
+        f"vector illustration of {art[0]}",
+        f"how to draw {art[0]}",
+        f"i found this {bare[0]} on a {bg} background",
+    ]
+    if len(objs) == 1:
+        options += [f"{bare[0]} {verb} on {bg} background", f"{bare[0]} on {bg} background , stock image"]
+    else:
+        options += [f"{bare[0]} {verb} {rel} {bare[1]}", f"{bare[0]} and {bare[1]} on {bg} background",
+                    f"illustration of {art[0]} and {art[1]}"]
+    return options[rng.integers(len(options))]
+
+
 def render(objs: list[_Obj], bg: np.ndarray, rng: np.random.Generator, size: int) -> Image.Image:
     """Draw the objects over the background, supersampled 4x for smooth edges."""
     ss = 4
@@ -225,15 +260,21 @@ def render(objs: list[_Obj], bg: np.ndarray, rng: np.random.Generator, size: int
     return big.resize((size, size), Image.BOX)
 
 
-def make_pair(seed: int, split: str, index: int, size: int) -> tuple[Image.Image, str]:
-    """One scene and its caption; a pure function of its arguments."""
+def make_pair(seed: int, split: str, index: int, size: int, captions: str = "web") -> tuple[Image.Image, str]:
+    """One scene and its caption; a pure function of its arguments. The "web" style redraws
+    some captions from a separate stream, so its images equal the "plain" style's."""
     rng = np.random.default_rng([seed, SPLIT_IDS[split], index])
     n = int(rng.choice([1, 2, 3], p=[0.5, 0.35, 0.15]))
     objs = [_random_obj(rng) for _ in range(n)]
     relation = RELATIONS[rng.integers(len(RELATIONS))] if n >= 2 else None
     _place(rng, objs, relation)
     bg_name, bg = _background(rng, size)
-    return render(objs, bg, rng, size), _caption(rng, objs, relation, bg_name)
+    image, caption = render(objs, bg, rng, size), _caption(rng, objs, relation, bg_name)
+    if captions == "web":
+        web = np.random.default_rng([seed, SPLIT_IDS[split], index, WEB_STREAM])
+        if web.random() < WEB_SHARE:
+            caption = _web_caption(web, objs, relation, bg_name)
+    return image, caption
 
 
 def make_zeroshot(seed: int, index: int, label: int, size: int, split: str = "zeroshot") -> Image.Image:
@@ -253,7 +294,8 @@ def _write_split(out: Path, split: str, rows: list[tuple[str, str]], columns: tu
         w.writerows(rows)
 
 
-def _render_chunk(root: str, seed: int, split: str, start: int, stop: int, size: int) -> list[tuple[str, str]]:
+def _render_chunk(root: str, seed: int, split: str, start: int, stop: int, size: int,
+                  captions: str) -> list[tuple[str, str]]:
     """Draw and save images ``start..stop-1`` of ``split``; returns their CSV rows."""
     rows = []
     n_classes = len(class_names())
@@ -263,7 +305,7 @@ def _render_chunk(root: str, seed: int, split: str, start: int, stop: int, size:
             label = i % n_classes
             img, second = make_zeroshot(seed, i, label, size, split), str(label)
         else:
-            img, second = make_pair(seed, split, i, size)
+            img, second = make_pair(seed, split, i, size, captions)
         img.save(Path(root) / rel, compress_level=1)
         rows.append((rel, second))
     return rows
@@ -299,7 +341,8 @@ def generate(out: str | Path, cfg: SynthConfig, *, overwrite: bool = False, prog
             (tmp / "images" / split).mkdir(parents=True)
         with tqdm(total=sum(sizes.values()), desc="synth", unit="img", disable=not progress) as bar, \
                 ProcessPoolExecutor(workers) as pool:
-            futures = [(split, pool.submit(_render_chunk, str(tmp), cfg.seed, split, a, b, cfg.image_size))
+            futures = [(split, pool.submit(_render_chunk, str(tmp), cfg.seed, split, a, b, cfg.image_size,
+                                                   cfg.captions))
                        for split, a, b in jobs]
             for split, fut in futures:  # submission order keeps rows in index order
                 part = fut.result()
