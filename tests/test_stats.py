@@ -106,3 +106,18 @@ def test_per_run_checks_count_seeds_against_their_own_backdoored_model():
     (c,) = per_run_checks(rows)
     assert (c["n"], c["asr_halved"], c["ca_kept"], c["both"]) == (2, 1, 1, 1)
     assert c["worst_asr"] == pytest.approx(0.45) and c["worst_ca_change"] == pytest.approx(-0.06)
+
+
+def test_verdicts_claim_removal_only_when_every_run_passes():
+    from tacleaner.report import markdown_table, per_run_checks, verdict
+
+    rows = [_row("none", 0, None, 0.90, ca=0.90), _row("cc", 0, 0, 0.45, ca=0.86),
+            _row("none", 1, None, 0.60, ca=0.80), _row("cc", 1, 1, 0.31, ca=0.74)]
+    (c,) = per_run_checks(rows)
+    assert verdict(c).startswith("cc did not remove the badnet backdoor on every run: ASR@1 halved on 1/2, "
+                                 "CA within 5 points on 1/2")
+    rows[-1] = _row("cc", 1, 1, 0.29, ca=0.78)  # now halved with CA -2
+    (c,) = per_run_checks(rows)
+    assert verdict(c) == ("cc removed the badnet backdoor on every run (2/2): ASR@1 at most half the backdoored "
+                          "model's with CA within 5 points (worst ASR@1 45.0%, worst CA change -4.0 points)")
+    assert "- " + verdict(c) + "." in markdown_table(rows)

@@ -127,6 +127,19 @@ def per_run_checks(rows: list[dict]) -> list[dict[str, Any]]:
     return list(out.values())
 
 
+def verdict(check: dict[str, Any]) -> str:
+    """One plain sentence from a per-run check, true of exactly the runs made: a defense
+    "removed the backdoor" only when every run halved its ASR@1 and kept CA within the
+    tolerance."""
+    n, d = check["n"], check["defense"]
+    worst = f"worst ASR@1 {_pct(check['worst_asr'])}%, worst CA change {100 * check['worst_ca_change']:+.1f} points"
+    if check["both"] == n:
+        return (f"{d} removed the {check['attack']} backdoor on every run ({n}/{n}): ASR@1 at most half the "
+                f"backdoored model's with CA within {CA_TOLERANCE:g} points ({worst})")
+    return (f"{d} did not remove the {check['attack']} backdoor on every run: ASR@1 halved on "
+            f"{check['asr_halved']}/{n}, CA within {CA_TOLERANCE:g} points on {check['ca_kept']}/{n} ({worst})")
+
+
 def _cell(s: dict | None) -> str:
     if s is None:
         return "—"
@@ -178,6 +191,8 @@ def markdown_table(rows: list[dict[str, Any]], cleans: list[dict[str, Any]] | No
         for c in checks:
             lines.append(f"| {c['attack']} | {c['defense']} | {c['asr_halved']}/{c['n']} | {c['ca_kept']}/{c['n']} | "
                          f"{c['both']}/{c['n']} | {_pct(c['worst_asr'])} | {100 * c['worst_ca_change']:+.1f} |")
+        lines += ["", "Verdicts (each true of every run above, whatever the machine):", ""]
+        lines += [f"- {verdict(c)}." for c in checks]
     lines += ["", "Every run:", "", "| attack | defense | world | implant | clean | CA % | ASR@1 % | ASR@10 % |",
               "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
