@@ -178,3 +178,22 @@ def test_same_seed_same_machine_gives_bit_identical_weights_and_metrics(name, wo
     (a, ma), (b, mb), (c, _) = run("a"), run("b"), run("c", seed=6)
     assert all(torch.equal(a[k], b[k]) for k in a) and ma == mb
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_tensorboard_event_files_hold_the_metrics(world, tiny, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(tiny, read_pairs(world / "pretrain.csv"), create_defense("finetune"),
+          TrainConfig(epochs=2, tensorboard=True, **FAST), tmp_path / "r", progress=False)
+    rows = [json.loads(line) for line in open(tmp_path / "r" / "metrics.jsonl")]
+    steps = [r for r in rows if "summary" not in r]
+    events = EventAccumulator(str(tmp_path / "r" / "tensorboard"))
+    events.Reload()
+    loss = events.Scalars("train/loss")
+    assert [e.step for e in loss] == [r["step"] for r in steps] and len(loss) == 12  # 2 epochs x 6 steps
+    assert [e.value for e in loss] == pytest.approx([r["loss"] for r in steps], rel=1e-6)
+    lr = events.Scalars("train/lr")
+    assert [e.value for e in lr] == pytest.approx([r["lr"] for r in steps], rel=1e-6)
+    summary = events.Scalars("epoch/loss")
+    assert [e.value for e in summary] == pytest.approx([r["loss"] for r in rows if r.get("summary")], rel=1e-6)
+    assert [e.step for e in summary] == [6, 12]

@@ -28,7 +28,8 @@ from .data.pairs import PairDataset, PairTable
 from .defenses import Objective
 from .environment import autocast_for, default_workers, environment, resolve_precision
 from .errors import TacleanerError
-from .fileio import append_jsonl, atomic_path, prepare_run_dir, read_json, write_json, write_yaml
+from .fileio import atomic_path, prepare_run_dir, read_json, write_json, write_yaml
+from .metrics_log import MetricSink, require_tensorboard
 from .models import ClipBundle, save_model
 
 MAX_LOGIT_SCALE = math.log(100.0)
@@ -61,6 +62,7 @@ class TrainConfig:
     channels_last: bool = False  # NHWC weights and images (faster convolutions for ResNets on recent GPUs)
     compile: bool = False  # torch.compile the model's forward (slow first steps; PyTorch 2 with a compiler)
     save_every: int = 0  # also checkpoint every N optimiser steps within an epoch (resumable there); 0 = at epoch ends only
+    tensorboard: bool = False  # also write the metrics as TensorBoard event files in <run>/tensorboard (needs tensorboard)
 
     def __post_init__(self) -> None:
         checks = {"epochs": self.epochs >= 1, "batch_size": self.batch_size >= 2, "lr": self.lr > 0,
@@ -70,6 +72,8 @@ class TrainConfig:
                   "log_every": self.log_every >= 1, "threads": self.threads >= 0, "max_steps": self.max_steps >= 0,
                   "save_every": self.save_every >= 0, "warmup_fraction": 0 <= self.warmup_fraction < 1,
                   "lr_start": self.lr_start >= 0, "lr_end": 0 <= self.lr_end <= self.lr}
+        if self.tensorboard:
+            require_tensorboard()
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             limits = {"epochs": ">= 1", "batch_size": ">= 2 (a contrastive batch)", "lr": "> 0", "eps": "> 0",
@@ -219,6 +223,7 @@ def train(
     # would change which convolution kernels run, and with them the numbers of every earlier run.
     image_format = torch.channels_last if cfg.channels_last else None
     dataset = PairDataset(table)
+    sink = MetricSink(out, cfg.tensorboard) if dist.is_main else None
     log(f"training {bundle.model_name} on {len(table)} pairs ({table.source}) with {objective.name}: "
         f"{cfg.epochs} epochs x {steps_per_epoch} steps, device {device} ({precision})"
         + (f", {dist.world_size} processes ({distributed.backend()})" if dist.enabled else ""))
@@ -271,8 +276,8 @@ def train(
                 sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
                 rate = seen / (time.perf_counter() - t0)
                 bar.set_postfix(loss=f"{float(loss.detach()):.3f}", pairs_s=f"{rate:.0f}")
-                if steps % cfg.log_every == 0 and dist.is_main:
-                    append_jsonl(out / "metrics.jsonl", {
+                if steps % cfg.log_every == 0 and sink is not None:
+                    sink.step({
                         "epoch": epoch + 1, "step": scheduler.last_epoch, "lr": scheduler.get_last_lr()[0],
                         "loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()},
                         "logit_scale": float(model.logit_scale.detach().exp()), "pairs_per_s": rate,
@@ -288,10 +293,9 @@ def train(
                 raise TacleanerError(f"{table.source}: no usable batch in epoch {epoch + 1} ({skipped} unreadable images)")
             elapsed = time.perf_counter() - t0
             means = {k: v / steps for k, v in sums.items()}
-            if dist.is_main:
-                append_jsonl(out / "metrics.jsonl", {"epoch": epoch + 1, "summary": True, **means, "pairs": seen,
-                                                     "skipped_images": skipped, "seconds": elapsed,
-                                                     "pairs_per_s": seen / elapsed})
+            if sink is not None:
+                sink.epoch({"epoch": epoch + 1, "summary": True, **means, "pairs": seen, "skipped_images": skipped,
+                            "seconds": elapsed, "pairs_per_s": seen / elapsed}, scheduler.last_epoch)
             log(f"epoch {epoch + 1}/{cfg.epochs}: loss {means['loss']:.4f}, {seen / elapsed:.3g} pairs/s"
                 + (f", skipped {skipped} unreadable images" if skipped else ""))
             _save_epoch(out, bundle, optimizer, scheduler, epoch + 1, dist, scaler)
@@ -300,6 +304,8 @@ def train(
                 break
     finally:
         objective.close()  # background helpers (TA-Cleaner's subtext prefetch) end with the run
+        if sink is not None:
+            sink.close()
     if dist.is_main:
         write_json(out / "metadata.json", {"completed": True, "epochs": cfg.epochs, "steps": scheduler.last_epoch,
                                            "model": "model.safetensors", "model_name": bundle.model_name,
