@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Reruns `tacleaner demo` and the demo-worlds grid on another machine's CPUs (a different CPU
-# model and torch build: what the README's "What another machine should expect" is about), with
-# stages in parallel (--jobs; each stage's thread count is fixed by the config, so the numbers do
-# not depend on it). For a machine without network, such as the device tool's: carry .xcarry/
-# (benchmarks/make_cross_carry.sh). The GPU is hidden: these are CPU runs.
-#   run: bash benchmarks/cross_machine.sh        (results under $OUT/demo, $OUT/demo-worlds)
-# WORLD_CLEAN_SEEDS=0 keeps one cleaning seed per world in the demo-worlds grid (shorter).
+# Reruns tacleaner's CPU experiments on another machine (a different CPU model and torch build:
+# what the README's "What another machine should expect" is about), several at once, each with
+# stages in parallel (--jobs; each stage's thread count is fixed by its config, so the numbers
+# do not depend on it). The GPU is hidden: these are CPU runs. Arguments: NAME=JOBS pairs, NAME
+# `demo` for `tacleaner demo`, else an experiment YAML; default `demo=9
+# experiments/demo-worlds.yaml=7`. Reports and every stage's eval.json land in $OUT/<name>/.
+# For a machine without network, such as the device tool's: carry .xcarry/
+# (benchmarks/make_cross_carry.sh). Here: PYTHON=.venv/bin/python NO_XCARRY=1 bash benchmarks/cross_machine.sh
 set -euo pipefail
-if [ -d .xcarry ]; then
+py=${PYTHON:-python3}
+if [ -d .xcarry ] && [ -z "${NO_XCARRY:-}" ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .xcarry/whl/*.whl
     tar -xJf .xcarry/spsite.txz -C /tmp && mkdir -p /tmp/nltk && tar -xJf .xcarry/nltk_data.txz -C /tmp/nltk
     export PYTHONPATH=/tmp/site:/tmp/spsite:$PWD/src NLTK_DATA=/tmp/nltk/nltk_data
@@ -16,24 +18,33 @@ export CUDA_VISIBLE_DEVICES="" PYTHONUNBUFFERED=1
 out=${OUT:-/tmp/cross} runs=/tmp/cross-runs
 mkdir -p "$out" "$runs"
 { lscpu | grep -E "Model name|^CPU\(s\)|^Flags" | cut -c1-300
-  python3 -c "import torch, numpy, open_clip; print('torch', torch.__version__, 'numpy', numpy.__version__, 'open_clip', open_clip.__version__)"
+  "$py" -c "import torch, numpy, open_clip; print('torch', torch.__version__, 'numpy', numpy.__version__, 'open_clip', open_clip.__version__)"
 } | tee "$out/machine.txt"
-sed "s/clean: \[0, 1\]}/clean: [${WORLD_CLEAN_SEEDS:-0, 1}]}/" experiments/demo-worlds.yaml > "$runs/demo-worlds.yaml"
+[ $# -gt 0 ] || set -- demo=9 experiments/demo-worlds.yaml=7
+names=() pids=()
 start=$(date +%s)
-python3 -m tacleaner demo --out "$runs/demo" --jobs "${DEMO_JOBS:-9}" > "$out/demo.txt" 2>&1 &
-demo=$!
-python3 -m tacleaner run "$runs/demo-worlds.yaml" --out "$runs/demo-worlds" --jobs "${WORLD_JOBS:-7}" > "$out/worlds.txt" 2>&1 &
-worlds=$!
-collect() {  # the reports only: checkpoints stay behind
-    for r in demo demo-worlds; do
-        mkdir -p "$out/$r"
-        for f in results.json aggregate.json results.md environment.json log.txt; do
-            [ -f "$runs/$r/$f" ] && cp "$runs/$r/$f" "$out/$r/"
-        done
+for arg in "$@"; do
+    what=${arg%=*} jobs=${arg##*=} name=$(basename "${arg%=*}" .yaml)
+    if [ "$what" = demo ]; then
+        "$py" -m tacleaner demo --out "$runs/$name" --jobs "$jobs" > "$out/$name.txt" 2>&1 &
+    else
+        "$py" -m tacleaner run "$what" --out "$runs/$name" --jobs "$jobs" > "$out/$name.txt" 2>&1 &
+    fi
+    names+=("$name") pids+=($!)
+done
+collect() {  # the reports and every stage's evaluation: checkpoints stay behind
+    for name in "${names[@]}"; do
+        [ -d "$runs/$name" ] || continue
+        (cd "$runs/$name" && find . \( -name "*eval.json" -o -name results.json -o -name aggregate.json \
+            -o -name results.md -o -name environment.json -o -name log.txt \) -not -path "*/data/*" \
+            -exec cp --parents {} "$out/$name/" \; ) 2>/dev/null || true
     done
     return 0
 }
+for name in "${names[@]}"; do mkdir -p "$out/$name"; done
 trap collect EXIT
 trap 'collect; exit 143' TERM INT
-rc=0; wait $demo || rc=$?; echo "demo exit $rc after $(( $(date +%s) - start )) s" | tee -a "$out/machine.txt"
-rc=0; wait $worlds || rc=$?; echo "demo-worlds exit $rc after $(( $(date +%s) - start )) s" | tee -a "$out/machine.txt"
+for i in "${!names[@]}"; do
+    rc=0; wait "${pids[$i]}" || rc=$?
+    echo "${names[$i]} exit $rc after $(( $(date +%s) - start )) s" | tee -a "$out/machine.txt"
+done
