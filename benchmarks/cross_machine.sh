@@ -4,7 +4,8 @@
 # stages in parallel (--jobs; each stage's thread count is fixed by its config, so the numbers
 # do not depend on it). The GPU is hidden: these are CPU runs. Arguments: NAME=JOBS pairs, NAME
 # `demo` for `tacleaner demo`, else an experiment YAML; default `demo=9
-# experiments/demo-worlds.yaml=7`. Reports and every stage's eval.json land in $OUT/<name>/.
+# experiments/demo-worlds.yaml=7`. Reports and every stage's eval.json land in $OUT/reports.tgz
+# (<name>/...), each run's output in $OUT/<name>.txt.
 # For a machine without network, such as the device tool's: carry .xcarry/
 # (benchmarks/make_cross_carry.sh). Here: PYTHON=.venv/bin/python NO_XCARRY=1 bash benchmarks/cross_machine.sh
 set -euo pipefail
@@ -32,16 +33,12 @@ for arg in "$@"; do
     fi
     names+=("$name") pids+=($!)
 done
-collect() {  # the reports and every stage's evaluation: checkpoints stay behind
-    for name in "${names[@]}"; do
-        [ -d "$runs/$name" ] || continue
-        (cd "$runs/$name" && find . \( -name "*eval.json" -o -name results.json -o -name aggregate.json \
-            -o -name results.md -o -name environment.json -o -name log.txt \) -not -path "*/data/*" \
-            -exec cp --parents {} "$out/$name/" \; ) 2>/dev/null || true
-    done
+collect() {  # the reports and every stage's evaluation, as one archive (the device tool brings back few files)
+    (cd "$runs" && find . \( -name "*eval.json" -o -name results.json -o -name aggregate.json -o -name results.md \
+        -o -name environment.json -o -name log.txt \) -not -path "*/data/*" -print0 \
+        | tar -czf "$out/reports.tgz" --null -T -) 2>/dev/null || true
     return 0
 }
-for name in "${names[@]}"; do mkdir -p "$out/$name"; done
 trap collect EXIT
 trap 'collect; exit 143' TERM INT
 for i in "${!names[@]}"; do

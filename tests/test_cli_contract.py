@@ -53,6 +53,13 @@ CONFIGS = {
     "attack_num_text": {**GOOD_RUN, "attacks": [{"name": "blended", "target": "red circle", "num": "many"}]},
     "attack_missing_target": {**GOOD_RUN, "attacks": [{"name": "blended", "num": 4}]},
     "defense_params_list": {**GOOD_RUN, "defenses": [{"name": "finetune", "params": [1, 2]}]},
+    # names that become folders stay inside the run folder
+    "attack_id_traversal": {**GOOD_RUN, "attacks": [{"name": "blended", "id": "../../escape", "target": "red circle",
+                                                    "num": 4}]},
+    "defense_id_slash": {**GOOD_RUN, "defenses": [{"name": "finetune", "id": "a/b"}]},
+    "name_traversal": {**GOOD_RUN, "name": "../../escape"},
+    "no_attacks": {**GOOD_RUN, "attacks": []},
+    "train_lr_infinite": {**GOOD_RUN, "train": {"lr": float("inf")}},
 }
 
 CASES = {
@@ -119,6 +126,15 @@ CASES = {
     "show_num_zero": "show-trigger --attack blended --data {w}/zeroshot.csv --out {s}/x.png --num 0",
     "subtexts_negative_m": "subtexts --captions {s}/mine/notes.txt --m -1",
     "synth_tiny_images": "synth --out {s}/w2 --image-size 4",
+    "lr_infinite": "train --data {w}/pretrain.csv --model tacleaner-tiny-rn --out {s}/t1 --lr inf",
+    "lr_overflow": "train --data {w}/pretrain.csv --model tacleaner-tiny-rn --out {s}/t1 --lr 1e999",
+    "param_infinite": "clean --defense cleanclip --checkpoint {s}/none.safetensors --data {w}/clean.csv "
+                      "--out {s}/c1 --param w_inmodal=inf",
+    "param_empty_value": "poison --data {w}/implant.csv --attack badnet --target 1 --num 2 --out {s}/p1 "
+                         "--classes {w}/classes.json --param patch_frac=",
+    "param_twice": "poison --data {w}/implant.csv --attack badnet --target 1 --num 2 --out {s}/p1 "
+                   "--classes {w}/classes.json --param patch_frac=0.1 --param patch_frac=0.2",
+    "show_amplify_infinite": "show-trigger --attack blended --data {w}/zeroshot.csv --out {s}/x.png --amplify inf",
     # messages that name the actual problem
     "checkpoint_missing": "clean --defense finetune --checkpoint {s}/none.safetensors --data {w}/clean.csv "
                           "--out {s}/c1",
@@ -150,6 +166,12 @@ CASES = {
     "poison_exists": "poison --data {w}/implant.csv --attack blended --target 1 --num 2 --out {s}/poisoned "
                      "--classes {w}/classes.json",
     "out_is_a_file": "train --data {w}/pretrain.csv --model tacleaner-tiny-rn --out {s}/mine/notes.txt",
+    "evaluate_out_user_file": "evaluate --model tacleaner-tiny-rn --data {w}/zeroshot.csv --classes {w}/classes.json "
+                              "--out {s}/mine/notes.txt",
+    "evaluate_overwrite_without_out": "evaluate --model tacleaner-tiny-rn --data {w}/zeroshot.csv "
+                                      "--classes {w}/classes.json --overwrite",
+    "show_trigger_out_user_file": "show-trigger --attack blended --data {w}/zeroshot.csv --out {s}/mine/notes.txt",
+    "export_over_its_checkpoint": "export --checkpoint {s}/mine/notes.txt --out {s}/mine/notes.txt --overwrite",
     # experiment configs validated before any stage starts
     "run_missing": "run {s}/missing.yaml",
     **{f"run_{name}": f"run {{s}}/{name}.yaml --out {{s}}/r_{name}" for name in CONFIGS},

@@ -213,6 +213,8 @@ def test_trigger_of_a_poisoning_run(capsys, world, tmp_path):
     data = ["--data", str(world / "implant.csv"), "--out", str(tmp_path / "g.png")]
     code, from_run, err = show(capsys, "--trigger", str(run), *data)
     assert code == 0, err
+    assert_one_line_error(*show(capsys, "--attack", "badnet", *data), "g.png", "exists", "--overwrite")
+    data.append("--overwrite")
     code, direct, err = show(capsys, "--attack", "badnet", "--param", "pattern_seed=7", *data)
     assert code == 0, err
     assert from_run == direct

@@ -85,8 +85,36 @@ def parse_params(items: list[str] | None, option: str = "--param") -> dict[str, 
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise TacleanerError(f"{option} {item!r}: expected KEY=VALUE")
-        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        if not value.strip():
+            raise TacleanerError(f"{option} {item!r}: no value after '='")
+        name = key.strip().replace("-", "_")
+        if name in out:
+            raise TacleanerError(f"{option} {name} given twice")
+        try:
+            out[name] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            out[name] = value  # read as text; the parameter's type check names it if it is not one
     return out
+
+
+def output_file(path: str, overwrite: bool, what: str = "file") -> Path:
+    """An --out file: never a folder, never an existing file without --overwrite."""
+    out = Path(path)
+    if out.is_dir():
+        raise TacleanerError(f"{out}: is a folder; --out names the {what} to write")
+    if out.exists() and not overwrite:
+        raise TacleanerError(f"{out}: exists; pass --overwrite to replace it")
+    return out
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (not nan or inf)."""
+    from .params import coerce
+
+    try:
+        return coerce(text, float)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}") from None
 
 
 def add_run_folder_options(p: argparse.ArgumentParser) -> None:
@@ -254,6 +282,10 @@ def evaluate(args: argparse.Namespace) -> int:
         raise TacleanerError("--trigger fixes the attack and its parameters; drop --attack / --param")
     if args.param and not args.attack:
         raise TacleanerError("--param needs --attack NAME")
+    if args.out:
+        output_file(args.out, args.overwrite, "metrics JSON")  # refused before the evaluation, not after
+    elif args.overwrite:
+        raise TacleanerError("--overwrite replaces an --out file; there is no --out")
     if args.pretrained and args.checkpoint:
         raise TacleanerError("--pretrained names weights to download; it does not combine with --checkpoint")
     if args.batch_size < 1:
@@ -327,11 +359,9 @@ def scan(args: argparse.Namespace) -> int:
 def export(args: argparse.Namespace) -> int:
     from .models import export_model
 
-    out = Path(args.out)
-    if out.is_dir():
-        raise TacleanerError(f"{out}: is a folder; --out names the file to write")
-    if out.exists() and not args.overwrite:
-        raise TacleanerError(f"{out}: exists; pass --overwrite to replace it")
+    out = output_file(args.out, args.overwrite)
+    if out.exists() and out.resolve() == Path(args.checkpoint).resolve():
+        raise TacleanerError(f"{out}: is the --checkpoint being exported; write the export to another file")
     bundle = load_bundle(args)
     export_model(bundle, out, args.format)
     print(f"wrote {out} ({args.format} layout, {bundle.model_name}); load it with "
@@ -355,9 +385,7 @@ def show_trigger(args: argparse.Namespace) -> int:
         raise TacleanerError(f"--amplify must be > 0, got {args.amplify}")
     if args.num < 1:
         raise TacleanerError(f"--num must be >= 1, got {args.num}")
-    out = Path(args.out)
-    if out.is_dir():
-        raise TacleanerError(f"{out}: is a folder; --out names the PNG file to write")
+    out = output_file(args.out, args.overwrite, "PNG file")
     table = read_table(args.data, args.image_col, args.caption_col)
     indices = sample_indices(len(table), args.num, args.seed)
     shown_sizes = (image_size(table.images[i]) for i in indices)  # read only if a default frame is needed
@@ -583,6 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: none)")
     s.add_argument("--target", help="target label (default: the --trigger run's)")
     s.add_argument("--out", help="write the metrics JSON here (default: print only)")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     s.add_argument("--device", default="auto", help="auto = cuda when available, else cpu")
     s.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     s.add_argument("--present-classes", action="store_true", help="classify among the classes present in --data "
@@ -616,6 +645,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--param", action="append", metavar="KEY=VALUE", help="attack parameter, repeatable (default: the attack's own, see `tacleaner attacks`)")
     s.add_argument("--data", required=True, help="image-caption CSV (or zero-shot CSV with image, label)")
     s.add_argument("--out", required=True, help="the PNG to write")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     s.add_argument("--num", type=int, default=8, help="number of images to show")
     s.add_argument("--seed", type=int, default=0, help="picks the images; also the seed of a learned trigger")
     s.add_argument("--trigger", help="a poisoning run folder or manifest.json: show exactly its trigger "
@@ -626,7 +656,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--clean-model", help="the clean checkpoint, for attacks that optimise a trigger against it "
                    "(default: none)")
     s.add_argument("--model", help="architecture of a foreign --clean-model checkpoint (default: from the checkpoint)")
-    s.add_argument("--amplify", type=float, help="difference row gain (default: the largest difference maps to 255)")
+    s.add_argument("--amplify", type=finite_float, help="difference row gain (default: the largest difference maps to 255)")
     s.add_argument("--frame", type=int, help="side of the model input the trigger is applied in (default: the "
                    "--trigger run's, else --clean-model's input size, else the images' own side when all shown are "
                    "square of one size, else 224)")

@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,6 +140,17 @@ class ExperimentConfig:
         return SeedPlan.parse(self.seeds)
 
 
+_FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
+
+
+def _check_folder_name(value: Any, where: str) -> None:
+    """Names that become folder names (run name, attack and defense ids) stay one plain path part:
+    no "/", no "..", nothing that could write outside the run folder."""
+    if not isinstance(value, str) or not _FOLDER_NAME.fullmatch(value) or ".." in value:
+        raise TacleanerError(f"{where}: {value!r} is not a valid name (letters, digits and . _ + -, "
+                             "starting with a letter or digit; it names a folder)")
+
+
 def _specs(cls, items: list[dict], where: str) -> list:
     out = []
     if not isinstance(items, list):
@@ -153,7 +165,10 @@ def _specs(cls, items: list[dict], where: str) -> list:
         if getattr(spec, "num", 0) < 0:
             raise TacleanerError(f"{where}[{i}].num: must be >= 0, got {spec.num}")
         spec.id = spec.id or spec.name
+        _check_folder_name(spec.id, f"{where}[{i}].id")
         out.append(spec)
+    if not out and cls is AttackSpec:
+        raise TacleanerError(f"{where}: empty list; give at least one attack (defenses may be empty)")
     ids = [s.id for s in out]
     if len(set(ids)) != len(ids):
         raise TacleanerError(f"{where}: duplicate entries; give each an 'id'")
@@ -215,6 +230,8 @@ def parse_config(raw: Any, where: str = "config") -> ExperimentConfig:
     for key in ("model", "data", "attacks", "defenses"):
         if key not in raw:
             raise TacleanerError(f"{where}: missing required key {key!r}")
+    if "name" in raw:
+        _check_folder_name(raw["name"], f"{where}: name")
     raw["attacks"] = _specs(AttackSpec, raw["attacks"], f"{where}: attacks")
     raw["defenses"] = _specs(DefenseSpec, raw["defenses"], f"{where}: defenses")
     cfg = ExperimentConfig(**raw)

@@ -27,7 +27,7 @@ def _type_name(t: Any) -> str:
     if origin is list:
         (inner,) = typing.get_args(t) or (str,)
         return f"a list of {_type_name(inner)}s"
-    return {bool: "true or false", int: "an integer", float: "a number", str: "text",
+    return {bool: "true or false", int: "an integer", float: "a finite number", str: "text",
             type(None): "nothing (null)"}.get(t, getattr(t, "__name__", str(t)))
 
 
@@ -74,7 +74,7 @@ def coerce(value: Any, t: Any) -> Any:
         if isinstance(value, bool):
             raise ValueError
         out = float(value.strip()) if isinstance(value, str) else float(value) if isinstance(value, (int, float)) else None
-        if out is None or math.isnan(out):
+        if out is None or not math.isfinite(out):
             raise ValueError
         return out
     if t is str:
