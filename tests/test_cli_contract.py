@@ -60,6 +60,8 @@ CONFIGS = {
     "name_traversal": {**GOOD_RUN, "name": "../../escape"},
     "no_attacks": {**GOOD_RUN, "attacks": []},
     "train_lr_infinite": {**GOOD_RUN, "train": {"lr": float("inf")}},
+    "seed_negative": {**GOOD_RUN, "seeds": [-1]},
+    "train_device_missing": {**GOOD_RUN, "train": {"device": "cuda:99"}},
 }
 
 CASES = {
@@ -134,6 +136,22 @@ CASES = {
                          "--classes {w}/classes.json --param patch_frac=",
     "param_twice": "poison --data {w}/implant.csv --attack badnet --target 1 --num 2 --out {s}/p1 "
                    "--classes {w}/classes.json --param patch_frac=0.1 --param patch_frac=0.2",
+    "seed_negative_poison": "poison --data {w}/implant.csv --attack badnet --target 1 --num 2 --out {s}/p1 "
+                            "--classes {w}/classes.json --seed -1",
+    "device_bogus": "poison --data {w}/implant.csv --attack badnet --target 1 --num 2 --out {s}/p1 "
+                    "--classes {w}/classes.json --device bogus",
+    "device_missing": "train --data {w}/pretrain.csv --model tacleaner-tiny-rn --out {s}/t1 --device cuda:99",
+    "config_duplicate_key": "train --data {w}/pretrain.csv --model tacleaner-tiny-rn --out {s}/t1 "
+                            "--config {s}/dup.yaml",
+    "config_not_utf8": "train --data {w}/pretrain.csv --model tacleaner-tiny-rn --out {s}/t1 --config {s}/latin1.yaml",
+    "param_yaml_syntax": "poison --data {w}/implant.csv --attack badnet --target 1 --num 2 --out {s}/p1 "
+                         "--classes {w}/classes.json --param 'patch_frac={{'",
+    "weight_negative": "clean --defense finetune --checkpoint {s}/none.safetensors --data {w}/clean.csv "
+                       "--out {s}/c1 --param w_clip=-1",
+    "synth_huge_images": "synth --out {s}/w3 --image-size 100000",
+    "resume_user_folder": "train --data {w}/pretrain.csv --model tacleaner-tiny-rn --out {s}/mine --resume",
+    "overwrite_own_input": "poison --data {s}/poisoned/data.csv --attack blended --target 1 --num 2 "
+                           "--out {s}/poisoned --classes {w}/classes.json --overwrite",
     "show_amplify_infinite": "show-trigger --attack blended --data {w}/zeroshot.csv --out {s}/x.png --amplify inf",
     # messages that name the actual problem
     "checkpoint_missing": "clean --defense finetune --checkpoint {s}/none.safetensors --data {w}/clean.csv "
@@ -199,6 +217,8 @@ def sandbox(world, tmp_path_factory):
         (s / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
     (s / "train_unknown.yaml").write_text("learning_rate: 0.1\n")
     (s / "train_type.yaml").write_text("lr: fast\n")
+    (s / "dup.yaml").write_text("lr: 0.1\nlr: 0.2\n")
+    (s / "latin1.yaml").write_bytes("lr: 0.1 # caf\xe9\n".encode("latin-1"))
     return s
 
 

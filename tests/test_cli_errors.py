@@ -51,14 +51,16 @@ def test_poison_fails_on_a_missing_image(capsys, world, tmp_path):
     assert_one_line_error(code, err, "nowhere.png", "not found")
 
 
-def test_evaluation_fails_on_a_corrupt_image(capsys, world, ckpt, tmp_path):
+@pytest.mark.parametrize("workers", ["0", "1"])  # in a DataLoader worker the error arrives wrapped in its traceback
+def test_evaluation_fails_on_a_corrupt_image(capsys, world, ckpt, tmp_path, workers):
     data = tmp_path / "zs"
     shutil.copytree(world / "images" / "zeroshot", data / "images" / "zeroshot")
     (data / "images" / "zeroshot" / "000001.png").write_bytes(b"garbage")
     (data / "zs.csv").write_text((world / "zeroshot.csv").read_text())
     code, err = run(capsys, "evaluate", "--checkpoint", str(ckpt), "--data", str(data / "zs.csv"),
-                    "--classes", str(world / "classes.json"))
+                    "--classes", str(world / "classes.json"), "--num-workers", workers)
     assert_one_line_error(code, err, "000001.png", "unreadable image")
+    assert "Original Traceback" not in err and "worker" not in err, err  # progress bars aside: one line
 
 
 @pytest.mark.parametrize("argv,needles", [

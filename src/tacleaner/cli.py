@@ -19,6 +19,7 @@ from typing import Any, Callable
 import yaml
 
 from .errors import SharedError, TacleanerError
+from .fileio import check_inputs_outside
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 MULTI_PROCESS = ("train", "clean", "evaluate", "run", "demo")  # the commands torchrun may start on several processes
@@ -58,12 +59,9 @@ def dataclass_from(cls: type, args: argparse.Namespace, yaml_path: str | None = 
 
     values: dict[str, Any] = {}
     if yaml_path:
-        try:
-            loaded = yaml.safe_load(Path(yaml_path).read_text()) or {}
-        except FileNotFoundError:
-            raise TacleanerError(f"{yaml_path}: file not found") from None
-        except yaml.YAMLError as e:
-            raise TacleanerError(f"{yaml_path}: invalid YAML ({str(e).splitlines()[0]})") from None
+        from .fileio import load_yaml_file
+
+        loaded = load_yaml_file(yaml_path) or {}
         if not isinstance(loaded, dict):
             raise TacleanerError(f"{yaml_path}: expected a mapping of settings")
         values.update(loaded)
@@ -115,6 +113,17 @@ def finite_float(text: str) -> float:
         return coerce(text, float)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}") from None
+
+
+def seed_int(text: str) -> int:
+    """argparse type: a seed, an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"seeds are >= 0, got {value}")
+    return value
 
 
 def add_run_folder_options(p: argparse.ArgumentParser) -> None:
@@ -219,9 +228,11 @@ def poison(args: argparse.Namespace) -> int:
         raise TacleanerError(f"attack {attack.name} does not optimise against a model; drop --clean-model")
     if args.model and not args.clean_model:
         raise TacleanerError("--model names the architecture of --clean-model; pass both or neither")
+    check_inputs_outside(args.out, [args.data, args.clean_model, args.classes])
+    device = resolve_device(args.device)
     m = poison_dataset(args.data, attack, target, args.num, args.out, seed=args.seed, templates=classes.templates,
                        image_col=args.image_col, caption_col=args.caption_col, overwrite=args.overwrite,
-                       clean_model=_clean_model(args), device=resolve_device(args.device), log=_stderr_log(args),
+                       clean_model=_clean_model(args), device=device, log=_stderr_log(args),
                        frame=args.frame)
     if "prepare" in m:
         print(f"trigger: {Path(args.out) / m['trigger']}  ({_describe(m['prepare'])})")
@@ -234,7 +245,11 @@ def _train_common(args: argparse.Namespace, bundle, objective) -> int:
     from .data.pairs import read_pairs
     from .train import TrainConfig, train
 
+    from .environment import resolve_device, resolve_precision
+
     cfg = dataclass_from(TrainConfig, args, args.config, defaults=objective.train_defaults)
+    check_inputs_outside(args.out, [args.data, args.config, getattr(args, "init", None), getattr(args, "checkpoint", None)])
+    resolve_precision(cfg.precision, resolve_device(cfg.device))  # before the run folder exists
     table = read_pairs(args.data, args.image_col, args.caption_col)
     import torch
 
@@ -343,9 +358,12 @@ def scan(args: argparse.Namespace) -> int:
     classes = read_classes(args.classes)
     data = read_zeroshot(args.data, classes)
     cfg = build(scanning.ScanConfig, parse_params(args.param), "scan --param")
-    out = prepare_run_dir(args.out, overwrite=args.overwrite, resumable=False) if args.out else None
+    device = resolve_device(args.device)
     bundle = load_bundle(args)
-    report, triggers = scanning.scan(bundle, data, classes, cfg, resolve_device(args.device))
+    if args.out:
+        check_inputs_outside(args.out, [args.checkpoint, args.data, args.classes])
+    out = prepare_run_dir(args.out, overwrite=args.overwrite, resumable=False) if args.out else None
+    report, triggers = scanning.scan(bundle, data, classes, cfg, device)
     print(scanning.format_report(report))
     if out is not None:
         write_json(out / "scan.json", report.to_json())
@@ -483,6 +501,8 @@ def _run_experiment(cfg, raw, out, args) -> int:
     t0 = time.perf_counter()
     if args.jobs is not None and args.jobs < 1:
         raise TacleanerError(f"--jobs must be >= 1, got {args.jobs}")
+    check_inputs_outside(out, [getattr(args, "config", None)]
+                         + [v for v in cfg.data.values() if isinstance(v, str)] + [cfg.model.get("init")])
     from .distributed import from_env
 
     jobs = args.jobs or (min(2, os.cpu_count() or 1) if args.command == "demo" and not from_env().enabled else 1)
@@ -566,7 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--target", required=True, help="target class name or index")
     s.add_argument("--num", type=int, required=True, help="number of pairs to poison")
     s.add_argument("--out", required=True, help="poisoning run folder to write")
-    s.add_argument("--seed", type=int, default=0, help="which pairs are poisoned, and the trigger's draw")
+    s.add_argument("--seed", type=seed_int, default=0, help="which pairs are poisoned, and the trigger's draw")
     s.add_argument("--classes", default="imagenet", help="classes JSON (or 'imagenet') for the target and templates")
     s.add_argument("--param", action="append", metavar="KEY=VALUE", help="attack parameter, repeatable (default: the attack's own, see `tacleaner attacks`)")
     add_data_columns(s)
@@ -647,7 +667,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="the PNG to write")
     s.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     s.add_argument("--num", type=int, default=8, help="number of images to show")
-    s.add_argument("--seed", type=int, default=0, help="picks the images; also the seed of a learned trigger")
+    s.add_argument("--seed", type=seed_int, default=0, help="picks the images; also the seed of a learned trigger")
     s.add_argument("--trigger", help="a poisoning run folder or manifest.json: show exactly its trigger "
                    "(default: none: --attack with its parameters)")
     s.add_argument("--target", help="target label, to learn the trigger of a learned attack without --trigger "
@@ -666,7 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--captions", required=True, help="text file, one caption per line (blank lines skipped)")
     s.add_argument("--json", action="store_true", help="a JSON list of {caption, positives, negatives}")
     s.add_argument("--m", type=int, default=2, help="negatives per positive")
-    s.add_argument("--seed", type=int, default=0, help="seed of the negatives' word draws")
+    s.add_argument("--seed", type=seed_int, default=0, help="seed of the negatives' word draws")
     s.add_argument("--negative-mode", default="wordnet", choices=("wordnet", "random"),
                    help="wordnet: same-kind replacements from WordNet and the captions; random: the paper's "
                    "random swaps of a noun, verb or adjective")
@@ -698,6 +718,17 @@ def show_warning(message, category, filename, lineno, file=None, line=None) -> N
     print(f"warning: {str(message).splitlines()[0] if str(message) else category.__name__}", file=sys.stderr)
 
 
+def _one_line(e: Exception) -> str:
+    """The message of an error; one raised in a DataLoader worker arrives wrapped in the
+    worker's traceback ("Caught TacleanerError in DataLoader worker process 0 ... Original
+    Traceback ..."): its last line is the message."""
+    text = str(e)
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        return last.split("TacleanerError: ", 1)[-1]
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -705,7 +736,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # argparse has printed its one-line usage error (or the help)
         return int(e.code or 0)
     # open_clip announces random init through the root logger; our commands say what they load.
-    logging.getLogger().setLevel(logging.ERROR)
+    logging.disable(logging.CRITICAL)  # their error lines too: a failure is our one line
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         warnings.showwarning = show_warning
@@ -715,10 +746,12 @@ def main(argv: list[str] | None = None) -> int:
         except SharedError:  # rank 0 prints it and fails the job; a rank that failed first could get
             return 0          # rank 0 stopped by torchrun before it printed (seen: the message lost)
         except TacleanerError as e:
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {_one_line(e)}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
-            print("interrupted; rerun with --resume to continue", file=sys.stderr)
+            resumable = args.command in ("train", "clean", "run", "demo")
+            print("interrupted; " + ("rerun with --resume to continue" if resumable else
+                                     "nothing half-written was left behind"), file=sys.stderr)
             return 130
         except OSError as e:  # disk full, permissions: the system's words, naming the file
             where = f"{e.filename}: " if e.filename else ""

@@ -82,9 +82,21 @@ def resolve_device(name: str):
     """``auto`` -> CUDA when available, else the CPU; any other name as torch reads it."""
     import torch
 
+    from .errors import TacleanerError
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise TacleanerError(f"device {name!r}: not a device name (auto, cpu, cuda, cuda:N, mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TacleanerError(f"device {name!r}: CUDA is not available on this machine; use --device cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise TacleanerError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise TacleanerError(f"device {name!r}: MPS is not available on this machine")
+    return device
 
 
 def resolve_precision(name: str, device) -> str:

@@ -47,7 +47,7 @@ from .defenses import DEFENSES, create_defense
 from .environment import environment, precision_of
 from .errors import TacleanerError
 from .evaluate import build_classifier, evaluate
-from .fileio import prepare_run_dir, read_json, write_json, write_yaml
+from .fileio import load_yaml_file, prepare_run_dir, read_json, write_json, write_yaml
 from .models import create_model, load_model, read_meta
 from .models.factory import input_size
 from .params import build, path_fields
@@ -93,6 +93,8 @@ class SeedPlan:
                 raise TacleanerError(f"{where}.{key}: expected a non-empty list of integers, got {value!r}")
             if len(set(value)) != len(value):
                 raise TacleanerError(f"{where}.{key}: repeated seed in {value}")
+            if any(v < 0 for v in value):
+                raise TacleanerError(f"{where}.{key}: seeds are >= 0, got {value}")
             return tuple(value)
 
         if isinstance(raw, list):
@@ -180,14 +182,7 @@ def _specs(cls, items: list[dict], where: str) -> list:
 def load_config(path: str | Path) -> tuple[ExperimentConfig, dict]:
     """Parse and validate an experiment YAML; returns the config and the raw dict."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TacleanerError(f"{path}: file not found") from None
-    except yaml.YAMLError as e:
-        raise TacleanerError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise TacleanerError(f"{path}: cannot read ({e})") from None
+    raw = load_yaml_file(path)
     raw = resolve_paths(raw, path.parent)
     return parse_config(raw, str(path)), raw
 

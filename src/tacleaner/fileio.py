@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import yaml
 
@@ -61,6 +61,45 @@ def append_jsonl(path: str | os.PathLike, row: dict) -> None:
         f.write(json.dumps(row) + "\n")
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last)."""
+
+
+def _no_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"key {key!r} given twice",
+                                                    key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def load_yaml_file(path: str | os.PathLike) -> Any:
+    """A YAML settings file: one-line errors for a missing, unreadable, non-UTF-8 or invalid file
+    and for a key given twice."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TacleanerError(f"{path}: file not found") from None
+    except UnicodeDecodeError:
+        raise TacleanerError(f"{path}: not UTF-8 text") from None
+    except OSError as e:
+        raise TacleanerError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise TacleanerError(f"{path}: invalid YAML{line} ({problem})") from None
+
+
 MARKER = ".tacleaner"  # written into every folder tacleaner creates; --overwrite deletes only those
 
 
@@ -89,6 +128,18 @@ def mark(path: str | os.PathLike) -> None:
         marker.write_text("This folder was created by tacleaner; `--overwrite` may replace it.\n", encoding="utf-8")
 
 
+def check_inputs_outside(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None]) -> None:
+    """A command's inputs must not live inside the folder it writes: ``--overwrite`` would delete
+    them (poisoning a world into its own folder, cleaning a checkpoint into its run folder)."""
+    root = Path(out).resolve()
+    for item in inputs:
+        if item is None or str(item) in ("", "imagenet"):
+            continue
+        p = Path(item).resolve()
+        if p == root or root in p.parents:
+            raise TacleanerError(f"{out}: holds this command's input {item}; write to another --out")
+
+
 def check_replaceable(path: Path, *, overwrite: bool, resume: bool = False, resumable: bool = True) -> bool:
     """For an output folder ``path``: False when it is absent or empty, True when it exists and
     ``overwrite`` may replace it; otherwise a one-line error. Only folders tacleaner created
@@ -103,6 +154,9 @@ def check_replaceable(path: Path, *, overwrite: bool, resume: bool = False, resu
                                  "replaces only our own run folders: choose another --out or remove it yourself")
         return True
     if resume:
+        if not is_ours(path):
+            raise TacleanerError(f"{path}: not a folder tacleaner created (no {MARKER} marker); --resume continues "
+                                 "only our own run folders: choose another --out")
         return False
     hint = "pass --resume to continue it or --overwrite to replace it" if resumable else \
         "pass --overwrite to replace it, or choose another --out"

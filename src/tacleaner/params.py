@@ -104,6 +104,9 @@ def build(cls: type, values: dict[str, Any], where: str) -> Any:
             typed[key] = coerce(value, fields[key])
         except (ValueError, TypeError):
             raise TacleanerError(f"{where} parameter {key}={_show(value)}: expected {_type_name(fields[key])}") from None
+    for key, value in typed.items():
+        if (key == "seed" or key.endswith("_seed")) and isinstance(value, int) and value < 0:
+            raise TacleanerError(f"{where} parameter {key}={value}: seeds are >= 0")
     missing = [f.name for f in dataclasses.fields(cls) if f.name not in typed
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:

@@ -156,6 +156,26 @@ def is_complete(out: str | Path) -> bool:
     return meta.is_file() and bool(read_json(meta).get("completed"))
 
 
+def _check_same_settings(out: Path, cfg: TrainConfig, objective: Objective) -> None:
+    """--resume continues a run with the settings it was started with: a changed setting would
+    otherwise be silently ignored (a complete run) or mix two schedules (an unfinished one)."""
+    saved_path = out / "config.yaml"
+    if not saved_path.is_file():
+        return
+    import yaml
+
+    saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
+    now = {"train": asdict(cfg), "objective": {"name": objective.name, **objective.params()}}
+    # Settings that do not change the result may differ: where it runs and how it reports.
+    free = {"device", "num_workers", "log_every", "save_every", "tensorboard", "threads", "compile"}
+    for part in ("train", "objective"):
+        before = saved.get(part) or {}
+        for key, value in now[part].items():
+            if key in before and key not in free and before[key] != (list(value) if isinstance(value, tuple) else value):
+                raise TacleanerError(f"{out}: was started with {part} setting {key}={before[key]!r}, not {value!r}; "
+                                     "--resume continues a run with its own settings (start a new --out to change them)")
+
+
 def train(
     bundle: ClipBundle,
     table: PairTable,
@@ -178,6 +198,8 @@ def train(
     steps_per_epoch = len(distributed.EpochBatches(len(table), cfg.batch_size, 0, dist))
     out = dist.on_main(lambda: prepare_run_dir(out, resume=resume, overwrite=overwrite))
     log = RunLog(out / "log.txt", quiet=not progress, enabled=dist.is_main)
+    if resume:
+        _check_same_settings(out, cfg, objective)
     if is_complete(out):
         log(f"{out}: already complete; nothing to do")
         return _load_final(bundle, out)

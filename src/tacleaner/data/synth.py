@@ -82,8 +82,8 @@ class SynthConfig:
     def __post_init__(self) -> None:
         if self.captions not in CAPTION_STYLES:
             raise TacleanerError(f"world captions={self.captions!r}: choose one of {', '.join(CAPTION_STYLES)}")
-        if self.image_size < 16:
-            raise TacleanerError(f"world image_size={self.image_size}: must be >= 16 pixels")
+        if not 16 <= self.image_size <= 1024:
+            raise TacleanerError(f"world image_size={self.image_size}: must be 16 to 1024 pixels")
         for name in ("pretrain", "implant", "clean", "zeroshot_per_class", "zeroshot_val_per_class"):
             if getattr(self, name) < 0:
                 raise TacleanerError(f"world {name}={getattr(self, name)}: must be >= 0")

@@ -16,6 +16,7 @@ from open_clip.loss import ClipLoss
 
 from ..data.pairs import PairTable
 from ..distributed import SINGLE, Dist
+from ..errors import TacleanerError
 from ..models import ClipBundle
 from ..registry import Registry
 
@@ -35,6 +36,13 @@ class Objective:
     # Training settings this objective's authors use, applied under the user's own (config file,
     # command line): e.g. PAR's learning-rate schedule.
     train_defaults: ClassVar[dict[str, Any]] = {}
+
+    def __post_init__(self) -> None:
+        from dataclasses import fields
+
+        for f in fields(self):  # every loss weight: w_clip, w_inmodal, w_ta, w_dist
+            if f.name.startswith("w_") and not getattr(self, f.name) >= 0:
+                raise TacleanerError(f"{self.name} {f.name}={getattr(self, f.name)}: loss weights are >= 0")
 
     def setup(self, bundle: ClipBundle, table: PairTable, seed: int) -> None:
         """Called once before training with the model and the whole dataset."""

@@ -47,6 +47,7 @@ class CleanCLIP(Objective):
     description = "CLIP loss + in-modal InfoNCE on AutoAugment images and EDA captions (CleanCLIP)"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.aug_interpolation not in INTERPOLATIONS:
             raise TacleanerError(f"{self.name} aug_interpolation {self.aug_interpolation!r}; "
                                  f"choose one of: {', '.join(INTERPOLATIONS)}")

@@ -58,6 +58,7 @@ class PAR(Objective):
     description = "CLIP loss minus the (capped) distance to the frozen starting model, noise + erasing (PAR)"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         ok = (self.tau > 0 and self.w_dist >= 0 and 0 <= self.noise_p <= 1 and self.noise_std >= 0
               and 0 <= self.erase_p <= 1 and len(self.erase_scale) == 2
               and 0 < self.erase_scale[0] <= self.erase_scale[1] < 1)
