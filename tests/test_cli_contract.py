@@ -61,6 +61,8 @@ CONFIGS = {
     "no_attacks": {**GOOD_RUN, "attacks": []},
     "train_lr_infinite": {**GOOD_RUN, "train": {"lr": float("inf")}},
     "seed_negative": {**GOOD_RUN, "seeds": [-1]},
+    "model_seed_negative": {**GOOD_RUN, "model": {"name": "tacleaner-tiny-rn", "seed": -1}},
+    "target_unknown": {**GOOD_RUN, "attacks": [{"name": "blended", "target": "purple elephant", "num": 4}]},
     "train_device_missing": {**GOOD_RUN, "train": {"device": "cuda:99"}},
 }
 

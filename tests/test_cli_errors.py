@@ -59,7 +59,7 @@ def test_evaluation_fails_on_a_corrupt_image(capsys, world, ckpt, tmp_path, work
     (data / "zs.csv").write_text((world / "zeroshot.csv").read_text())
     code, err = run(capsys, "evaluate", "--checkpoint", str(ckpt), "--data", str(data / "zs.csv"),
                     "--classes", str(world / "classes.json"), "--num-workers", workers)
-    assert_one_line_error(code, err, "000001.png", "unreadable image")
+    assert_one_line_error(code, err, "zs.csv: row 3", "000001.png", "unreadable image")
     assert "Original Traceback" not in err and "worker" not in err, err  # progress bars aside: one line
 
 

@@ -50,16 +50,21 @@ class _Images(Dataset):
     triggered version (the trigger applied in ``frame``, then the same preprocessing)."""
 
     def __init__(self, paths: list[Path], preprocess, attack: Attack | None, indices: list[int],
-                 frame: int | None = None) -> None:
+                 frame: int | None = None, source: str | None = None) -> None:
         self.paths, self.preprocess, self.attack, self.indices = paths, preprocess, attack, indices
-        self.frame = frame
+        self.frame, self.source = frame, source
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, j: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         i = self.indices[j]
-        image = load_image(self.paths[i])  # fails naming the file: evaluation never skips
+        try:
+            image = load_image(self.paths[i])  # fails naming the file (and the CSV row): evaluation never skips
+        except TacleanerError as e:
+            if self.source is None:
+                raise
+            raise TacleanerError(f"{self.source}: row {i + 2}: {e}") from None
         if self.attack is None:
             return self.preprocess(image)
         return self.preprocess(image), self.preprocess(self.attack.apply(image, i, self.frame))  # trigger in the model's frame
@@ -68,7 +73,7 @@ class _Images(Dataset):
 @torch.no_grad()
 def image_embeddings(bundle: ClipBundle, paths: list[Path], attack: Attack | None, device: torch.device,
                      batch_size: int = 256, num_workers: int | None = None,
-                     progress: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                     progress: bool = False, source: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Normalised image embeddings of every image, clean and (with an attack) triggered in its
     run's frame, else the model's input frame; each file is decoded once. Images go through the
     model in the same batches of ``batch_size`` clean and, separately, triggered images. Under
@@ -81,7 +86,7 @@ def image_embeddings(bundle: ClipBundle, paths: list[Path], attack: Attack | Non
     if dist.enabled and len(paths) < dist.world_size:
         raise TacleanerError(f"{len(paths)} images for {dist.world_size} processes: run evaluation with fewer")
     share = distributed.shard(len(paths), dist)
-    loader = DataLoader(_Images(paths, bundle.preprocess, attack, list(share), frame),
+    loader = DataLoader(_Images(paths, bundle.preprocess, attack, list(share), frame, source),
                         batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda",
                         persistent_workers=False)
     autocast = autocast_for(resolve_precision("auto", device), device)  # bf16 on CUDA, fp32 elsewhere
@@ -146,7 +151,8 @@ def evaluate(
     classifier = classifier.float().cpu()
     labels = torch.tensor(data.labels)
     start = time.perf_counter()
-    clean_emb, trig_emb = image_embeddings(bundle, data.images, attack, device, batch_size, num_workers, progress)
+    clean_emb, trig_emb = image_embeddings(bundle, data.images, attack, device, batch_size, num_workers, progress,
+                                           data.source)
     seconds = time.perf_counter() - start
     clean = clean_emb @ classifier if len(clean_emb) else torch.empty(0, classifier.shape[1])
     result: dict[str, Any] = {

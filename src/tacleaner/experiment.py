@@ -42,7 +42,7 @@ from . import distributed
 from .attacks import ATTACKS, create_attack, load_attack, poison_dataset
 from .data.pairs import read_pairs
 from .data.synth import SynthConfig, generate
-from .data.zeroshot import BUILTIN_CLASSES, read_classes, read_zeroshot
+from .data.zeroshot import BUILTIN_CLASSES, Classes, read_classes, read_zeroshot
 from .defenses import DEFENSES, create_defense
 from .environment import environment, precision_of
 from .errors import TacleanerError
@@ -269,8 +269,9 @@ def _check_model_and_data(cfg: ExperimentConfig, where: str) -> None:
             raise TacleanerError(f"{where}: model: {e}") from None
     if cfg.model.get("init") and not Path(cfg.model["init"]).is_file():
         raise TacleanerError(f"{where}: model.init {cfg.model['init']}: checkpoint not found")
-    if "seed" in cfg.model and (not isinstance(cfg.model["seed"], int) or isinstance(cfg.model["seed"], bool)):
-        raise TacleanerError(f"{where}: model.seed={cfg.model['seed']!r}: expected an integer")
+    if "seed" in cfg.model and (not isinstance(cfg.model["seed"], int) or isinstance(cfg.model["seed"], bool)
+                                or cfg.model["seed"] < 0):
+        raise TacleanerError(f"{where}: model.seed={cfg.model['seed']!r}: expected an integer >= 0")
     if not isinstance(cfg.data.get("allow_overlap", False), bool):
         raise TacleanerError(f"{where}: data.allow_overlap={cfg.data['allow_overlap']!r}: expected true or false")
     if "synth" in cfg.data:
@@ -281,6 +282,18 @@ def _check_model_and_data(cfg: ExperimentConfig, where: str) -> None:
         for key, value in cfg.data.items():
             if key in DATA_PATHS and not (key == "classes" and value in BUILTIN_CLASSES) and not Path(str(value)).exists():
                 raise TacleanerError(f"{where}: data.{key} {value}: file not found")
+    # Targets name a class of the zero-shot classes: checked now, not after pretraining.
+    if "synth" in cfg.data:
+        from .data.synth import ZEROSHOT_TEMPLATES, class_names
+
+        classes = Classes(class_names(), ZEROSHOT_TEMPLATES)
+    else:
+        classes = read_classes(str(cfg.data.get("classes", "imagenet")))
+    for i, a in enumerate(cfg.attacks):
+        try:
+            classes.index(a.target)
+        except TacleanerError as e:
+            raise TacleanerError(f"{where}: attacks[{i}].target: {e}") from None
     for key in ("eval_batch_size",):
         value = getattr(cfg, key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:

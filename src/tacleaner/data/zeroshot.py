@@ -64,6 +64,7 @@ def read_classes(path: str | Path) -> Classes:
 class LabelledImages:
     images: list[Path]
     labels: list[int]
+    source: str | None = None  # the CSV the rows came from (errors name its row); None for a folder tree
 
     def __len__(self) -> int:
         return len(self.images)
@@ -88,7 +89,7 @@ def read_zeroshot(path: str | Path, classes: Classes, image_col: str = "image", 
         except TacleanerError as e:
             raise TacleanerError(f"{path}: row {line}: {e}") from None
         images.append((path.parent / row[image_col].strip()).resolve())
-    return LabelledImages(images, labels)
+    return LabelledImages(images, labels, str(path))
 
 
 @functools.lru_cache(maxsize=1)
@@ -104,7 +105,7 @@ def present_classes(data: LabelledImages, classes: Classes) -> tuple[LabelledIma
     are evaluated among their 200 classes, as the literature does."""
     present = sorted(set(data.labels))
     new = {old: i for i, old in enumerate(present)}
-    return (LabelledImages(data.images, [new[y] for y in data.labels]),
+    return (LabelledImages(data.images, [new[y] for y in data.labels], data.source),
             Classes([classes.classnames[i] for i in present], classes.templates))
 
 
