@@ -175,6 +175,7 @@ CASES = {
     "show_trigger_out_folder": "show-trigger --attack blended --data {w}/zeroshot.csv --out {s}/mine",
     "command_unknown": "bogus",
     "option_unknown": "defenses --bogus",
+    "option_abbreviated": "evaluate --check {s}/none.safetensors --data {w}/zeroshot.csv --classes {w}/classes.json",
     "jobs_zero": "run {s}/good.yaml --out {s}/r1 --jobs 0",
     # a safe --overwrite and folders that are never reused silently
     "overwrite_user_folder_poison": "poison --data {w}/implant.csv --attack blended --target 1 --num 2 "

@@ -528,7 +528,12 @@ def demo(args: argparse.Namespace) -> int:
 
 # -- parser ------------------------------------------------------------------------------------
 class Parser(argparse.ArgumentParser):
-    """Usage errors as one line on stderr (exit 2), pointing at the command's --help."""
+    """Usage errors as one line on stderr (exit 2), pointing at the command's --help. Options are
+    spelled out: an abbreviation (``--check`` for ``--checkpoint``) is an unknown option."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
