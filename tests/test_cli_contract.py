@@ -63,6 +63,8 @@ CONFIGS = {
     "seed_negative": {**GOOD_RUN, "seeds": [-1]},
     "model_seed_negative": {**GOOD_RUN, "model": {"name": "tacleaner-tiny-rn", "seed": -1}},
     "target_unknown": {**GOOD_RUN, "attacks": [{"name": "blended", "target": "purple elephant", "num": 4}]},
+    "data_folder": {**GOOD_RUN, "data": {"implant": ".", "clean": ".", "zeroshot": ".", "classes": "imagenet"}},
+    "num_beyond_data": {**GOOD_RUN, "attacks": [{"name": "blended", "target": "red circle", "num": 65}]},
     "train_device_missing": {**GOOD_RUN, "train": {"device": "cuda:99"}},
 }
 

@@ -282,6 +282,14 @@ def _check_model_and_data(cfg: ExperimentConfig, where: str) -> None:
         for key, value in cfg.data.items():
             if key in DATA_PATHS and not (key == "classes" and value in BUILTIN_CLASSES) and not Path(str(value)).exists():
                 raise TacleanerError(f"{where}: data.{key} {value}: file not found")
+            if key in ("pretrain", "implant", "clean", "classes") and Path(str(value)).is_dir():
+                raise TacleanerError(f"{where}: data.{key} {value}: a folder; give the CSV (JSON for classes) file")
+    if "synth" in cfg.data:
+        implant_pairs = build(SynthConfig, cfg.data["synth"] or {}, f"{where}: data.synth").implant
+        for i, a in enumerate(cfg.attacks):
+            if a.num > implant_pairs:
+                raise TacleanerError(f"{where}: attacks[{i}].num={a.num}: more than the world's {implant_pairs} "
+                                     "implant pairs")
     # Targets name a class of the zero-shot classes: checked now, not after pretraining.
     if "synth" in cfg.data:
         from .data.synth import ZEROSHOT_TEMPLATES, class_names
