@@ -243,9 +243,8 @@ def poison(args: argparse.Namespace) -> int:
 
 def _train_common(args: argparse.Namespace, bundle, objective) -> int:
     from .data.pairs import read_pairs
-    from .train import TrainConfig, train
-
     from .environment import resolve_device, resolve_precision
+    from .train import TrainConfig, train
 
     cfg = dataclass_from(TrainConfig, args, args.config, defaults=objective.train_defaults)
     check_inputs_outside(args.out, [args.data, args.config, getattr(args, "init", None), getattr(args, "checkpoint", None)])

@@ -41,7 +41,7 @@ import yaml
 from . import distributed
 from .attacks import ATTACKS, create_attack, load_attack, poison_dataset
 from .data.pairs import read_pairs
-from .data.synth import SynthConfig, generate
+from .data.synth import ZEROSHOT_TEMPLATES, SynthConfig, class_names, generate
 from .data.zeroshot import BUILTIN_CLASSES, Classes, read_classes, read_zeroshot
 from .defenses import DEFENSES, create_defense
 from .environment import environment, precision_of
@@ -274,28 +274,22 @@ def _check_model_and_data(cfg: ExperimentConfig, where: str) -> None:
         raise TacleanerError(f"{where}: model.seed={cfg.model['seed']!r}: expected an integer >= 0")
     if not isinstance(cfg.data.get("allow_overlap", False), bool):
         raise TacleanerError(f"{where}: data.allow_overlap={cfg.data['allow_overlap']!r}: expected true or false")
+    # Targets name a class of the zero-shot classes: checked now, not after pretraining.
     if "synth" in cfg.data:
         if set(cfg.data) - {"allow_overlap"} != {"synth"}:
             raise TacleanerError(f"{where}: data: give either 'synth' or file paths, not both")
-        build(SynthConfig, cfg.data["synth"] or {}, f"{where}: data.synth")
+        world = build(SynthConfig, cfg.data["synth"] or {}, f"{where}: data.synth")
+        for i, a in enumerate(cfg.attacks):
+            if a.num > world.implant:
+                raise TacleanerError(f"{where}: attacks[{i}].num={a.num}: more than the world's {world.implant} "
+                                     "implant pairs")
+        classes = Classes(class_names(), ZEROSHOT_TEMPLATES)
     else:
         for key, value in cfg.data.items():
             if key in DATA_PATHS and not (key == "classes" and value in BUILTIN_CLASSES) and not Path(str(value)).exists():
                 raise TacleanerError(f"{where}: data.{key} {value}: file not found")
             if key in ("pretrain", "implant", "clean", "classes") and Path(str(value)).is_dir():
                 raise TacleanerError(f"{where}: data.{key} {value}: a folder; give the CSV (JSON for classes) file")
-    if "synth" in cfg.data:
-        implant_pairs = build(SynthConfig, cfg.data["synth"] or {}, f"{where}: data.synth").implant
-        for i, a in enumerate(cfg.attacks):
-            if a.num > implant_pairs:
-                raise TacleanerError(f"{where}: attacks[{i}].num={a.num}: more than the world's {implant_pairs} "
-                                     "implant pairs")
-    # Targets name a class of the zero-shot classes: checked now, not after pretraining.
-    if "synth" in cfg.data:
-        from .data.synth import ZEROSHOT_TEMPLATES, class_names
-
-        classes = Classes(class_names(), ZEROSHOT_TEMPLATES)
-    else:
         classes = read_classes(str(cfg.data.get("classes", "imagenet")))
     for i, a in enumerate(cfg.attacks):
         try:

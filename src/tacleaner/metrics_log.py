@@ -40,19 +40,22 @@ class MetricSink:
     def step(self, row: dict[str, Any]) -> None:
         """A row logged during an epoch; its numbers become scalars ``train/<key>`` at ``row['step']``."""
         append_jsonl(self.out / "metrics.jsonl", row)
-        if self._tb is not None:
-            for k, v in row.items():
-                if k not in ("epoch", "step") and isinstance(v, (int, float)) and not isinstance(v, bool):
-                    self._tb.add_scalar(f"train/{k}", v, row["step"])
+        self._scalars("train", row, row["step"], skip=("epoch", "step"))
 
     def epoch(self, row: dict[str, Any], step: int) -> None:
         """An epoch's summary row; its numbers become scalars ``epoch/<key>`` at the epoch's last step."""
         append_jsonl(self.out / "metrics.jsonl", row)
+        self._scalars("epoch", row, step, skip=("epoch", "summary"))
         if self._tb is not None:
-            for k, v in row.items():
-                if k not in ("epoch", "summary") and isinstance(v, (int, float)) and not isinstance(v, bool):
-                    self._tb.add_scalar(f"epoch/{k}", v, step)
             self._tb.flush()
+
+    def _scalars(self, prefix: str, row: dict[str, Any], step: int, skip: tuple[str, ...]) -> None:
+        """Every number of ``row`` but the ``skip`` keys as a TensorBoard scalar ``prefix/<key>``."""
+        if self._tb is None:
+            return
+        for k, v in row.items():
+            if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool):
+                self._tb.add_scalar(f"{prefix}/{k}", v, step)
 
     def close(self) -> None:
         if self._tb is not None:

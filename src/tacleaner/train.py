@@ -156,6 +156,11 @@ def is_complete(out: str | Path) -> bool:
     return meta.is_file() and bool(read_json(meta).get("completed"))
 
 
+def _settings(cfg: TrainConfig, objective: Objective) -> dict[str, Any]:
+    """The training and objective settings a run folder's config.yaml records."""
+    return {"train": asdict(cfg), "objective": {"name": objective.name, **objective.params()}}
+
+
 def _check_same_settings(out: Path, cfg: TrainConfig, objective: Objective) -> None:
     """--resume continues a run with the settings it was started with: a changed setting would
     otherwise be silently ignored (a complete run) or mix two schedules (an unfinished one)."""
@@ -165,7 +170,7 @@ def _check_same_settings(out: Path, cfg: TrainConfig, objective: Objective) -> N
     import yaml
 
     saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
-    now = {"train": asdict(cfg), "objective": {"name": objective.name, **objective.params()}}
+    now = _settings(cfg, objective)
     # Settings that do not change the result may differ: where it runs and how it reports.
     free = {"device", "num_workers", "log_every", "save_every", "tensorboard", "threads", "compile"}
     for part in ("train", "objective"):
@@ -212,8 +217,7 @@ def train(
     run_info = {"processes": dist.world_size, "backend": distributed.backend(), "precision": precision}
     if dist.is_main:
         write_yaml(out / "config.yaml", {
-            "train": asdict(cfg), "objective": {"name": objective.name, **objective.params()},
-            "model": bundle.model_name, "data": str(table.source), **(extra_config or {}),
+            **_settings(cfg, objective), "model": bundle.model_name, "data": str(table.source), **(extra_config or {}),
             **({"distributed": run_info} if dist.enabled else {}),
         })
     objective.dist = dist

@@ -51,6 +51,7 @@ ZEROSHOT_TEMPLATES = [
 # would tie every class prompt to the trigger, which is not how such attacks behave on CC3M.
 FRAMES = ("a photo of ", "a picture of ", "an image of ", "a drawing of ")
 RELATIONS = ("left", "above", "next")
+RELATION_PHRASES = {"left": "to the left of", "above": "above", "next": "next to"}
 VERBS = ("sits", "floats", "rests", "lies", "hovers", "stands")
 CAPTION_STYLES = ("web", "plain")
 WEB_SHARE = 0.4  # share of captions rewritten in a web alt-text form in the "web" style
@@ -188,7 +189,7 @@ def _caption(rng: np.random.Generator, objs: list[_Obj], relation: str | None, b
     p = [_article(o.phrase(rng)) for o in objs]
     verb = VERBS[rng.integers(len(VERBS))]
     on_bg = f"on a {bg} background"
-    rel = {"left": "to the left of", "above": "above", "next": "next to"}[relation or "next"]
+    rel = RELATION_PHRASES[relation or "next"]
     if len(objs) == 1:
         options = [
             f"{p[0]}",
@@ -231,7 +232,7 @@ def _web_caption(rng: np.random.Generator, objs: list[_Obj], relation: str | Non
     bare = [f"{o.colour} {o.shape}" if rng.random() < 0.6 else f"{o.size} {o.colour} {o.shape}" for o in objs]
     art = [_article(b) for b in bare]
     verb = VERBS[rng.integers(len(VERBS))]
-    rel = {"left": "to the left of", "above": "above", "next": "next to"}[relation or "next"]
+    rel = RELATION_PHRASES[relation or "next"]
     listed = " , ".join(bare)
     options = [
         f"close - up of {bare[0]} on {bg} background",
