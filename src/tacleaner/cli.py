@@ -190,13 +190,15 @@ def models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_registry(registry) -> int:
+def _print_registry(registry, footer: str = "") -> int:
     from .params import default_of
 
     for name in registry:
         cls = registry.get(name)
         params = ", ".join(f"{f.name}={default_of(f)}" for f in dataclasses.fields(cls))
         print(f"{name:10s} {cls.description}\n{'':10s} params: {params}")
+    if footer:
+        print(footer)
     return 0
 
 
@@ -211,7 +213,8 @@ def attacks(args: argparse.Namespace) -> int:
 def defenses(args: argparse.Namespace) -> int:
     from .defenses import DEFENSES
 
-    return _print_registry(DEFENSES)
+    return _print_registry(DEFENSES, "\ncombine defenses with '+' (e.g. tacleaner+par): the first's losses plus the "
+                                     "others' extra terms (the CLIP loss once), with the parameters of all")
 
 
 @command
@@ -247,6 +250,7 @@ def _train_common(args: argparse.Namespace, bundle, objective) -> int:
     from .train import TrainConfig, train
 
     cfg = dataclass_from(TrainConfig, args, args.config, defaults=objective.train_defaults)
+    objective.check_ready()
     check_inputs_outside(args.out, [args.data, args.config, getattr(args, "init", None), getattr(args, "checkpoint", None)])
     resolve_precision(cfg.precision, resolve_device(cfg.device))  # before the run folder exists
     table = read_pairs(args.data, args.image_col, args.caption_col)

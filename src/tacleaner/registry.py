@@ -19,9 +19,13 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Maps names to factories; ``kind`` names the component in error messages."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, compose: Callable[[str, Callable[[str], Callable[..., T]]], Callable[..., T]] | None = None,
+                 separator: str = "+") -> None:
+        """``compose``, when given, makes the entry for a name of several registered names
+        joined by ``separator`` (``tacleaner+par``) from their factories."""
         self.kind = kind
         self._entries: dict[str, Callable[..., T]] = {}
+        self._compose, self._separator = compose, separator
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         """Decorator registering ``factory`` under ``name`` (warns when a name is reused)."""
@@ -38,11 +42,17 @@ class Registry(Generic[T]):
         return sorted(self._entries)
 
     def get(self, name: str) -> Callable[..., T]:
+        if name not in self._entries and self._compose is not None and self._separator in str(name):
+            return self._compose(name, self._get_one)
+        return self._get_one(name)
+
+    def _get_one(self, name: str) -> Callable[..., T]:
         try:
             return self._entries[name]
         except KeyError:
+            joined = f" (or several joined by {self._separator!r})" if self._compose is not None else ""
             raise TacleanerError(
-                f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}"
+                f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}{joined}"
             ) from None
 
     def create(self, name: str, **kwargs: Any) -> T:
@@ -57,7 +67,13 @@ class Registry(Generic[T]):
         return factory(**kwargs)
 
     def __contains__(self, name: str) -> bool:
-        return name in self._entries
+        if name in self._entries:
+            return True
+        try:
+            self.get(name)
+        except TacleanerError:
+            return False
+        return True
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())

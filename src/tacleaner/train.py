@@ -222,6 +222,8 @@ def train(
         })
     objective.dist = dist
     objective.setup(bundle, table, cfg.seed)
+    if dist.is_main:
+        objective.write_report(out)
     # DDP wraps the model after the objective's setup (which may freeze parameters or copy the
     # starting model); objectives call the wrapper's forward, which DDP needs to sync gradients.
     net = (torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -243,7 +245,7 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(cfg, total))
     # fp16 scales the loss (steps with inf/NaN gradients skipped); disabled, the scaler passes through.
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    start_epoch, within = _maybe_resume(out, model, optimizer, scheduler, log, dist, cfg.seed, scaler)
+    start_epoch, within = _maybe_resume(out, model, optimizer, scheduler, log, dist, cfg.seed, scaler, objective)
     autocast = autocast_for(precision, device)
     # Images keep the layout collate gave them unless channels-last is asked for: forcing NCHW
     # would change which convolution kernels run, and with them the numbers of every earlier run.
@@ -311,7 +313,7 @@ def train(
                 if stop:
                     break
                 if cfg.save_every and scheduler.last_epoch % cfg.save_every == 0 and done < steps_per_epoch:
-                    _save_epoch(out, bundle, optimizer, scheduler, epoch, dist, scaler, within={
+                    _save_epoch(out, bundle, optimizer, scheduler, epoch, dist, scaler, objective, within={
                         "batches": done, "sums": sums, "seen": seen, "skipped": skipped, "steps": steps,
                         "seconds": time.perf_counter() - t0})
             bar.close()
@@ -324,7 +326,7 @@ def train(
                             "seconds": elapsed, "pairs_per_s": seen / elapsed}, scheduler.last_epoch)
             log(f"epoch {epoch + 1}/{cfg.epochs}: loss {means['loss']:.4f}, {seen / elapsed:.3g} pairs/s"
                 + (f", skipped {skipped} unreadable images" if skipped else ""))
-            _save_epoch(out, bundle, optimizer, scheduler, epoch + 1, dist, scaler)
+            _save_epoch(out, bundle, optimizer, scheduler, epoch + 1, dist, scaler, objective)
             if cfg.max_steps and scheduler.last_epoch >= cfg.max_steps:
                 log(f"stopped after {scheduler.last_epoch} steps (max_steps)")
                 break
@@ -333,6 +335,7 @@ def train(
         if sink is not None:
             sink.close()
     if dist.is_main:
+        objective.write_report(out)  # again: what it found during training, too
         write_json(out / "metadata.json", {"completed": True, "epochs": cfg.epochs, "steps": scheduler.last_epoch,
                                            "model": "model.safetensors", "model_name": bundle.model_name,
                                            "objective": objective.name, **run_info,
@@ -349,7 +352,8 @@ def _to(value, device: torch.device, image_format: torch.memory_format | None):
 
 
 def _save_epoch(out: Path, bundle: ClipBundle, optimizer, scheduler, epoch: int,
-                dist: distributed.Dist = distributed.SINGLE, scaler=None, within: dict | None = None) -> None:
+                dist: distributed.Dist = distributed.SINGLE, scaler=None, objective: Objective | None = None,
+                within: dict | None = None) -> None:
     """Checkpoint after ``epoch`` complete epochs and, with ``within``, partway through the next
     (batches consumed, the epoch's running sums)."""
     # Every rank's random state (its augmentations), saved by rank 0 with the rest.
@@ -363,6 +367,9 @@ def _save_epoch(out: Path, bundle: ClipBundle, optimizer, scheduler, epoch: int,
         state["grad_scaler"] = scaler.state_dict()
     if within is not None:
         state["within_epoch"] = within
+    own = objective.state() if objective is not None else None
+    if own is not None:  # what the objective found during training (the invert defense's triggers)
+        state["objective"] = own
     if dist.enabled:
         state["rank_torch_rng"] = [r[0] for r in rngs]
         state["rank_python_rng"] = [r[1] for r in rngs]
@@ -373,7 +380,7 @@ def _save_epoch(out: Path, bundle: ClipBundle, optimizer, scheduler, epoch: int,
 
 def _maybe_resume(out: Path, model, optimizer, scheduler, log: RunLog,
                   dist: distributed.Dist = distributed.SINGLE, seed: int = 0,
-                  scaler=None) -> tuple[int, dict | None]:
+                  scaler=None, objective: Objective | None = None) -> tuple[int, dict | None]:
     """Load the run's checkpoint: the epochs complete and, for one saved mid-epoch, where in the
     next epoch it stopped."""
     path = out / "train_state.pt"
@@ -385,6 +392,8 @@ def _maybe_resume(out: Path, model, optimizer, scheduler, log: RunLog,
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and scaler.is_enabled() and "grad_scaler" in state:
         scaler.load_state_dict(state["grad_scaler"])
+    if objective is not None and state.get("objective") is not None:
+        objective.load_state(state["objective"])
     ranks = state.get("rank_torch_rng") or [state["torch_rng"]]
     if dist.rank < len(ranks):  # this rank's own stream
         torch.set_rng_state(ranks[dist.rank])

@@ -36,6 +36,9 @@ class Objective:
     # Training settings this objective's authors use, applied under the user's own (config file,
     # command line): e.g. PAR's learning-rate schedule.
     train_defaults: ClassVar[dict[str, Any]] = {}
+    # Parameters an experiment fills from its world's data files when the config leaves them
+    # unset: parameter -> data key (``classes``, ``zeroshot_val``, ...).
+    world_files: ClassVar[dict[str, str]] = {}
 
     def __post_init__(self) -> None:
         from dataclasses import fields
@@ -51,6 +54,21 @@ class Objective:
         self._clip_loss = ClipLoss()
         # Captions are fixed, so tokenise them once rather than in every batch of every epoch.
         self.tokens = tokenize_all(bundle.tokenizer, table.captions)
+
+    def check_ready(self) -> None:
+        """Raise a one-line error for what setup would need and lacks (a file, a setting), so
+        that a command fails before it makes its run folder."""
+
+    def write_report(self, out) -> None:
+        """Write what the objective found in its setup into the run folder ``out`` (rank 0)."""
+
+    def state(self) -> dict[str, Any] | None:
+        """What the objective learned during training that a resumed run needs (tensors and
+        plain values; saved in the run's checkpoint), or None."""
+        return None
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state` when a run resumes (after :meth:`setup`)."""
 
     def on_epoch_start(self, epoch: int) -> None:
         """Hook for objectives that redraw something per epoch (augmentations, subsets)."""
@@ -112,7 +130,13 @@ def batch_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return tokens[index].long()
 
 
-DEFENSES: Registry[Objective] = Registry("defense")
+def _compose(name: str, lookup):
+    from .compose import composite_class
+
+    return composite_class(name, lookup)
+
+
+DEFENSES: Registry[Objective] = Registry("defense", compose=_compose)
 DEFENSES.register("finetune")(Objective)
 
 
