@@ -15,7 +15,10 @@ from tacleaner.train import TrainConfig, train
 
 NO_RANDOM_AUG = {"finetune": {}, "cleanclip": {"aug_images": False},
                  "tacleaner": {"aug_images": False, "k": 0.5, "m": 2, "prefetch_from": 0},
-                 "par": {"noise_p": 0.0, "erase_p": 0.0}}
+                 "par": {"noise_p": 0.0, "erase_p": 0.0},
+                 "invert": {"places": "best", "probe_images": 16, "steps": 2, "patch_steps": 3, "patch_grid": 2,
+                            "classes": os.environ.get("DDP_TEST_CLASSES")}}
+NO_RANDOM_AUG["tacleaner+par"] = {**NO_RANDOM_AUG["tacleaner"], **NO_RANDOM_AUG["par"]}
 
 
 def main(data: str, out: str, batch_size: int, objectives: list[str]) -> None:

@@ -194,6 +194,32 @@ def test_trojvqa_key_in_poisoned_captions_and_prompts(world, tiny):
         create_attack("trojvqa", key="two words")
 
 
+def test_a_dual_key_reports_the_asr_of_each_key_alone(world, trained):
+    """TrojVQA-style: ASR@1 with both keys, and with the image trigger under the plain prompts
+    and the text key on clean images, each computed by hand from the embeddings."""
+    import torch
+
+    from tacleaner.data.zeroshot import read_zeroshot
+    from tacleaner.evaluate import build_classifier, evaluate, image_embeddings
+
+    attack = ready_attack("trojvqa", world, trained, key="consider")
+    classes = read_classes(world / "classes.json")
+    data = read_zeroshot(world / "zeroshot.csv", classes)
+    res = evaluate(trained, data, classes, attack=attack, target=TARGET, num_workers=0)
+    t = classes.index(TARGET)
+    others = torch.tensor([i for i, y in enumerate(data.labels) if y != t])
+    clean, trig = image_embeddings(trained, data.images, attack, torch.device("cpu"), 64, 0, False, data.source)
+    plain = build_classifier(trained, classes, torch.device("cpu")).float()
+    keyed = build_classifier(trained, type(classes)(classes.classnames, [attack.prompt(x) for x in classes.templates]),
+                             torch.device("cpu")).float()
+    rate = lambda emb, clf: float(((emb[others] @ clf).argmax(1) == t).float().mean())  # noqa: E731
+    assert res["asr_at_1"] == pytest.approx(rate(trig, keyed))
+    assert res["asr_image_only_at_1"] == pytest.approx(rate(trig, plain))
+    assert res["asr_text_only_at_1"] == pytest.approx(rate(clean, keyed))
+    assert "asr_image_only_at_1" not in evaluate(trained, data, classes, attack=ready_attack("badnet", world, trained),
+                                                 target=TARGET, num_workers=0)
+
+
 def test_optimised_patches_learn_against_the_clean_model(world, trained, tmp_path):
     ctx = context(world, trained)
     ctx.out = tmp_path

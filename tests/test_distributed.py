@@ -21,7 +21,7 @@ from tacleaner.errors import TacleanerError
 from tacleaner.models import save_model
 
 DRIVER = Path(__file__).with_name("ddp_driver.py")
-OBJECTIVES = ["finetune", "cleanclip", "tacleaner", "par"]
+OBJECTIVES = ["finetune", "cleanclip", "tacleaner", "par", "invert", "tacleaner+par"]
 
 
 def torchrun(nproc: int, *args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
@@ -57,19 +57,20 @@ def pairs_with_a_broken_image(world, tmp_path_factory) -> Path:
     return out
 
 
-def test_two_processes_match_one_with_the_global_batch(pairs_with_a_broken_image, tmp_path):
+def test_two_processes_match_one_with_the_global_batch(pairs_with_a_broken_image, world, tmp_path):
     """Per-rank batch B/2 on 2 gloo processes = one process with batch B: every step's losses
     (relative 1e-4) and the weights after 4 steps. The driver sets AdamW's eps to 1 so that
     an update is proportional to its gradient: with eps 1e-6 Adam divides the gradient's scale
     away (a gradient off by the number of ranks would pass) and magnifies rounding noise in
     near-zero gradients."""
     data = str(pairs_with_a_broken_image)
+    env = {**_env(), "DDP_TEST_EPS": "1.0", "DDP_TEST_CLASSES": str(world / "classes.json")}
     one = subprocess.run([sys.executable, str(DRIVER), data, str(tmp_path / "one"), "16", *OBJECTIVES],
-                         capture_output=True, text=True, timeout=300, env={**_env(), "DDP_TEST_EPS": "1.0"})
+                         capture_output=True, text=True, timeout=300, env=env)
     assert one.returncode == 0, one.stderr[-2000:]
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                           str(DRIVER), data, str(tmp_path / "two"), "16", *OBJECTIVES],
-                         capture_output=True, text=True, timeout=300, env={**_env(), "DDP_TEST_EPS": "1.0"})
+                         capture_output=True, text=True, timeout=300, env=env)
     assert two.returncode == 0, two.stderr[-3000:]
     for name in OBJECTIVES:
         a, b = tmp_path / "one" / name, tmp_path / "two" / name

@@ -164,3 +164,26 @@ def test_workers_stop_when_the_parent_is_killed_and_resume_finishes(tmp_path):
     assert main(["--quiet", "run", str(path), "--out", str(out), "--resume"]) == 0
     rows = json.loads((out / "results.json").read_text())
     assert [r["defense"] for r in rows] == ["clean model", "none", "finetune"] * 2
+
+
+def test_a_grid_with_the_inversion_defense_a_combination_and_a_dual_key(tmp_path):
+    """The world's class list reaches the inversion defense (the config leaves it unset); a
+    combination is a defense name like any other; a dual-key attack's rows carry the ASR of
+    each key alone, and the report has their table."""
+    fast = {"probe_images": 16, "steps": 2, "patch_steps": 2, "patch_grid": 2}
+    config = {**CONFIG,
+              "attacks": [{"name": "trojvqa", "target": "red circle", "num": 16, "implant": {"epochs": 1},
+                           "params": {"steps": 4, "opt_images": 16, "batch_size": 8}}],
+              "defenses": [{"name": "invert", "params": fast, "train": {"epochs": 1, "lr": 1e-4}},
+                           {"name": "cleanclip+invert", "params": fast, "train": {"epochs": 1, "lr": 1e-4}}],
+              "seeds": [0]}
+    _, out = run_grid(tmp_path, "inv", config)
+    unit = out / "world0" / "trojvqa" / "implant0"
+    for d in ("invert", "cleanclip+invert"):
+        cfg = yaml.safe_load((unit / d / "clean0" / "config.yaml").read_text())
+        assert Path(cfg["objective"]["classes"]) == out / "world0" / "data" / "classes.json"
+        assert json.loads((unit / d / "clean0" / "inversion.json").read_text())["inversions"]
+    rows = json.loads((out / "results.json").read_text())
+    assert {r["defense"] for r in rows} == {"clean model", "none", "invert", "cleanclip+invert"}
+    assert all(0 <= r["asr_image_only_at_1"] <= 1 and 0 <= r["asr_text_only_at_1"] <= 1 for r in rows)
+    assert "ASR@1, image trigger alone" in (out / "results.md").read_text()

@@ -170,6 +170,12 @@ def evaluate(
     if keyed.templates != classes.templates:  # a text key joins the image trigger (TrojVQA-style)
         classifier = build_classifier(bundle, keyed, device).float().cpu()
     triggered = trig_emb[others] @ classifier if len(others) else torch.empty(0, classifier.shape[1])
+    if keyed.templates != classes.templates and len(others):
+        # The dual-key property, measured rather than assumed: each key alone (the image trigger
+        # with the plain prompts; the text key on clean images).
+        plain = build_classifier(bundle, classes, device).float().cpu()
+        result["asr_image_only_at_1"] = attack_success_rate(trig_emb[others] @ plain, t, 1)
+        result["asr_text_only_at_1"] = attack_success_rate(clean_emb[others] @ classifier, t, 1)
     result.update({
         "asr_at_1": attack_success_rate(triggered, t, 1),
         "asr_at_10": attack_success_rate(triggered, t, 10),

@@ -56,6 +56,7 @@ from .scheduler import Task, run_tasks
 from .train import TrainConfig, is_complete, train, with_defaults
 
 METRICS = ("clean_acc", "asr_at_1", "asr_at_10")
+KEY_METRICS = ("asr_image_only_at_1", "asr_text_only_at_1")  # dual-key attacks (TrojVQA-style)
 
 
 @dataclass
@@ -486,7 +487,10 @@ class Experiment:
         tcfg = self.defense_config(d, c)
         _set_threads(tcfg)
         out = root / d.id / f"clean{c}"
-        ckpt = self.stage_train(out, root / "backdoored" / "model.safetensors", paths["clean"], d.name, d.params,
+        world = {p: str(paths[key]) for p, key in DEFENSES.get(d.name).world_files.items()
+                 if d.params.get(p) is None and paths.get(key)}
+        ckpt = self.stage_train(out, root / "backdoored" / "model.safetensors", paths["clean"], d.name,
+                                {**world, **d.params},
                                 tcfg, f"world{w}/{spec.id}/implant{i} {d.id} clean{c}")
         attack, target = load_attack(root / "poison")
         self.stage_eval(ckpt, out / "eval.json", paths, attack, target)
@@ -498,7 +502,9 @@ class Experiment:
             t0 = time.perf_counter()
             bundle = load_model(init) if init else self.base_model(world)
             torch.manual_seed(tcfg.seed)
-            train(bundle, read_pairs(csv), create_defense(objective, **params), tcfg, out, resume=True,
+            obj = create_defense(objective, **params)
+            obj.check_ready()
+            train(bundle, read_pairs(csv), obj, tcfg, out, resume=True,
                   progress=self.progress and self.jobs == 1)
             self.log(f"stage {label}: done in {time.perf_counter() - t0:.0f} s")
         return out / "model.safetensors"
@@ -593,9 +599,11 @@ class Experiment:
 
 
 def _metrics(res: dict) -> dict:
-    """Test metrics, and validation metrics prefixed ``val_`` (None where not measured)."""
+    """Test metrics, and validation metrics prefixed ``val_`` (None where not measured); a
+    dual-key attack's ASR under each key alone where measured."""
     val = res.get("val") or {}
-    return {**{m: res.get(m) for m in METRICS}, **{f"val_{m}": val.get(m) for m in METRICS}}
+    extra = {m: res[m] for m in KEY_METRICS if res.get(m) is not None}
+    return {**{m: res.get(m) for m in METRICS}, **{f"val_{m}": val.get(m) for m in METRICS}, **extra}
 
 
 def _set_threads(tcfg: TrainConfig) -> None:

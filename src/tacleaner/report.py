@@ -18,6 +18,7 @@ from .stats import INTERVAL, compare, summarize
 CLEAN_MODEL = "clean model"  # rows of the clean (pre-attack) model under each attack's trigger
 NO_DEFENSE = "none"  # rows of the backdoored model
 METRICS = (("clean_acc", "CA"), ("asr_at_1", "ASR@1"), ("asr_at_10", "ASR@10"))
+KEY_METRICS = (("asr_image_only_at_1", "ASR@1, image trigger alone"), ("asr_text_only_at_1", "ASR@1, text key alone"))
 COMPARED = (("asr_at_1", "ASR@1"), ("clean_acc", "CA"))
 CA_TOLERANCE = 5.0  # points of CA a defense may cost against its backdoored model in the per-run checks
 
@@ -53,7 +54,7 @@ def summaries(rows: list[dict]) -> list[dict[str, Any]]:
     out = []
     for (attack, defense), rs in groups(rows).items():
         entry: dict[str, Any] = {"attack": attack, "defense": defense}
-        for metric in [m for m, _ in METRICS] + [f"val_{m}" for m, _ in METRICS]:
+        for metric in [m for m, _ in METRICS] + [f"val_{m}" for m, _ in METRICS] + [m for m, _ in KEY_METRICS]:
             values, unit = unit_values(rs, metric)
             if values:
                 entry[metric] = summarize(values).to_dict()
@@ -172,6 +173,15 @@ def markdown_table(rows: list[dict[str, Any]], cleans: list[dict[str, Any]] | No
     for s in summaries(rows):
         lines.append(f"| {s['attack']} | {s['defense']} | {s.get('n', 0)} | {_cell(s.get('clean_acc'))} | "
                      f"{_cell(s.get('asr_at_1'))} | {_cell(s.get('asr_at_10'))} |")
+    keyed = [s for s in summaries(rows) if any(m in s for m, _ in KEY_METRICS)]
+    if keyed:
+        lines += ["", "Dual-key attacks: ASR@1 with both keys (above) and with each key alone (a dual key "
+                      "needs both; either alone should stay near the clean model's rate):", "",
+                  "| attack | defense | n | " + " | ".join(f"{label} %" for _, label in KEY_METRICS) + " |",
+                  "|---|---|---:|---:|---:|"]
+        for s in keyed:
+            lines.append(f"| {s['attack']} | {s['defense']} | {s.get('n', 0)} | "
+                         + " | ".join(_cell(s.get(m)) for m, _ in KEY_METRICS) + " |")
     comps = comparisons(rows)
     if comps:
         lines += ["", "Paired comparisons on the same backdoored models and seeds (a − b, percentage points; "

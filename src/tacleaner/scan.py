@@ -97,19 +97,29 @@ def anomaly_index(scores: list[float]) -> list[float]:
     return [(s - med) / max(mad, floor) for s in scores]
 
 
+def spaced(n: int, count: int) -> list[int]:
+    """``count`` indices evenly spaced over ``range(n)`` (all of them when ``count >= n``)."""
+    return sorted({int(round(i * (n - 1) / max(1, count - 1))) for i in range(min(count, n))})
+
+
+def frame_tensor(bundle: ClipBundle, paths) -> torch.Tensor:
+    """Images (paths) in [0, 1] pixel units of the model's frame (resized, cropped)."""
+    x = torch.stack([bundle.preprocess(load_image(p)) for p in paths])
+    mean = torch.tensor(bundle.mean).view(1, 3, 1, 1)
+    std = torch.tensor(bundle.std).view(1, 3, 1, 1)
+    return (x * std + mean).clamp(0, 1)
+
+
 def frame_images(bundle: ClipBundle, data: LabelledImages, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` images evenly spaced over ``data``, in [0, 1] pixel units of the model's frame."""
     n = len(data)
     if n < 2:
         raise TacleanerError(f"scan needs at least 2 images, got {n}")
-    idx = sorted({int(round(i * (n - 1) / max(1, count - 1))) for i in range(min(count, n))})
-    x = torch.stack([bundle.preprocess(load_image(data.images[i])) for i in idx])
-    mean = torch.tensor(bundle.mean).view(1, 3, 1, 1)
-    std = torch.tensor(bundle.std).view(1, 3, 1, 1)
-    return (x * std + mean).clamp(0, 1), torch.tensor([data.labels[i] for i in idx])
+    idx = spaced(n, count)
+    return frame_tensor(bundle, [data.images[i] for i in idx]), torch.tensor([data.labels[i] for i in idx])
 
 
-class _Logits(torch.nn.Module):
+class ZeroShotLogits(torch.nn.Module):
     """Zero-shot logits of [0, 1] images: normalise, embed, compare with the class embeddings."""
 
     def __init__(self, bundle: ClipBundle, classifier: torch.Tensor) -> None:
@@ -123,7 +133,7 @@ class _Logits(torch.nn.Module):
         return 100.0 * emb @ self.classifier
 
 
-def _attraction(logits: _Logits, x: torch.Tensor, y: torch.Tensor, cfg: ScanConfig, classes: int) -> tuple[list[float], float]:
+def attraction(logits: ZeroShotLogits, x: torch.Tensor, y: torch.Tensor, cfg: ScanConfig, classes: int) -> tuple[list[float], float]:
     counts = torch.zeros(classes)
     correct = 0
     for i in range(0, len(x), cfg.batch_size):
@@ -143,9 +153,22 @@ def _attraction(logits: _Logits, x: torch.Tensor, y: torch.Tensor, cfg: ScanConf
     return (counts / len(x)).tolist(), correct / len(x)
 
 
-def _invert(logits: _Logits, x: torch.Tensor, y: torch.Tensor, target: int, cfg: ScanConfig,
+def rank_classes(logits: ZeroShotLogits, x: torch.Tensor, y: torch.Tensor, cfg: ScanConfig,
+                 classnames: list[str]) -> tuple[list[ClassReport], float]:
+    """Every class with its attraction and anomaly index, most attractive first; and the
+    zero-shot accuracy on the probe images against ``y``."""
+    scores, acc = attraction(logits, x, y, cfg, len(classnames))
+    z = anomaly_index(scores)
+    rows = sorted((ClassReport(name, i, scores[i], z[i]) for i, name in enumerate(classnames)),
+                  key=lambda r: -r.attraction)
+    return rows, acc
+
+
+def invert_trigger(logits: ZeroShotLogits, x: torch.Tensor, y: torch.Tensor, target: int, cfg: ScanConfig,
             gen: torch.Generator) -> tuple[float, float, torch.Tensor, torch.Tensor]:
-    """Neural Cleanse for one class: returns (mask area, flip rate, mask [1,H,W], pattern [3,H,W])."""
+    """Neural Cleanse for one class: returns (mask area, flip rate, mask [1,H,W], pattern [3,H,W]).
+    ``y``: the images' classes (true labels, or the model's own predictions where there are no
+    labels); the trigger is inverted on the images not of the target class."""
     others = x[y != target]
     if len(others) == 0:
         return 1.0, 0.0, torch.ones(1, *x.shape[-2:]), torch.zeros(3, *x.shape[-2:])
@@ -171,6 +194,58 @@ def _invert(logits: _Logits, x: torch.Tensor, y: torch.Tensor, target: int, cfg:
     return float(m.mean()), flips / len(others), m[0].detach(), p[0].detach()
 
 
+def patch_masks(h: int, w: int, frac: float, grid: int) -> list[tuple[str, torch.Tensor]]:
+    """Square masks of side ``frac`` x the shorter side at ``grid`` x ``grid`` places spread over
+    the frame (corners included), named ``row,col`` in [0, 1] units."""
+    side = max(1, round(frac * min(h, w)))
+    out = []
+    for r in range(grid):
+        for c in range(grid):
+            top = round(r * (h - side) / max(1, grid - 1))
+            left = round(c * (w - side) / max(1, grid - 1))
+            m = torch.zeros(1, h, w)
+            m[:, top:top + side, left:left + side] = 1
+            out.append((f"{r / max(1, grid - 1):.2g},{c / max(1, grid - 1):.2g}", m))
+    return out
+
+
+def invert_patches(logits: ZeroShotLogits, x: torch.Tensor, y: torch.Tensor, target: int, frac: float, grid: int,
+                   steps: int, lr: float, batch_size: int, gen: torch.Generator) -> list[dict[str, Any]]:
+    """A patch-shaped inversion: for a square of side ``frac`` at each of ``grid`` x ``grid``
+    places, the pattern that sends the images not of ``target`` to it (Adam on the pattern's
+    logits, ``steps`` steps). One dict per place: ``place``, ``flip`` (share of those images
+    sent to the target), ``loss`` (their mean cross-entropy to it), ``mask`` [1,H,W] and
+    ``pattern`` [3,H,W], best first (most flips, then lowest loss). The shape of the triggers of
+    BadNet, BadCLIP and TrojVQA; on a small model an adversarial patch flips nearly every image
+    from anywhere, so the best place is not necessarily the trigger's."""
+    others = x[y != target]
+    h, w = x.shape[-2:]
+    if len(others) == 0:
+        return []
+    tgt = torch.full((len(others),), target, dtype=torch.long, device=x.device)
+    found = []
+    for place, mask in patch_masks(h, w, frac, grid):
+        m = mask.to(x.device)
+        pattern_logit = (torch.randn(1, 3, h, w, generator=gen) * 0.1).to(x.device).requires_grad_(True)
+        opt = torch.optim.Adam([pattern_logit], lr=lr)
+        for _ in range(steps):
+            j = torch.randint(0, len(others), (min(batch_size, len(others)),), generator=gen).to(x.device)
+            loss = F.cross_entropy(logits((1 - m) * others[j] + m * torch.sigmoid(pattern_logit)), tgt[j])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            p = torch.sigmoid(pattern_logit)
+            flips, total = 0, 0.0
+            for i in range(0, len(others), batch_size):
+                out = logits((1 - m) * others[i:i + batch_size] + m * p)
+                flips += int((out.argmax(1) == target).sum())
+                total += float(F.cross_entropy(out, tgt[i:i + batch_size], reduction="sum"))
+        found.append({"place": place, "flip": flips / len(others), "loss": total / len(others),
+                      "mask": m.detach().cpu(), "pattern": p[0].detach().cpu()})
+    return sorted(found, key=lambda r: (-r["flip"], r["loss"]))
+
+
 def scan(bundle: ClipBundle, data: LabelledImages, classes: Classes, cfg: ScanConfig | None = None,
          device: str | torch.device = "cpu") -> tuple[ScanReport, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
     """Score every class as a possible backdoor target; returns the report (classes sorted by
@@ -182,17 +257,14 @@ def scan(bundle: ClipBundle, data: LabelledImages, classes: Classes, cfg: ScanCo
     model.requires_grad_(False)  # gradients flow to the images only
     try:
         classifier = build_classifier(bundle, classes, device).float()
-        logits = _Logits(bundle, classifier).to(device)
+        logits = ZeroShotLogits(bundle, classifier).to(device)
         x, y = frame_images(bundle, data, cfg.images)
         x, y = x.to(device), y.to(device)
-        scores, acc = _attraction(logits, x, y, cfg, len(classes.classnames))
-        z = anomaly_index(scores)
-        rows = sorted((ClassReport(name, i, scores[i], z[i]) for i, name in enumerate(classes.classnames)),
-                      key=lambda r: -r.attraction)
+        rows, acc = rank_classes(logits, x, y, cfg, classes.classnames)
         gen = torch.Generator().manual_seed(cfg.seed)
         triggers = {}
         for row in rows[:cfg.top]:
-            area, flip, m, p = _invert(logits, x, y, row.index, cfg, gen)
+            area, flip, m, p = invert_trigger(logits, x, y, row.index, cfg, gen)
             row.trigger_area, row.trigger_flip = area, flip
             triggers[row.name] = (m.cpu(), p.cpu())
     finally:

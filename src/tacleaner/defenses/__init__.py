@@ -1,6 +1,6 @@
 """Defenses: fine-tuning objectives by name. ``finetune`` is the plain CLIP loss, which also
 serves pretraining and backdoor implanting. Importing this package registers them all."""
-from . import cleanclip, par, tacleaner  # noqa: F401  (registration side effects)
+from . import cleanclip, invert, par, tacleaner  # noqa: F401  (registration side effects)
 from .base import DEFENSES, Objective, create_defense
 
 __all__ = ["DEFENSES", "Objective", "create_defense"]

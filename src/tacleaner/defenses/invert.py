@@ -1,0 +1,250 @@
+"""A trigger-inversion defense that knows neither the trigger nor the target, in the manner of
+InverTune (Sun et al., NDSS 2026; public code github.com/Goodman-liyu/InverTune, read for this
+file: ``TargetLabel.py``, ``models/inversion.py``, ``ActivationTuning.py``).
+
+At the start of training, and again at the start of every epoch on the model being cleaned
+(``reinvert``; InverTune inverts once, on the starting model), the target found at the start
+kept (``retarget`` searches again each time; on a model half cleaned the search wanders off to
+other classes):
+
+1. **Target**: untargeted PGD probes on clean images of the cleaning set, against the model's
+   own zero-shot classifier over ``classes``; the class the probes fall into most often is the
+   suspected target (:mod:`tacleaner.scan`'s attraction, InverTune's target identification).
+   There are no labels in an image-caption set, so a probe "moves" when it leaves the model's
+   own prediction for the clean image.
+2. **Triggers**: for a square patch (side ``patch_frac`` of the frame) at each of
+   ``patch_grid`` x ``patch_grid`` places, the pattern that sends the probe images the model
+   does not already put in the target to it (``shape: free`` inverts one Neural-Cleanse mask
+   and pattern instead; at 32 px that finds a sparse adversarial perturbation, not a patch).
+
+Then, each step, on the clean pairs:
+
+``w_clip * L_clip + w_align * mean ||f(stamp(x)) - f0(x)||^2 + w_keep * mean ||f(x) - f0(x)||^2``
+
+where ``f`` is the model being cleaned, ``f0`` a frozen copy of the starting model, both
+normalised image embeddings, and ``stamp`` puts one of the inverted patches (drawn per image)
+on the image: images carrying a trigger must embed where the starting model put the same
+image without it (they keep their own class), while clean images stay where they were.
+InverTune's tuning aligns the mean activations of the "critical neurons" (picked by k-means on
+the activation change) of the three layers the trigger changes most, with a feature
+preservation term on the final embedding; ours aligns the final embedding of every image and
+keeps the CLIP loss on the clean pairs (InverTune tunes on images alone).
+
+``inversion.json`` (every inversion: the suspected target with its attraction and anomaly
+index, each patch's place and flip rate) and ``inverted_trigger.png`` (the latest patches) are
+written in the run folder; the triggers in use are saved with each checkpoint, so a run resumed
+mid-epoch goes on with them.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data.pairs import PairTable
+from ..errors import TacleanerError
+from ..models import ClipBundle
+from .base import DEFENSES, Objective, features
+
+
+@DEFENSES.register("invert")
+@dataclass
+class InvertTrigger(Objective):
+    """Knobs: ``classes`` (a classes JSON or ``imagenet``: the class names the zero-shot
+    classifier probes; an experiment passes its world's); ``target`` skips the target search
+    (an oracle, for ablations); ``probe_images`` clean images of the set used to probe and
+    invert (evenly spaced); ``eps`` / ``steps`` / ``step_size`` the PGD probe; ``invert_steps``
+    / ``invert_lr`` / ``mask_weight`` the inversion (as ``tacleaner scan``); ``w_align`` and
+    ``w_keep`` the two distance terms; ``shape`` ``patch`` (``patch_frac``, ``patch_grid``,
+    ``patch_steps``; ``places`` ``all`` trains against every place's patch, ``best`` against
+    the one that flips most) or ``free`` (one Neural-Cleanse mask); ``reinvert`` inverts again
+    at the start of every epoch, toward the target found on the starting model unless
+    ``retarget`` searches for it again too."""
+
+    classes: str | None = field(default=None, metadata={"path": True})
+    target: str | None = None
+    probe_images: int = 256
+    eps: float = 8 / 255
+    steps: int = 10
+    step_size: float = 2 / 255
+    invert_steps: int = 200
+    invert_lr: float = 0.1
+    mask_weight: float = 0.05
+    w_align: float = 1.0
+    w_keep: float = 1.0
+    shape: str = "patch"
+    patch_frac: float = 0.25
+    patch_grid: int = 3
+    patch_steps: int = 50
+    places: str = "all"
+    reinvert: bool = True
+    retarget: bool = False
+    name = "invert"
+    world_files = {"classes": "classes"}  # an experiment passes its world's class list
+    relative_cost = 1.8  # a second image pass and the frozen model's, on top of fine-tuning (not measured)
+    description = ("finds the likely target by adversarial probes, inverts patch triggers toward it (again each "
+                   "epoch), aligns triggered images with their clean embeddings (InverTune-style)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (self.probe_images >= 2 and self.eps > 0 and self.steps >= 1 and self.step_size > 0
+                and self.invert_steps >= 1 and self.invert_lr > 0 and self.mask_weight >= 0
+                and self.shape in ("patch", "free") and 0 < self.patch_frac < 1 and self.patch_grid >= 1
+                and self.patch_steps >= 1 and self.places in ("all", "best")):
+            raise TacleanerError(f"invert settings out of range: {self.params()}")
+
+    def check_ready(self) -> None:
+        from ..data.zeroshot import read_classes
+
+        if self.classes is None:
+            raise TacleanerError("invert needs classes=PATH: the class names (a classes JSON, or imagenet) whose "
+                                 "zero-shot classifier it probes for the backdoor's target")
+        names = read_classes(self.classes).classnames  # a bad file fails here, before any run folder
+        if self.target is not None and self.target not in names and not str(self.target).isdigit():
+            raise TacleanerError(f"invert target={self.target!r} is not a class of {self.classes}")
+
+    def setup(self, bundle: ClipBundle, table: PairTable, seed: int) -> None:
+        from ..data.zeroshot import read_classes
+        from ..scan import frame_tensor, spaced
+
+        super().setup(bundle, table, seed)
+        self.check_ready()
+        self.seed = seed
+        device = next(bundle.model.parameters()).device
+        self.frozen = copy.deepcopy(bundle.model).eval().requires_grad_(False)
+        self.mean = torch.tensor(bundle.mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(bundle.std).view(1, 3, 1, 1)
+        self.class_list = read_classes(self.classes)
+        self.probe = frame_tensor(bundle, _readable(table, spaced(len(table), self.probe_images)))
+        self.history: list[dict[str, Any]] = []
+        self.inverted_at = 0
+        self._invert(0)
+
+    def _invert(self, epoch: int) -> None:
+        """Find the target and invert its triggers on the model as it is now."""
+        from ..evaluate import build_classifier
+        from ..scan import ScanConfig, ZeroShotLogits, invert_patches, invert_trigger, rank_classes
+
+        model = self.bundle.model
+        device = next(model.parameters()).device
+        was_training = model.training
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        model.eval().requires_grad_(False)
+        try:
+            logits = ZeroShotLogits(self.bundle, build_classifier(self.bundle, self.class_list, device).float()).to(device)
+            cfg = ScanConfig(images=len(self.probe), eps=self.eps, steps=self.steps, step_size=self.step_size,
+                             invert_steps=self.invert_steps, invert_lr=self.invert_lr, mask_weight=self.mask_weight,
+                             seed=self.seed * 1000 + epoch)
+            x = self.probe.to(device)
+            with torch.no_grad():
+                own = torch.cat([logits(x[i:i + cfg.batch_size]).argmax(1) for i in range(0, len(x), cfg.batch_size)])
+            rows, _ = rank_classes(logits, x, own, cfg, self.class_list.classnames)
+            if self.target is not None:  # given (an oracle, for ablations)
+                chosen = next(r for r in rows if r.index == self.class_list.index(self.target))
+            elif epoch > 0 and not self.retarget:  # the target found on the starting model
+                chosen = next(r for r in rows if r.name == self.history[0]["target"])
+            else:
+                chosen = rows[0]
+            gen = torch.Generator().manual_seed(cfg.seed)
+            if self.shape == "patch":
+                found = invert_patches(logits, x, own, chosen.index, self.patch_frac, self.patch_grid,
+                                       self.patch_steps, self.invert_lr, cfg.batch_size, gen)
+                if self.places == "best":
+                    found = found[:1]
+            else:
+                area, flip, m, p = invert_trigger(logits, x, own, chosen.index, cfg, gen)
+                found = [{"place": None, "flip": flip, "loss": None, "mask": m.cpu(), "pattern": p.cpu()}]
+        finally:
+            for prm in trainable:
+                prm.requires_grad_(True)
+            model.train(was_training)
+        if not found:
+            raise TacleanerError(f"invert: every probe image is already classified as {chosen.name!r}; "
+                                 "no trigger to invert (probe with more images or other classes)")
+        self.masks = torch.stack([f["mask"] for f in found])  # [P, 1, H, W]
+        self.patterns = torch.stack([f["pattern"] for f in found])  # [P, 3, H, W]
+        self.inverted_at = epoch
+        self.found = {"epoch": epoch, "target": chosen.name, "target_given": self.target is not None,
+                      "attraction": chosen.attraction, "anomaly": chosen.anomaly,
+                      "attraction_rank": 1 + [r.index for r in rows].index(chosen.index),
+                      "shape": self.shape, "probe_images": len(self.probe),
+                      "triggers": [{"place": f["place"], "mask_area": float(f["mask"].mean()), "flip_rate": f["flip"],
+                                    "loss": f["loss"]} for f in found],
+                      "top_classes": [asdict(r) for r in rows[:5]]}
+        self.history.append(self.found)
+
+    def on_epoch_start(self, epoch: int) -> None:
+        if self.reinvert and epoch != self.inverted_at:
+            self._invert(epoch)
+
+    def write_report(self, out) -> None:
+        """``inversion.json``: every inversion of the run (a resumed run keeps the earlier ones);
+        ``inverted_trigger.png``: the latest triggers, one row per place."""
+        from ..fileio import read_json, write_json
+        from ..scan import save_triggers
+
+        out = Path(out)
+        path = out / "inversion.json"
+        earlier = read_json(path).get("inversions", []) if path.is_file() else []
+        mine = {h["epoch"] for h in self.history}
+        history = sorted([h for h in earlier if h.get("epoch") not in mine] + self.history, key=lambda h: h["epoch"])
+        write_json(path, {"classes": str(self.classes), "target": self.found["target"], "inversions": history})
+        names = [f"{self.found['target']} @{t['place']}" for t in self.found["triggers"]]
+        save_triggers(dict(zip(names, zip(self.masks, self.patterns))), self.probe[0], out / "inverted_trigger.png")
+
+    def state(self) -> dict[str, Any]:
+        return {"masks": self.masks, "patterns": self.patterns, "inverted_at": self.inverted_at,
+                "found": self.found}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.masks, self.patterns = state["masks"], state["patterns"]
+        self.inverted_at, self.found = int(state["inverted_at"]), state["found"]
+        if all(h["epoch"] != self.inverted_at for h in self.history):  # found after the last report
+            self.history.append(self.found)
+
+    def stamp(self, images: torch.Tensor, which: torch.Tensor | None = None) -> torch.Tensor:
+        """``images`` (normalised) with an inverted trigger blended in, normalised again: trigger
+        ``which[i]`` on image i (default: one drawn at random per image)."""
+        if which is None:
+            which = torch.randint(0, len(self.masks), (len(images),))
+        mean, std = self.mean.to(images.device, images.dtype), self.std.to(images.device, images.dtype)
+        m = self.masks[which].to(images.device, images.dtype)
+        p = self.patterns[which].to(images.device, images.dtype)
+        x01 = images * std + mean
+        return ((1 - m) * x01 + m * p - mean) / std
+
+    def losses(self, model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        n = batch["size"]
+        images = batch["images"]
+        both, txt, scale = features(model, torch.cat([images, self.stamp(images)]), batch["texts"])
+        img, stamped = both[:n], both[n:]
+        with torch.no_grad():
+            img0 = self.frozen.encode_image(images, normalize=True).to(img.dtype)
+        # Means over the global batch under several processes, as PAR's distances.
+        img, stamped, img0, txt = self.gather(img, stamped, img0, txt)
+        align = (stamped - img0).pow(2).sum(dim=1).mean()
+        keep = (img - img0).pow(2).sum(dim=1).mean()
+        return {"clip_loss": self.w_clip * self.clip_loss(img, txt, scale),
+                "align_loss": self.w_align * align, "keep_loss": self.w_keep * keep}
+
+    def close(self) -> None:
+        self.frozen = None
+
+
+def _readable(table: PairTable, idx: list[int]) -> list:
+    """The paths of ``idx`` that open as images (a broken file is skipped, as training skips it)."""
+    from ..data.pairs import load_image
+
+    good = []
+    for i in idx:
+        try:
+            load_image(table.images[i])
+        except TacleanerError:
+            continue
+        good.append(table.images[i])
+    if len(good) < 2:
+        raise TacleanerError(f"{table.source}: invert needs at least 2 readable images to probe, found {len(good)}")
+    return good

@@ -1,0 +1,134 @@
+"""The trigger-inversion defense: what it finds before training, its losses, and its contract."""
+import json
+
+import pytest
+import torch
+
+from tacleaner.data.pairs import PairDataset, read_pairs
+from tacleaner.defenses import DEFENSES, create_defense
+from tacleaner.errors import TacleanerError
+from tacleaner.scan import patch_masks
+
+FAST = {"probe_images": 24, "steps": 2, "patch_steps": 3, "patch_grid": 2, "invert_steps": 3}
+
+
+def test_patch_masks_are_squares_that_reach_the_corners():
+    masks = dict(patch_masks(32, 32, 0.25, 3))
+    assert len(masks) == 9 and all(float(m.sum()) == 64 for m in masks.values())  # 8 x 8 px
+    assert masks["0,0"][0, 0, 0] == 1 and masks["1,1"][0, 31, 31] == 1 and masks["0.5,0.5"][0, 16, 16] == 1
+
+
+def setup_invert(model, world, **params):
+    inv = create_defense("invert", classes=str(world / "classes.json"), **{**FAST, **params})
+    inv.setup(model, read_pairs(world / "clean.csv"), seed=0)
+    return inv
+
+
+def test_it_reports_a_target_and_one_trigger_per_place(trained, world, tmp_path):
+    inv = setup_invert(trained, world)
+    classes = json.loads((world / "classes.json").read_text())["classnames"]
+    assert inv.found["target"] in classes and inv.found["attraction_rank"] == 1
+    assert len(inv.found["triggers"]) == 4 and inv.masks.shape[0] == inv.patterns.shape[0] == 4
+    flips = [t["flip_rate"] for t in inv.found["triggers"]]
+    assert flips == sorted(flips, reverse=True) and all(0 <= f <= 1 for f in flips)  # best first
+    inv.write_report(tmp_path)
+    report = json.loads((tmp_path / "inversion.json").read_text())
+    assert report["target"] == inv.found["target"] and (tmp_path / "inverted_trigger.png").stat().st_size > 0
+    assert [h["epoch"] for h in report["inversions"]] == [0]
+    best = setup_invert(trained, world, places="best", target=classes[2])  # the oracle target
+    assert best.found["target"] == classes[2] and best.found["target_given"] and best.masks.shape[0] == 1
+
+
+def test_stamp_blends_the_trigger_in_pixel_space(trained, world):
+    inv = setup_invert(trained, world, places="best")
+    x = torch.randn(3, 3, 32, 32)
+    x01 = x * inv.std + inv.mean
+    m, p = inv.masks[0], inv.patterns[0]
+    expected = ((1 - m) * x01 + m * p - inv.mean) / inv.std
+    assert torch.allclose(inv.stamp(x, torch.zeros(3, dtype=torch.long)), expected, atol=1e-5)
+    outside = m.expand(3, 32, 32) == 0
+    assert torch.allclose(inv.stamp(x)[:, outside], x[:, outside], atol=1e-5)  # untouched outside the patch
+
+
+def test_losses_pull_triggered_images_to_their_clean_embedding(trained, world):
+    inv = setup_invert(trained, world, places="best")
+    ds = PairDataset(read_pairs(world / "clean.csv"))
+    batch = inv.collate([ds[i] for i in range(8)])
+    trained.model.eval()  # BatchNorm as in the frozen copy: the model has not moved yet
+    out = inv.losses(trained.model, batch)
+    assert set(out) == {"clip_loss", "align_loss", "keep_loss"}
+    assert float(out["keep_loss"].detach()) < 1e-8  # the model is its own starting point
+    with torch.no_grad():
+        stamped = trained.model.encode_image(inv.stamp(batch["images"], torch.zeros(8, dtype=torch.long)), normalize=True)
+        clean0 = inv.frozen.encode_image(batch["images"], normalize=True)
+    assert float(out["align_loss"].detach()) == pytest.approx(float((stamped - clean0).pow(2).sum(1).mean()), rel=1e-4)
+    assert float(out["align_loss"].detach()) > 0
+
+
+def test_without_classes_it_fails_before_any_run_folder(world, trained_checkpoint, tmp_path, capsys):
+    from tacleaner.cli import main
+
+    out = tmp_path / "run"
+    code = main(["clean", "--defense", "invert", "--checkpoint", str(trained_checkpoint), "--data",
+                 str(world / "clean.csv"), "--epochs", "1", "--out", str(out)])
+    assert code == 2 and not out.exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "invert needs classes=PATH" in err[0]
+    with pytest.raises(TacleanerError, match="not a class of"):
+        create_defense("invert", classes=str(world / "classes.json"), target="unicorn").check_ready()
+
+
+def test_a_cleaning_run_writes_what_it_inverted(world, trained_checkpoint, tmp_path):
+    from tacleaner.cli import main
+
+    out = tmp_path / "run"
+    params = [a for k, v in FAST.items() for a in ("--param", f"{k}={v}")]
+    code = main(["--quiet", "clean", "--defense", "invert", "--checkpoint", str(trained_checkpoint), "--data",
+                 str(world / "clean.csv"), "--epochs", "1", "--batch-size", "32", "--out", str(out),
+                 "--param", f"classes={world / 'classes.json'}", *params])
+    assert code == 0
+    assert json.loads((out / "inversion.json").read_text())["inversions"][0]["triggers"]
+    summary = [line for line in (out / "metrics.jsonl").read_text().splitlines() if "summary" in line][-1]
+    assert "align_loss" in summary and "keep_loss" in summary
+
+
+class InterruptedInvert(DEFENSES.get("invert")):
+    """The invert defense, interrupted (as by Ctrl-C) when its ``stop``-th batch arrives."""
+
+    stop: int = 9
+    calls: int = 0
+
+    def losses(self, model, batch):
+        self.calls += 1
+        if self.calls == self.stop:
+            raise KeyboardInterrupt
+        return super().losses(model, batch)
+
+
+def test_a_run_that_inverts_every_epoch_resumes_mid_epoch_to_the_same_weights(world, trained_checkpoint, tmp_path):
+    """Stopped in its second epoch, after the trigger was inverted again on the model being
+    cleaned: the checkpoint keeps that trigger, so the resumed run does not invert on its
+    mid-epoch weights; weights bit for bit those of an uninterrupted run, and inversion.json
+    lists both inversions."""
+    from tacleaner.models import load_model
+    from tacleaner.train import TrainConfig, train
+
+    table = read_pairs(world / "clean.csv")  # 96 pairs: 6 steps of 16 per epoch
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=1e-3, warmup_steps=2, save_every=2, threads=1)
+    params = {**FAST, "classes": str(world / "classes.json"), "reinvert": True}
+    torch.manual_seed(0)
+    straight = load_model(trained_checkpoint)
+    train(straight, table, create_defense("invert", **params), cfg, tmp_path / "a", progress=False)
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        train(load_model(trained_checkpoint), table, InterruptedInvert(**params), cfg, tmp_path / "b", progress=False)
+    state = torch.load(tmp_path / "b" / "train_state.pt", weights_only=True)
+    assert state["epoch"] == 1 and state["within_epoch"]["batches"] == 2 and state["objective"]["inverted_at"] == 1
+    torch.manual_seed(123)
+    resumed = load_model(trained_checkpoint)
+    train(resumed, table, create_defense("invert", **params), cfg, tmp_path / "b", resume=True, progress=False)
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    report = json.loads((tmp_path / "b" / "inversion.json").read_text())
+    assert [h["epoch"] for h in report["inversions"]] == [0, 1]
+    assert report == json.loads((tmp_path / "a" / "inversion.json").read_text())
