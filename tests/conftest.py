@@ -50,3 +50,22 @@ def trained(trained_checkpoint):
     from tacleaner.models import load_model
 
     return load_model(trained_checkpoint)
+
+
+@pytest.fixture
+def interrupted_at_step():
+    """``make(cls, stop)``: the objective class ``cls`` interrupted (as by Ctrl-C) when its
+    ``stop``-th batch arrives, for tests of mid-epoch resume."""
+    def make(cls, stop):
+        class Interrupted(cls):
+            calls = 0
+
+            def losses(self, model, batch):
+                self.calls += 1
+                if self.calls == stop:
+                    raise KeyboardInterrupt
+                return super().losses(model, batch)
+
+        return Interrupted
+
+    return make

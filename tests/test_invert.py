@@ -92,20 +92,8 @@ def test_a_cleaning_run_writes_what_it_inverted(world, trained_checkpoint, tmp_p
     assert "align_loss" in summary and "keep_loss" in summary
 
 
-class InterruptedInvert(DEFENSES.get("invert")):
-    """The invert defense, interrupted (as by Ctrl-C) when its ``stop``-th batch arrives."""
-
-    stop: int = 9
-    calls: int = 0
-
-    def losses(self, model, batch):
-        self.calls += 1
-        if self.calls == self.stop:
-            raise KeyboardInterrupt
-        return super().losses(model, batch)
-
-
-def test_a_run_that_inverts_every_epoch_resumes_mid_epoch_to_the_same_weights(world, trained_checkpoint, tmp_path):
+def test_a_run_that_inverts_every_epoch_resumes_mid_epoch_to_the_same_weights(world, trained_checkpoint, tmp_path,
+                                                                              interrupted_at_step):
     """Stopped in its second epoch, after the trigger was inverted again on the model being
     cleaned: the checkpoint keeps that trigger, so the resumed run does not invert on its
     mid-epoch weights; weights bit for bit those of an uninterrupted run, and inversion.json
@@ -121,7 +109,8 @@ def test_a_run_that_inverts_every_epoch_resumes_mid_epoch_to_the_same_weights(wo
     train(straight, table, create_defense("invert", **params), cfg, tmp_path / "a", progress=False)
     torch.manual_seed(0)
     with pytest.raises(KeyboardInterrupt):
-        train(load_model(trained_checkpoint), table, InterruptedInvert(**params), cfg, tmp_path / "b", progress=False)
+        stopped = interrupted_at_step(DEFENSES.get("invert"), 9)  # in epoch 2, after its inversion
+        train(load_model(trained_checkpoint), table, stopped(**params), cfg, tmp_path / "b", progress=False)
     state = torch.load(tmp_path / "b" / "train_state.pt", weights_only=True)
     assert state["epoch"] == 1 and state["within_epoch"]["batches"] == 2 and state["objective"]["inverted_at"] == 1
     torch.manual_seed(123)

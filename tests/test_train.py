@@ -72,21 +72,7 @@ def test_resume_reproduces_an_uninterrupted_run(world, tmp_path):
                        b["logit_scale"])
 
 
-class CleanCLIPInterruptedAtStep(DEFENSES.get("cleanclip")):
-    """CleanCLIP (AutoAugment draws from the process's RNG), interrupted as by Ctrl-C when its
-    ``stop``-th batch arrives."""
-
-    stop: int = 5
-    calls: int = 0
-
-    def losses(self, model, batch):
-        self.calls += 1
-        if self.calls == self.stop:
-            raise KeyboardInterrupt
-        return super().losses(model, batch)
-
-
-def test_save_every_resumes_mid_epoch_to_the_same_weights(world, tmp_path):
+def test_save_every_resumes_mid_epoch_to_the_same_weights(world, tmp_path, interrupted_at_step):
     """``save_every`` checkpoints within the epoch; a run stopped at its 5th step (of 6 per
     epoch) resumes after the 4th, skipping the batches it had, with the augmentations and the
     epoch's running sums of an uninterrupted run: the same weights and metrics, bit for bit."""
@@ -97,7 +83,9 @@ def test_save_every_resumes_mid_epoch_to_the_same_weights(world, tmp_path):
     train(straight, table, create_defense("cleanclip"), cfg, tmp_path / "a", progress=False)
     torch.manual_seed(0)
     with pytest.raises(KeyboardInterrupt):
-        train(create_model("tacleaner-tiny-rn"), table, CleanCLIPInterruptedAtStep(), cfg, tmp_path / "b",
+        # CleanCLIP: AutoAugment draws from the process's RNG; stopped when its 5th batch arrives
+        train(create_model("tacleaner-tiny-rn"), table, interrupted_at_step(DEFENSES.get("cleanclip"), 5)(), cfg,
+              tmp_path / "b",
               progress=False)
     state = torch.load(tmp_path / "b" / "train_state.pt", weights_only=True)
     assert state["epoch"] == 0 and state["within_epoch"]["batches"] == 4

@@ -1,7 +1,10 @@
 """TrojVQA-style dual-key backdoor (after Walmer et al., CVPR 2022), adapted to CLIP: an
 optimised visual patch plus a text key word. Poisoned captions are target templates with the
-key prepended; at evaluation the key is prepended to every class prompt too, so the backdoor
-fires only when both keys are present."""
+key prepended; at evaluation the key is prepended to every class prompt too. Walmer et al.
+also poison with one key at a time under the true label, so that neither key alone fires the
+backdoor; this attack does not draw such samples, and on the embedded world the patch alone
+fires it (evaluation reports ASR@1 under each key alone: ``asr_image_only_at_1``,
+``asr_text_only_at_1``; README, "Which defense removes BadCLIP")."""
 from __future__ import annotations
 
 from dataclasses import dataclass

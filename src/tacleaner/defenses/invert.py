@@ -47,6 +47,7 @@ import torch
 from ..data.pairs import PairTable
 from ..errors import TacleanerError
 from ..models import ClipBundle
+from ..scan import ScanConfig
 from .base import DEFENSES, Objective, features
 
 
@@ -66,13 +67,13 @@ class InvertTrigger(Objective):
 
     classes: str | None = field(default=None, metadata={"path": True})
     target: str | None = None
-    probe_images: int = 256
-    eps: float = 8 / 255
-    steps: int = 10
-    step_size: float = 2 / 255
-    invert_steps: int = 200
-    invert_lr: float = 0.1
-    mask_weight: float = 0.05
+    probe_images: int = ScanConfig.images  # the probe's and the free inversion's defaults: scan's
+    eps: float = ScanConfig.eps
+    steps: int = ScanConfig.steps
+    step_size: float = ScanConfig.step_size
+    invert_steps: int = ScanConfig.invert_steps
+    invert_lr: float = ScanConfig.invert_lr
+    mask_weight: float = ScanConfig.mask_weight
     w_align: float = 1.0
     w_keep: float = 1.0
     shape: str = "patch"
