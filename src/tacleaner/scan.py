@@ -21,6 +21,7 @@ the triggers in this toolkit do.
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -102,9 +103,10 @@ def spaced(n: int, count: int) -> list[int]:
     return sorted({int(round(i * (n - 1) / max(1, count - 1))) for i in range(min(count, n))})
 
 
-def frame_tensor(bundle: ClipBundle, paths) -> torch.Tensor:
-    """Images (paths) in [0, 1] pixel units of the model's frame (resized, cropped)."""
-    x = torch.stack([bundle.preprocess(load_image(p)) for p in paths])
+def frame_tensor(bundle: ClipBundle, images) -> torch.Tensor:
+    """Images (paths, or images already opened) in [0, 1] pixel units of the model's frame
+    (resized, cropped)."""
+    x = torch.stack([bundle.preprocess(load_image(p) if isinstance(p, (str, Path)) else p) for p in images])
     mean = torch.tensor(bundle.mean).view(1, 3, 1, 1)
     std = torch.tensor(bundle.std).view(1, 3, 1, 1)
     return (x * std + mean).clamp(0, 1)

@@ -236,16 +236,15 @@ class InvertTrigger(Objective):
 
 
 def _readable(table: PairTable, idx: list[int]) -> list:
-    """The paths of ``idx`` that open as images (a broken file is skipped, as training skips it)."""
+    """The images of ``idx`` that open, opened once (a broken file is skipped, as training skips it)."""
     from ..data.pairs import load_image
 
     good = []
     for i in idx:
         try:
-            load_image(table.images[i])
+            good.append(load_image(table.images[i]))
         except TacleanerError:
             continue
-        good.append(table.images[i])
     if len(good) < 2:
         raise TacleanerError(f"{table.source}: invert needs at least 2 readable images to probe, found {len(good)}")
     return good
