@@ -1,4 +1,5 @@
-"""A CleanCLIP training step on CPU: the authors' research code against tacleaner's `cleanclip`.
+"""A CleanCLIP training step: the authors' research code against tacleaner's `cleanclip`, on CPU
+(default) or one CUDA GPU (`--device cuda`, run by benchmarks/gpu_research.sh).
 
 Side by side, in one process, on the same JPEG files and from the same random weights:
   theirs - the CleanCLIP research code (github.com/nishadsinghi/CleanCLIP), driven through its
@@ -23,6 +24,16 @@ repeat), forward+backward alone on one fixed batch, and the peak RSS of each sid
 process of its own that builds only that side and runs a warm-up step and one full pass (VmHWM
 from /proc/self/status: `getrusage(RUSAGE_SELF).ru_maxrss` would report the parent's peak, which
 Linux carries into a child across fork + exec). Prints one JSON object.
+
+On CUDA (`--device cuda`): each side as it runs on a GPU. Theirs: `src/main.py`'s path for one
+GPU (their parser's `--device gpu`, `cuda:0`, the fp32 model moved there), their `autocast()` and
+`GradScaler()` enabled as their code has them (their forward pass runs before `with autocast()`,
+so in fp32; only the loss and backward are inside), their DataLoader with `--num_workers` workers
+(default 8) and pinned memory. Ours: train.py's bf16 autocast around the forward pass and losses,
+batches moved by train.py's `_to` (non-blocking, from pinned memory), fused AdamW, the same
+workers; once in NCHW (`ours`) and once channels-last (`ours_channels_last`, TrainConfig's
+`channels_last`). The three sides interleave, the order turning every repeat; peak GPU memory
+(`torch.cuda.max_memory_allocated`) and peak RSS per side each in a process of its own.
 
 Fairness notes:
 * fp32 on CPU for both. The script hides CUDA (CUDA_VISIBLE_DEVICES=""), so their
@@ -63,8 +74,21 @@ context length at 77, so tacleaner's tiny configs do not fit. `--smoke` = batch 
 from __future__ import annotations
 
 import os
+import sys
 
-os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before torch: CPU only, their amp disables itself
+
+def _device_from_argv() -> str:
+    """``--device`` read before torch is imported: on CPU, CUDA must be hidden first."""
+    for i, a in enumerate(sys.argv):
+        if a == "--device" and i + 1 < len(sys.argv):
+            return sys.argv[i + 1]
+        if a.startswith("--device="):
+            return a.split("=", 1)[1]
+    return "cpu"
+
+
+if _device_from_argv() == "cpu":
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before torch: CPU only, their amp disables itself
 
 import argparse  # noqa: E402
 import csv  # noqa: E402
@@ -75,7 +99,6 @@ import logging  # noqa: E402
 import resource  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import types  # noqa: E402
@@ -94,25 +117,32 @@ _PLACES = ["street", "beach", "garden", "kitchen", "field", "river", "market", "
 
 
 # ----------------------------------------------------------------------------- data and weights
-def make_data(root: Path, n: int, seed: int = 0) -> Path:
-    """``n`` 500x375 JPEG photos (gradients, blocks and noise) and a CSV ``image,caption`` with
-    paths relative to it: the format both code bases read."""
-    rng = np.random.default_rng(seed)
-    (root / "img").mkdir(parents=True, exist_ok=True)
+def _photo(root: Path, i: int, seed: int) -> tuple[str, str]:
+    """Image ``i``: a 500x375 JPEG (gradients, coloured boxes, noise) and its caption, drawn from
+    its own generator so that any number of processes make the same files."""
+    rng = np.random.default_rng([seed, i])
     yy, xx = np.mgrid[0:375, 0:500]
-    rows = []
-    for i in range(n):
-        c = rng.integers(0, 256, 3)
-        base = np.stack([xx * 255 // 499, yy * 255 // 374, np.full_like(xx, c[2])], -1).astype(np.int64)
-        for _ in range(4):  # a few coloured boxes
-            x0, y0 = rng.integers(0, 400), rng.integers(0, 300)
-            base[y0:y0 + rng.integers(20, 120), x0:x0 + rng.integers(20, 150)] = rng.integers(0, 256, 3)
-        img = np.clip(base + rng.integers(-30, 30, base.shape), 0, 255).astype(np.uint8)
-        name = f"img/{i}.jpg"
-        Image.fromarray(img).save(root / name, quality=90)
-        caption = (f"a {_COLORS[rng.integers(len(_COLORS))]} {_THINGS[rng.integers(len(_THINGS))]} "
-                   f"next to the {_PLACES[rng.integers(len(_PLACES))]} on a sunny day")
-        rows.append((name, caption))
+    c = rng.integers(0, 256, 3)
+    base = np.stack([xx * 255 // 499, yy * 255 // 374, np.full_like(xx, c[2])], -1).astype(np.int64)
+    for _ in range(4):  # a few coloured boxes
+        x0, y0 = rng.integers(0, 400), rng.integers(0, 300)
+        base[y0:y0 + rng.integers(20, 120), x0:x0 + rng.integers(20, 150)] = rng.integers(0, 256, 3)
+    img = np.clip(base + rng.integers(-30, 30, base.shape), 0, 255).astype(np.uint8)
+    name = f"img/{i}.jpg"
+    Image.fromarray(img).save(root / name, quality=90)
+    caption = (f"a {_COLORS[rng.integers(len(_COLORS))]} {_THINGS[rng.integers(len(_THINGS))]} "
+               f"next to the {_PLACES[rng.integers(len(_PLACES))]} on a sunny day")
+    return name, caption
+
+
+def make_data(root: Path, n: int, seed: int = 0) -> Path:
+    """``n`` 500x375 JPEG photos and a CSV ``image,caption`` with paths relative to it: the
+    format both code bases read. Made in parallel on the machine's cores."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    with ProcessPoolExecutor(max_workers=max(1, min(16, os.cpu_count() or 1))) as pool:
+        rows = list(pool.map(_photo, [root] * n, range(n), [seed] * n, chunksize=16))
     path = root / CSV
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
@@ -165,29 +195,43 @@ def import_theirs(cleanclip: Path) -> types.SimpleNamespace:
                                  cosine_scheduler=cosine_scheduler)
 
 
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 class Theirs:
-    def __init__(self, cleanclip: Path, csv_path: Path, state: dict, batch_size: int, workers: int) -> None:
+    def __init__(self, cleanclip: Path, csv_path: Path, state: dict, batch_size: int, workers: int,
+                 device: torch.device) -> None:
         cc = self.cc = import_theirs(cleanclip)
+        self.device = device
         argv = sys.argv
         try:  # their own parser, with the README's CleanCLIP fine-tuning flags
-            sys.argv = ["src.main", "--name", "bench", "--train_data", str(csv_path), "--device", "cpu",
-                        "--batch_size", str(batch_size), "--num_workers", str(workers), "--inmodal",
+            sys.argv = ["src.main", "--name", "bench", "--train_data", str(csv_path),
+                        "--device", "gpu" if device.type == "cuda" else "cpu", "--batch_size", str(batch_size),
+                        "--num_workers", str(workers), "--inmodal",
                         "--lr", "1e-5", "--num_warmup_steps", "50", "--epochs", "10", "--complete_finetune"]
             o = cc.parse_args()
         finally:
             sys.argv = argv
-        # what src/main.py sets for a CPU run
-        o.device, o.num_devices, o.distributed, o.rank, o.master = "cpu", 1, False, 0, True
-        self.options = o
+        # what src/main.py's __main__ and worker set for a one-device run (their choices: cpu, gpu)
+        o.num_devices, o.distributed, o.rank, o.master = 1, False, 0, True
         # their load(): build from a state dict (pretrained=False: random init), then fp32
         model = cc.build(dict(state), pretrained=False)
         cc.convert_models_to_fp32(model)
-        model.float()  # src/main.py on CPU
         res = model.load_state_dict(state, strict=False)
+        if device.type == "cuda":  # src/main.py:worker: "cuda" + ":" + device_id, set_device, model.to
+            o.device = f"cuda:{o.device_id}"
+            torch.cuda.set_device(o.device_id)
+            model.to(o.device)
+        else:
+            o.device = "cpu"
+            model.float()
+        self.options = o
         self.missing, self.unexpected = list(res.missing_keys), list(res.unexpected_keys)
         mine = model.state_dict()
         self.identical = not self.missing and not self.unexpected and all(
-            mine[k].dtype == v.dtype and torch.equal(mine[k], v) for k, v in state.items())
+            mine[k].dtype == v.dtype and torch.equal(mine[k].cpu(), v) for k, v in state.items())
         self.model = model.train()
         self.processor = cc.Processor(model)
         self.data = {"train": cc.get_train_dataloader(o, self.processor)}
@@ -203,11 +247,12 @@ class Theirs:
         with cc.autocast():
             autocast_on = torch.is_autocast_enabled("cuda") or torch.is_autocast_enabled("cpu")
         self.amp_enabled = bool(self.scaler.is_enabled() or autocast_on)
-        if self.amp_enabled:
-            sys.exit("bench_research: their autocast/GradScaler are enabled; this benchmark is fp32 on CPU")
+        if self.amp_enabled != (device.type == "cuda"):
+            sys.exit(f"bench_research: their autocast/GradScaler are {'on' if self.amp_enabled else 'off'} "
+                     f"on {device}; expected them on exactly when CUDA is used")
         b = next(iter(self.data["train"]))
         # the in-modal concatenation that src/train.py:train does before its forward
-        self.fixed = {k: torch.cat([b[k][0], b[k][1]]) for k in ("input_ids", "attention_mask", "pixel_values")}
+        self.fixed = {k: torch.cat([b[k][0], b[k][1]]).to(device) for k in ("input_ids", "attention_mask", "pixel_values")}
         self.epoch = 0
 
     def full(self) -> float:
@@ -215,9 +260,11 @@ class Theirs:
         self.epoch += 1
         t = time.perf_counter()
         self.cc.train(self.epoch, self.model, self.data, self.optimizer, self.scheduler, self.scaler, self.options)
+        sync(self.device)
         return time.perf_counter() - t
 
     def _fwdbwd(self) -> None:
+        # as their train(): the forward pass outside autocast, the loss and backward inside it
         self.optimizer.zero_grad()
         outputs = self.model(**self.fixed)
         with self.cc.autocast():
@@ -225,9 +272,11 @@ class Theirs:
             self.scaler.scale(loss).backward()
 
     def fwdbwd(self, n: int) -> float:
+        sync(self.device)
         t = time.perf_counter()
         for _ in range(n):
             self._fwdbwd()
+        sync(self.device)
         return time.perf_counter() - t
 
     def warm(self) -> None:
@@ -238,26 +287,37 @@ class Theirs:
     @torch.no_grad()
     def embed(self, images: torch.Tensor, texts: torch.Tensor):
         self.model.eval()
-        out = self.model(input_ids=texts, attention_mask=None, pixel_values=images)
+        out = self.model(input_ids=texts.to(self.device), attention_mask=None, pixel_values=images.to(self.device))
         self.model.train()
-        return out.image_embeds, out.text_embeds
+        return out.image_embeds.float().cpu(), out.text_embeds.float().cpu()
 
 
 # ----------------------------------------------------------------------------- our side
 class Ours:
-    def __init__(self, model_name: str, csv_path: Path, state: dict | None, batch_size: int, workers: int) -> None:
+    """The `cleanclip` objective's step as `tacleaner.train.train` runs it: batches moved with
+    train.py's own `_to` (non-blocking, channels-last when asked), the forward pass and losses
+    under train.py's autocast (bf16 on CUDA, none on CPU), fused AdamW, the logit-scale clamp."""
+
+    def __init__(self, model_name: str, csv_path: Path, state: dict | None, batch_size: int, workers: int,
+                 device: torch.device, channels_last: bool = False) -> None:
         from torch.utils.data import DataLoader
 
         from tacleaner.data.pairs import PairDataset, read_pairs
         from tacleaner.defenses import create_defense
+        from tacleaner.environment import autocast_for, resolve_precision
         from tacleaner.models import create_model
-        from tacleaner.train import param_groups
+        from tacleaner.train import MAX_LOGIT_SCALE, _to, param_groups
 
+        self.device, self._to, self.max_logit_scale = device, _to, MAX_LOGIT_SCALE
+        self.image_format = torch.channels_last if channels_last else None
         torch.manual_seed(0)
         self.bundle = create_model(model_name)
         if state is not None:
             self.bundle.model.load_state_dict(state)
-        self.model = self.bundle.model.train()
+        self.model = self.bundle.model.to(device).train()
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.autocast = autocast_for(resolve_precision("auto", device), device)
         table = read_pairs(csv_path)
         self.objective = create_defense("cleanclip")
         self.objective.setup(self.bundle, table, seed=0)
@@ -265,50 +325,70 @@ class Ours:
         self.optimizer = torch.optim.AdamW(param_groups(self.model, 0.1), lr=1e-5, fused=True)  # as train.py
         self.loader = DataLoader(PairDataset(table), batch_size=batch_size, shuffle=True, drop_last=True,
                                  collate_fn=self.objective.collate, num_workers=workers,
-                                 generator=torch.Generator().manual_seed(0))
-        self.fixed = next(iter(self.loader))
+                                 pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(0))
+        self.cpu_fixed = next(iter(self.loader))
+        self.fixed = self._move(self.cpu_fixed)
+
+    def _move(self, batch: dict) -> dict:
+        return {k: self._to(v, self.device, self.image_format) for k, v in batch.items()}
 
     def _loss(self, batch) -> torch.Tensor:
-        return sum(v for k, v in self.objective.losses(self.model, batch).items() if k.endswith("_loss"))
+        with self.autocast:
+            losses = self.objective.losses(self.model, batch)
+        return sum(v for k, v in losses.items() if k.endswith("_loss"))
+
+    def _step(self, batch) -> None:
+        loss = self._loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        with torch.no_grad():
+            self.model.logit_scale.clamp_(0, self.max_logit_scale)
 
     def full(self) -> float:
         t = time.perf_counter()
         for batch in self.loader:
-            loss = self._loss(batch)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            self._step(self._move(batch))
+        sync(self.device)
         return time.perf_counter() - t
 
     def fwdbwd(self, n: int) -> float:
+        sync(self.device)
         t = time.perf_counter()
         for _ in range(n):
             loss = self._loss(self.fixed)
             self.model.zero_grad(set_to_none=True)
             loss.backward()
+        sync(self.device)
         return time.perf_counter() - t
 
     def warm(self) -> None:
-        self.fwdbwd(1)
-        self.optimizer.step()
+        self._step(self.fixed)
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor, texts: torch.Tensor):
         self.model.eval()
+        images, texts = images.to(self.device), texts.to(self.device)
         out = self.model.encode_image(images, normalize=True), self.model.encode_text(texts, normalize=True)
         self.model.train()
-        return out
+        return out[0].float().cpu(), out[1].float().cpu()
 
 
 # ----------------------------------------------------------------------------- driver
+SIDES = ("theirs", "ours", "ours_channels_last")  # the last on CUDA only
+
+
 def build_side(side: str, args, workdir: Path, state: dict):
-    if side == "ours":
-        return Ours(args.model, workdir / CSV, state, args.batch_size, args.workers)
-    return Theirs(Path(args.cleanclip), workdir / CSV, state, args.batch_size, args.workers)
+    device = torch.device(args.device)
+    if side.startswith("ours"):
+        return Ours(args.model, workdir / CSV, state, args.batch_size, args.workers, device,
+                    channels_last=side == "ours_channels_last")
+    return Theirs(Path(args.cleanclip), workdir / CSV, state, args.batch_size, args.workers, device)
 
 
 def child(args) -> None:
-    """Only one side in this process: warm-up, one full pass; print its peak RSS."""
+    """Only one side in this process: warm-up, one full pass; print its peak RSS (and, on CUDA,
+    the peak of the GPU memory its tensors took)."""
     workdir = Path(args.workdir)
     state = torch.load(workdir / WEIGHTS, map_location="cpu", weights_only=True)
     s = build_side(args.child, args, workdir, state)
@@ -316,17 +396,21 @@ def child(args) -> None:
     gc.collect()
     s.warm()
     s.full()
-    print(json.dumps({"peak_rss_mb": round(peak_rss_mb(), 1)}))
+    out = {"peak_rss_mb": round(peak_rss_mb(), 1)}
+    if args.device == "cuda":
+        out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    print(json.dumps(out))
 
 
-def rss_of(side: str, args, workdir: Path) -> float | str:
+def memory_of(side: str, args, workdir: Path) -> dict | str:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", side, "--workdir", str(workdir),
            "--cleanclip", args.cleanclip, "--model", args.model, "--batch-size", str(args.batch_size),
-           "--steps", str(args.steps), "--threads", str(args.threads), "--workers", str(args.workers)]
+           "--steps", str(args.steps), "--threads", str(args.threads), "--workers", str(args.workers),
+           "--device", args.device]
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         return f"child failed ({p.returncode}): {p.stderr.strip()[-500:]}"
-    return json.loads(p.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+    return json.loads(p.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -334,39 +418,53 @@ def main() -> None:
     ap.add_argument("--cleanclip", required=True,
                     help="their checkout: git clone https://github.com/nishadsinghi/CleanCLIP")
     ap.add_argument("--model", default="RN50", help="open_clip name with the OpenAI layout (RN50, ViT-B-32, ...)")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="cuda: their fp16 autocast + GradScaler, ours bf16 (NCHW and channels-last)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--steps", type=int, default=5, help="steps per repeat (the CSV holds batch-size x steps pairs)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--workers", type=int, default=0, help="DataLoader workers, both sides")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="DataLoader workers, both sides (default: 0 on CPU, 8 on CUDA: their --num_workers default)")
+    ap.add_argument("--no-memory", action="store_true", help="leave out the per-side peak memory (child processes)")
+    ap.add_argument("--out", help="also write the JSON here")
     ap.add_argument("--smoke", action="store_true", help="batch 2, 1 step, 1 repeat")
-    ap.add_argument("--child", choices=["ours", "theirs"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=list(SIDES), help=argparse.SUPPRESS)
     ap.add_argument("--workdir", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.workers is None:
+        args.workers = 8 if args.device == "cuda" else 0
     if args.smoke:
         args.batch_size, args.steps, args.repeats = 2, 1, 1
     if not (Path(args.cleanclip) / "src" / "train.py").is_file():
         sys.exit(f"bench_research: {args.cleanclip} is not a CleanCLIP checkout (no src/train.py); "
                  "git clone https://github.com/nishadsinghi/CleanCLIP")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("bench_research: --device cuda, but torch sees no CUDA device")
     logging.getLogger().setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=r".*(torch\.cuda\.amp|CUDA is not available|pin_memory).*")
+    warnings.filterwarnings("ignore", category=FutureWarning)  # torch.cuda.amp.* in their code
     torch.set_num_threads(args.threads)
     if args.child:
         child(args)
         return
+    device = torch.device(args.device)
+    names = SIDES if device.type == "cuda" else SIDES[:2]
 
     with tempfile.TemporaryDirectory(prefix="bench_research_") as d:
         workdir = Path(d)
         make_data(workdir, args.batch_size * args.steps)
-        ours = Ours(args.model, workdir / CSV, None, args.batch_size, args.workers)  # random init, seed 0
-        state = {k: v.detach().clone() for k, v in ours.model.state_dict().items()}
+        torch.manual_seed(0)
+        from tacleaner.models import create_model
+        state = {k: v.detach().clone() for k, v in create_model(args.model).model.state_dict().items()}  # random, seed 0
         torch.save(state, workdir / WEIGHTS)
-        theirs = Theirs(Path(args.cleanclip), workdir / CSV, state, args.batch_size, args.workers)
+        sides = {n: build_side(n, args, workdir, state) for n in names}
+        ours, theirs = sides["ours"], sides["theirs"]
 
         # same weights, same inputs: compare the embeddings before any step changes the weights
         k = min(2, args.batch_size)
-        images, texts = ours.fixed["images"][:k], ours.fixed["texts"][:k]
-        their_tokens = theirs.processor.process_text([ours.objective.captions[int(i)] for i in ours.fixed["index"][:k]])
+        images, texts = ours.cpu_fixed["images"][:k], ours.cpu_fixed["texts"][:k]
+        their_tokens = theirs.processor.process_text([ours.objective.captions[int(i)] for i in ours.cpu_fixed["index"][:k]])
         oi, ot = ours.embed(images, texts)
         ti, tt = theirs.embed(images, texts)
         weights = {"keys_matched": not theirs.missing and not theirs.unexpected,
@@ -378,36 +476,56 @@ def main() -> None:
         del state
         gc.collect()
 
-        sides = {"theirs": theirs, "ours": ours}
         for s in sides.values():
             s.warm()
         full = {n: [] for n in sides}
         fb = {n: [] for n in sides}
-        for r in range(args.repeats):  # interleaved; the order swaps every repeat
-            order = ["theirs", "ours"] if r % 2 == 0 else ["ours", "theirs"]
+        for r in range(args.repeats):  # interleaved; the order turns every repeat
+            order = list(names[r % len(names):]) + list(names[:r % len(names)])
             for n in order:
                 full[n].append(sides[n].full() / args.steps)
             for n in order:
                 fb[n].append(sides[n].fwdbwd(args.steps) / args.steps)
         del sides, ours, theirs
         gc.collect()
-        rss = {n: rss_of(n, args, workdir) for n in ("theirs", "ours")}
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        memory = {n: ("not measured (--no-memory)" if args.no_memory else memory_of(n, args, workdir)) for n in names}
 
-    out = {"model": args.model, "batch_size": args.batch_size, "steps": args.steps, "repeats": args.repeats,
+    precision = ("fp32 on CPU (their torch.cuda.amp autocast and GradScaler disabled: no CUDA)" if device.type == "cpu"
+                 else "theirs: fp16 autocast around the loss and backward (their forward pass runs outside it, "
+                      "in fp32) + GradScaler; ours: bf16 autocast around forward and loss")
+    out = {"model": args.model, "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+           "batch_size": args.batch_size, "steps": args.steps, "repeats": args.repeats,
            "threads": torch.get_num_threads(), "workers": args.workers, "torch": torch.__version__,
-           "precision": "fp32 on CPU (their torch.cuda.amp autocast and GradScaler disabled: no CUDA)",
-           "theirs_amp_enabled": False, "weights": weights}
-    for n in ("theirs", "ours"):
+           "precision": precision, "theirs_amp_enabled": device.type == "cuda", "weights": weights}
+    for n in names:
         step, fwdbwd = statistics.median(full[n]), statistics.median(fb[n])
-        out[n] = {"full_step_s": round(step, 3), "full_pairs_per_s": round(args.batch_size / step, 2),
-                  "fwdbwd_s": round(fwdbwd, 3), "fwdbwd_pairs_per_s": round(args.batch_size / fwdbwd, 2),
-                  "full_step_s_each_repeat": [round(x, 3) for x in full[n]], "peak_rss_mb": rss[n]}
-    out["ours_over_theirs"] = {
-        "full_pairs_per_s": round(out["ours"]["full_pairs_per_s"] / out["theirs"]["full_pairs_per_s"], 3),
-        "fwdbwd_pairs_per_s": round(out["ours"]["fwdbwd_pairs_per_s"] / out["theirs"]["fwdbwd_pairs_per_s"], 3),
-        "peak_rss": (round(rss["ours"] / rss["theirs"], 3)
-                     if all(isinstance(v, float) for v in rss.values()) else None)}
-    print(json.dumps(out, indent=2))
+        mem = memory[n]
+        out[n] = {"full_step_s": round(step, 4), "full_pairs_per_s": round(args.batch_size / step, 2),
+                  "fwdbwd_s": round(fwdbwd, 4), "fwdbwd_pairs_per_s": round(args.batch_size / fwdbwd, 2),
+                  "full_over_fwdbwd": round(step / fwdbwd, 3),
+                  "full_step_s_each_repeat": [round(x, 4) for x in full[n]],
+                  "peak_rss_mb": mem.get("peak_rss_mb") if isinstance(mem, dict) else mem}
+        if device.type == "cuda" and isinstance(mem, dict):
+            out[n]["peak_gpu_mb"] = mem.get("peak_gpu_mb")
+
+    def ratio(n: str, key: str) -> float:
+        return round(out[n][key] / out["theirs"][key], 3)
+
+    def mem_ratio(n: str, key: str) -> float | None:
+        a, b = out[n].get(key), out["theirs"].get(key)
+        return round(a / b, 3) if isinstance(a, float) and isinstance(b, float) else None
+
+    for n in names[1:]:
+        out[f"{n}_over_theirs"] = {"full_pairs_per_s": ratio(n, "full_pairs_per_s"),
+                                   "fwdbwd_pairs_per_s": ratio(n, "fwdbwd_pairs_per_s"),
+                                   "peak_rss": mem_ratio(n, "peak_rss_mb"),
+                                   **({"peak_gpu": mem_ratio(n, "peak_gpu_mb")} if device.type == "cuda" else {})}
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
 
 
 if __name__ == "__main__":

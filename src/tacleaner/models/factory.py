@@ -42,6 +42,21 @@ class ClipBundle:
     def image_size(self) -> int:
         return input_size(self.model_cfg)
 
+    def fit(self, image: Image.Image) -> Image.Image:
+        """``preprocess``'s geometry alone (resize, centre crop, RGB): a PIL image at the model's
+        resolution, on which image augmentations then work at the size the model sees, and
+        which :meth:`images_to_tensor` turns into the same numbers ``preprocess`` would give."""
+        s = self.image_size
+        if image.size == (s, s) and image.mode == "RGB":
+            return image
+        steps = list(getattr(self.preprocess, "transforms", ()))
+        cut = next((i for i, t in enumerate(steps) if "ToTensor" in type(t).__name__), None)
+        if cut is None:  # a preprocess of another shape: leave the image to it
+            return image
+        for t in steps[:cut]:
+            image = t(image)
+        return image
+
     def images_to_tensor(self, images: list[Image.Image]) -> torch.Tensor:
         """``preprocess`` over a batch, with a fast path for RGB images already at the model's
         resolution: there resize and crop are the identity, so only scaling and normalising
