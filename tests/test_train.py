@@ -126,6 +126,32 @@ def test_unreadable_images_are_skipped_and_counted(world, tiny, tmp_path):
     assert "skipped 2 unreadable images" in (tmp_path / "s" / "log.txt").read_text()
 
 
+def test_image_cache_hands_out_copies_of_the_decoded_pixels(world, tmp_path):
+    """In-process loading keeps decoded images: later reads give the same pixels as a decode,
+    as copies (an edit does not reach the cache), within the byte budget; unreadable files are
+    never cached."""
+    import numpy as np
+
+    from tacleaner.data.pairs import PairDataset, PairTable, load_image
+
+    table = read_pairs(world / "clean.csv")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    t = PairTable(table.source, [table.images[0], table.images[1], table.images[2], str(bad)],
+                  list(table.captions[:4]))
+    one = load_image(t.images[0])
+    ds = PairDataset(t, cache_bytes=2 * one.width * one.height * 3)  # room for two images
+    first = [ds[i]["image"] for i in range(4)]
+    assert first[3] is None and len(ds._cache) == 2  # the third did not fit; the bad one is skipped
+    first[0].paste((255, 0, 0), (0, 0, one.width, one.height))  # an edit by a caller
+    again = [ds[i]["image"] for i in range(3)]
+    for i in range(3):
+        assert np.array_equal(np.asarray(again[i]), np.asarray(load_image(t.images[i])))
+    assert again[0] is not ds[0]["image"]
+    plain = PairDataset(t)  # the default (and with loader workers): no cache
+    assert plain[0]["image"] is not None and plain._cache == {}
+
+
 def contract_params(name, world):
     """What a defense needs beyond its defaults: the inversion defense its class names (and
     small probe settings, so that the contract stays fast)."""

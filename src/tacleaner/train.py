@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import distributed
-from .data.pairs import PairDataset, PairTable
+from .data.pairs import IMAGE_CACHE_BYTES, PairDataset, PairTable
 from .defenses import Objective
 from .environment import autocast_for, default_workers, environment, resolve_precision
 from .errors import TacleanerError
@@ -250,7 +250,7 @@ def train(
     # Images keep the layout collate gave them unless channels-last is asked for: forcing NCHW
     # would change which convolution kernels run, and with them the numbers of every earlier run.
     image_format = torch.channels_last if cfg.channels_last else None
-    dataset = PairDataset(table)
+    dataset = PairDataset(table, cache_bytes=IMAGE_CACHE_BYTES if workers == 0 else 0)  # decoded once, in process
     sink = MetricSink(out, cfg.tensorboard) if dist.is_main else None
     log(f"training {bundle.model_name} on {len(table)} pairs ({table.source}) with {objective.name}: "
         f"{cfg.epochs} epochs x {steps_per_epoch} steps, device {device} ({precision})"
