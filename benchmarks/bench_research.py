@@ -36,6 +36,9 @@ workers; once in NCHW (`ours`) and once channels-last (`ours_channels_last`, Tra
 (`torch.cuda.max_memory_allocated`) and peak RSS per side each in a process of its own.
 
 Fairness notes:
+* Ours loads as `train.py` does: on CPU (no workers) the dataset keeps decoded images, so after
+  the warm-up pass our full steps read no file (a training epoch after the first); theirs
+  decode every image every step, as their code does. On CUDA both decode in their workers.
 * fp32 on CPU for both. The script hides CUDA (CUDA_VISIBLE_DEVICES=""), so their
   `torch.cuda.amp.autocast()` and `GradScaler()` disable themselves, exactly as on a CPU-only
   machine; the script checks this and says so in the JSON (`theirs_amp_enabled`: false).
@@ -302,7 +305,7 @@ class Ours:
                  device: torch.device, channels_last: bool = False) -> None:
         from torch.utils.data import DataLoader
 
-        from tacleaner.data.pairs import PairDataset, read_pairs
+        from tacleaner.data.pairs import IMAGE_CACHE_BYTES, PairDataset, read_pairs
         from tacleaner.defenses import create_defense
         from tacleaner.environment import autocast_for, resolve_precision
         from tacleaner.models import create_model
@@ -323,7 +326,8 @@ class Ours:
         self.objective.setup(self.bundle, table, seed=0)
         self.objective.on_epoch_start(0)
         self.optimizer = torch.optim.AdamW(param_groups(self.model, 0.1), lr=1e-5, fused=True)  # as train.py
-        self.loader = DataLoader(PairDataset(table), batch_size=batch_size, shuffle=True, drop_last=True,
+        cache = IMAGE_CACHE_BYTES if workers == 0 else 0  # as train.py: decoded images kept when loading in process
+        self.loader = DataLoader(PairDataset(table, cache_bytes=cache), batch_size=batch_size, shuffle=True, drop_last=True,
                                  collate_fn=self.objective.collate, num_workers=workers,
                                  pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(0))
         self.cpu_fixed = next(iter(self.loader))
