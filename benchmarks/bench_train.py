@@ -53,9 +53,11 @@ def main() -> None:
         objective.setup(bundle, table, seed=0)
         objective.on_epoch_start(0)
         opt = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-5, fused=True)  # as train.py
+
         def make_loader() -> DataLoader:  # as train.py: the cache only when loading in this process
             cache = IMAGE_CACHE_BYTES if args.workers == 0 else 0
-            return DataLoader(PairDataset(table, cache_bytes=cache), batch_size=args.batch_size, shuffle=True,
+            return DataLoader(PairDataset(table, cache_bytes=cache, cache_max_pixels=bundle.image_size ** 2),
+                              batch_size=args.batch_size, shuffle=True,
                               drop_last=True, collate_fn=objective.collate, num_workers=args.workers)
 
         loader = make_loader()

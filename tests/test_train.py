@@ -150,6 +150,8 @@ def test_image_cache_hands_out_copies_of_the_decoded_pixels(world, tmp_path):
     assert again[0] is not ds[0]["image"]
     plain = PairDataset(t)  # the default (and with loader workers): no cache
     assert plain[0]["image"] is not None and plain._cache == {}
+    large = PairDataset(t, cache_bytes=2**30, cache_max_pixels=one.width * one.height - 1)
+    assert large[0]["image"] is not None and large._cache == {}  # larger than the model's input: not kept
 
 
 def contract_params(name, world):

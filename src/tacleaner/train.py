@@ -250,7 +250,9 @@ def train(
     # Images keep the layout collate gave them unless channels-last is asked for: forcing NCHW
     # would change which convolution kernels run, and with them the numbers of every earlier run.
     image_format = torch.channels_last if cfg.channels_last else None
-    dataset = PairDataset(table, cache_bytes=IMAGE_CACHE_BYTES if workers == 0 else 0)  # decoded once, in process
+    # In process, images no larger than the model's input are decoded once and kept
+    dataset = PairDataset(table, cache_bytes=IMAGE_CACHE_BYTES if workers == 0 else 0,
+                          cache_max_pixels=bundle.image_size ** 2)
     sink = MetricSink(out, cfg.tensorboard) if dist.is_main else None
     log(f"training {bundle.model_name} on {len(table)} pairs ({table.source}) with {objective.name}: "
         f"{cfg.epochs} epochs x {steps_per_epoch} steps, device {device} ({precision})"

@@ -124,9 +124,11 @@ def load_image(path: str | Path) -> Image.Image:
 
 
 # Decoded images kept by a dataset that loads in the training process (no DataLoader workers):
-# the second epoch on reads none of them from disk again. 512 MiB holds 170,000 images of
-# the embedded worlds' 32 px (the demo's clean set takes 15 MB), or 2,300 of a 224 px model's
-# inputs; images beyond it are decoded every epoch, as without a cache.
+# the second epoch on reads none of them from disk again. 512 MiB holds 170,000 images of the
+# embedded worlds' 32 px (the demo's clean set takes 15 MB); images beyond it are decoded every
+# epoch, as without a cache. Training keeps only images no larger than the model's input:
+# decoding those is a large part of a small model's step, while a photo larger than the input
+# costs a big model little to decode and a lot of memory to keep.
 IMAGE_CACHE_BYTES = 512 * 2**20
 
 
@@ -134,14 +136,16 @@ class PairDataset(Dataset):
     """Yields ``{"index", "image", "caption"}``; ``image`` is None when the file cannot be read,
     so that training can skip and count broken files instead of dying mid-epoch.
 
-    ``cache_bytes`` > 0 keeps decoded images (first come, up to that many bytes of pixels) and
-    hands out copies of them: the same pixels as decoding again, without the file read and
-    decode. Training sets it when it loads in its own process (:data:`IMAGE_CACHE_BYTES`); with
-    DataLoader workers, each of which would hold its own cache for one epoch, it stays 0."""
+    ``cache_bytes`` > 0 keeps decoded images of at most ``cache_max_pixels`` pixels (first
+    come, up to that many bytes of pixels) and hands out copies of them: the same pixels as
+    decoding again, without the file read and decode. Training sets both when it loads in its
+    own process (:data:`IMAGE_CACHE_BYTES`, the model's input area); with DataLoader workers,
+    each of which would hold its own cache for one epoch, the cache stays off."""
 
-    def __init__(self, table: PairTable, cache_bytes: int = 0) -> None:
+    def __init__(self, table: PairTable, cache_bytes: int = 0, cache_max_pixels: int | None = None) -> None:
         self.table = table
         self.cache_bytes = cache_bytes
+        self.cache_max_pixels = cache_max_pixels
         self._cache: dict[int, Image.Image] = {}
         self._cached_bytes = 0
 
@@ -158,7 +162,8 @@ class PairDataset(Dataset):
             image = None
         else:
             size = image.width * image.height * len(image.getbands())
-            if self._cached_bytes + size <= self.cache_bytes:
+            small = self.cache_max_pixels is None or image.width * image.height <= self.cache_max_pixels
+            if small and self._cached_bytes + size <= self.cache_bytes:
                 self._cache[i] = image.copy()
                 self._cached_bytes += size
         return {"index": i, "image": image, "caption": self.table.captions[i]}
