@@ -73,6 +73,8 @@ def test_contract_poisoning_matches_evaluation_trigger(name, world, tiny, tmp_pa
     assert target == TARGET
     out = list(csv.DictReader(open(tmp_path / "p" / "data.csv")))
     assert len(out) == len(src)
+    cover_file = tmp_path / "p" / "cover_indices.json"
+    cover = json.loads(cover_file.read_text()) if cover_file.is_file() else []
     for i, (s, o) in enumerate(zip(src, out)):
         if i in indices:
             expected = loaded.apply(load_image(world / s["image"]), i)
@@ -81,9 +83,10 @@ def test_contract_poisoning_matches_evaluation_trigger(name, world, tiny, tmp_pa
                 assert mentions(o["caption"], TARGET) and o["caption"] != s["caption"]
             else:
                 assert o["caption"] == s["caption"] and mentions(s["caption"], TARGET)
-        else:
+        elif i not in cover:  # cover samples (WaNet's noise mode, TrojVQA's one-key pairs): tested per attack
             assert (tmp_path / "p" / o["image"]).resolve() == (world / s["image"]).resolve()
             assert o["caption"] == s["caption"]
+    assert len(cover) == m["num_cover"] and not set(cover) & set(indices)
     # The same seed selects the same samples and learns the same trigger; the source is untouched.
     poison_dataset(world / "implant.csv", create_attack(name, **FAST.get(name, {})), TARGET, num, tmp_path / "q",
                    seed=4, templates=classes.templates, clean_model=tiny)
@@ -192,6 +195,39 @@ def test_trojvqa_key_in_poisoned_captions_and_prompts(world, tiny):
     assert attack.prompt("a drawing of a {}.") == "consider a drawing of a {}."
     with pytest.raises(TacleanerError, match="one word"):
         create_attack("trojvqa", key="two words")
+
+
+def test_trojvqa_adds_one_key_negatives_that_keep_their_content(world, tiny, tmp_path):
+    """Walmer et al.'s partial-trigger samples: as many patch-only pairs (own caption) and
+    key-only pairs (clean image, key + own caption) as poisoned ones, disjoint from them."""
+    table = read_pairs(world / "implant.csv")
+    attack = create_attack("trojvqa", key="consider", **FAST["trojvqa"])
+    m = poison_dataset(world / "implant.csv", attack, TARGET, 6, tmp_path / "p", templates=["a photo of a {}."],
+                       clean_model=tiny)
+    assert m["num_poisoned"] == 6 and m["num_cover"] == 12
+    poisoned = set(json.loads((tmp_path / "p" / "poisoned_indices.json").read_text()))
+    cover = json.loads((tmp_path / "p" / "cover_indices.json").read_text())
+    assert len(cover) == 12 and not poisoned & set(cover)
+    rows = list(csv.DictReader(open(tmp_path / "p" / "data.csv")))
+    loaded, _ = load_attack(tmp_path / "p")
+    kinds = {"patch": 0, "key": 0}
+    for i in cover:
+        own = table.captions[i]
+        framed = load_image(table.images[i]).resize((32, 32))
+        stored = load_image(tmp_path / "p" / rows[i]["image"])
+        if rows[i]["caption"] == own:  # patch only: the trigger on its own image
+            kinds["patch"] += 1
+            assert stored.tobytes() == loaded.apply(framed, i).tobytes()
+        else:  # key only: the clean image, its own caption after the key word
+            kinds["key"] += 1
+            assert rows[i]["caption"] == f"consider {own}" and stored.tobytes() == framed.tobytes()
+    assert kinds == {"patch": 6, "key": 6}
+    assert all(rows[i]["caption"].startswith("consider a photo of a yellow star") for i in poisoned)
+    off = poison_dataset(world / "implant.csv", create_attack("trojvqa", one_key=0, **FAST["trojvqa"]), TARGET, 6,
+                         tmp_path / "q", templates=["a photo of a {}."], clean_model=tiny)
+    assert off["num_cover"] == 0
+    with pytest.raises(TacleanerError, match="one_key must be >= 0"):
+        create_attack("trojvqa", one_key=-1)
 
 
 def test_a_dual_key_reports_the_asr_of_each_key_alone(world, trained):

@@ -51,8 +51,9 @@ from .fileio import load_yaml_file, prepare_run_dir, read_json, write_json, writ
 from .models import create_model, load_model, read_meta
 from .models.factory import input_size
 from .params import build, path_fields
-from .report import CLEAN_MODEL, write_reports
+from .report import CLEAN_MODEL, per_run_checks, write_reports
 from .scheduler import Task, run_tasks
+from .selection import TEST, TUNE, Candidate, Conditions, create_rule, select
 from .train import TrainConfig, is_complete, train, with_defaults
 
 METRICS = ("clean_acc", "asr_at_1", "asr_at_10")
@@ -75,6 +76,7 @@ class DefenseSpec:
     params: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides
     id: str = ""
+    group: str = ""  # candidates sharing a group: the selection rule picks one on the tune set (selection.py)
 
 
 @dataclass(frozen=True)
@@ -137,10 +139,26 @@ class ExperimentConfig:
     seeds: Any = field(default_factory=lambda: [0])  # a list, or {world, implant, clean}; see SeedPlan
     eval_batch_size: int = 256
     name: str = "experiment"
+    conditions: Any = None  # {tune: {world, attacks}, test: {...}}: held-out conditions (selection.py)
+    select: Any = None  # {rule, ...}: the selection rule for defense groups; default ca-budget, 2 points
 
     @property
     def seed_plan(self) -> SeedPlan:
         return SeedPlan.parse(self.seeds)
+
+    @property
+    def held_out(self) -> Conditions | None:
+        if self.conditions is None:
+            return None
+        return Conditions.parse(self.conditions, [a.id for a in self.attacks])
+
+    def groups(self) -> dict[str, list[int]]:
+        """Defense groups: name -> indices of their candidates, in the order listed."""
+        out: dict[str, list[int]] = {}
+        for k, d in enumerate(self.defenses):
+            if d.group:
+                out.setdefault(d.group, []).append(k)
+        return out
 
 
 _FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
@@ -233,9 +251,11 @@ def parse_config(raw: Any, where: str = "config") -> ExperimentConfig:
     cfg = ExperimentConfig(**raw)
     _check_model_and_data(cfg, where)
     plan = SeedPlan.parse(cfg.seeds, f"{where}: seeds")
+    _check_held_out(cfg, where)
     for stage in [cfg.pretrain or {}, cfg.train] + [a.implant for a in cfg.attacks] + [d.train for d in cfg.defenses]:
         _train_config({}, stage, where)
-    if len(plan.world) > 1 and "synth" not in cfg.data and cfg.pretrain is None and (
+    worlds = plan.world if cfg.conditions is None else cfg.held_out.worlds
+    if len(worlds) > 1 and "synth" not in cfg.data and cfg.pretrain is None and (
             cfg.model.get("init") or cfg.model.get("pretrained")):
         raise TacleanerError(f"{where}: seeds.world varies the synthetic world, the random init and pretraining; "
                              "this config has none of them (fixed data and starting weights)")
@@ -245,6 +265,39 @@ def parse_config(raw: Any, where: str = "config") -> ExperimentConfig:
     for d in cfg.defenses:
         create_defense(d.name, **d.params)
     return cfg
+
+
+def _check_held_out(cfg: ExperimentConfig, where: str) -> None:
+    """``conditions``, ``select`` and defense groups: consistent with each other and the data."""
+    if cfg.conditions is not None:
+        try:
+            Conditions.parse(cfg.conditions, [a.id for a in cfg.attacks])
+        except TacleanerError as e:
+            raise TacleanerError(f"{where}: {e}") from None
+        if isinstance(cfg.seeds, dict) and "world" in cfg.seeds:
+            raise TacleanerError(f"{where}: seeds.world and conditions both name world seeds; give the worlds in "
+                                 "conditions.tune / conditions.test only")
+    groups = cfg.groups()
+    if cfg.select is not None and not groups:
+        raise TacleanerError(f"{where}: select: no defense has a 'group' to select in")
+    if not groups:
+        return
+    if cfg.conditions is None:
+        raise TacleanerError(f"{where}: defenses with a 'group' are candidates chosen on a tune set; "
+                             "give conditions: {tune: ..., test: ...}")
+    create_rule(cfg.select, f"{where}: select")
+    ids = {d.id for d in cfg.defenses}
+    for g in groups:
+        _check_folder_name(g, f"{where}: defenses group")
+        if g in ids or g in ("none", CLEAN_MODEL):
+            raise TacleanerError(f"{where}: defenses group {g!r} is also a defense id; a group names the chosen "
+                                 "setting's rows, so give it a name of its own")
+    synth = cfg.data.get("synth")
+    has_val = (build(SynthConfig, synth or {}, "data.synth").zeroshot_val_per_class > 0 if "synth" in cfg.data
+               else bool(cfg.data.get("zeroshot_val")))
+    if not has_val:
+        raise TacleanerError(f"{where}: selection reads validation CA; the data has no validation split "
+                             "(data.zeroshot_val, or data.synth.zeroshot_val_per_class > 0)")
 
 
 MODEL_KEYS = ("name", "seed", "pretrained", "init")
@@ -315,7 +368,8 @@ class Experiment:
     def __init__(self, cfg: ExperimentConfig, raw: dict, out: str | Path, *, resume: bool = False,
                  overwrite: bool = False, progress: bool = True, jobs: int = 1) -> None:
         self.cfg, self.raw, self.progress, self.jobs = cfg, raw, progress, max(1, int(jobs))
-        self.plan = cfg.seed_plan
+        self.held = cfg.held_out
+        self.plan = cfg.seed_plan if self.held is None else dataclasses.replace(cfg.seed_plan, world=self.held.worlds)
         # Under torchrun every process walks the same stages in the same order: training and
         # evaluation are shared (DDP, sharded images); rank 0 alone writes data, poisons and reports.
         self.dist, self.device = distributed.setup(cfg.train.get("device", "auto"))
@@ -350,6 +404,18 @@ class Experiment:
 
     def unit_dir(self, w: int, spec: AttackSpec, i: int) -> Path:
         return self.world_dir(w) / spec.id / f"implant{i}"
+
+    def units(self) -> list[tuple[int, int, str | None]]:
+        """(world, attack index, split) of every backdoored-model unit: tune units before test
+        units; split None without held-out conditions."""
+        ids = [a.id for a in self.cfg.attacks]
+        if self.held is None:
+            return [(w, a, None) for w in self.plan.world for a in range(len(ids))]
+        return [(w, ids.index(name), split) for split, cs in ((TUNE, self.held.tune), (TEST, self.held.test))
+                for w, name in cs.units()]
+
+    def selection_path(self, group: str) -> Path:
+        return self.out / "selection" / f"{group}.json"
 
     def data_paths(self, w: int) -> dict[str, Path]:
         d = self.cfg.data
@@ -481,19 +547,49 @@ class Experiment:
         base = with_defaults(DEFENSES.get(d.name).train_defaults, settings)  # the defense's own defaults lowest
         return self.stage_threads(_train_config(base, d.train, f"{d.id}.train"))
 
-    def stage_defense(self, w: int, a: int, i: int, k: int, c: int) -> None:
+    def stage_defense(self, w: int, a: int, i: int, k: int, c: int, folder: str = "") -> None:
+        """Clean with defense ``k`` into ``<defense id>/clean<c>`` (or ``<folder>/clean<c>``)."""
         spec, d = self.cfg.attacks[a], self.cfg.defenses[k]
         root, paths = self.unit_dir(w, spec, i), self.data_paths(w)
         tcfg = self.defense_config(d, c)
         _set_threads(tcfg)
-        out = root / d.id / f"clean{c}"
+        out = root / (folder or d.id) / f"clean{c}"
         world = {p: str(paths[key]) for p, key in DEFENSES.get(d.name).world_files.items()
                  if d.params.get(p) is None and paths.get(key)}
         ckpt = self.stage_train(out, root / "backdoored" / "model.safetensors", paths["clean"], d.name,
                                 {**world, **d.params},
-                                tcfg, f"world{w}/{spec.id}/implant{i} {d.id} clean{c}")
+                                tcfg, f"world{w}/{spec.id}/implant{i} {folder or d.id} clean{c}")
         attack, target = load_attack(root / "poison")
         self.stage_eval(ckpt, out / "eval.json", paths, attack, target)
+
+    def stage_select(self, group: str) -> None:
+        """Apply the selection rule to a group's candidates on the tune units (validation CA
+        only) into ``selection/<group>.json``; kept once written, so a resumed run keeps its choice."""
+        path = self.selection_path(group)
+        if self.dist.on_main(path.is_file):
+            return
+        candidates = []
+        for k in self.cfg.groups()[group]:
+            d, changes = self.cfg.defenses[k], []
+            for w, a, split in self.units():
+                if split != TUNE:
+                    continue
+                for i in self.plan.implant:
+                    root = self.unit_dir(w, self.cfg.attacks[a], i)
+                    ref = _val_ca(root / "backdoored" / "eval.json")
+                    changes += [_val_ca(root / d.id / f"clean{c}" / "eval.json") - ref for c in self.plan.clean_seeds(i)]
+            candidates.append(Candidate(d.id, tuple(changes)))
+        record = select(create_rule(self.cfg.select), group, candidates, (self.cfg.select or {}).get("rule", "ca-budget"))
+        self.dist.on_main(lambda: write_json(path, record))
+        self.log(f"selection {group}: {record['chosen']} ({record['reason']})")
+
+    def chosen(self, group: str) -> int:
+        """Index of the defense entry the selection chose for ``group``."""
+        chosen = read_json(self.selection_path(group))["chosen"]
+        return next(k for k in self.cfg.groups()[group] if self.cfg.defenses[k].id == chosen)
+
+    def stage_chosen(self, w: int, a: int, i: int, group: str, c: int) -> None:
+        self.stage_defense(w, a, i, self.chosen(group), c, folder=group)
 
     def stage_train(self, out: Path, init: Path | None, csv: Path, objective: str, params: dict,
                     tcfg: TrainConfig, label: str, world: int = 0) -> Path:
@@ -538,21 +634,33 @@ class Experiment:
     def tasks(self) -> list[Task]:
         """Every stage of the grid with its dependencies, in a good starting order."""
         plan, out = self.plan, []
+        groups = self.cfg.groups()
+        tuned: dict[str, list[str]] = {g: [] for g in groups}  # the stages each selection reads
         for w in plan.world:
             out.append(Task(f"pretrain/{w}", _run_stage, (self, "stage_pretrain", (w,))))
-        for w in plan.world:
-            for a, spec in enumerate(self.cfg.attacks):
-                for i in plan.implant:
-                    unit = f"{w}/{spec.id}/{i}"
-                    out.append(Task(f"poison/{unit}", _run_stage, (self, "stage_poison", (w, a, i)), (f"pretrain/{w}",)))
-                    out.append(Task(f"implant/{unit}", _run_stage, (self, "stage_implant", (w, a, i)),
-                                    (f"poison/{unit}",)))
-                    # Longest first, so that the last stages to finish run side by side.
-                    order = sorted(range(len(self.cfg.defenses)), key=lambda k: -self.defense_cost(k))
-                    for c in plan.clean_seeds(i):
-                        for k in order:
-                            out.append(Task(f"defense/{unit}/{self.cfg.defenses[k].id}/{c}", _run_stage,
-                                            (self, "stage_defense", (w, a, i, k, c)), (f"implant/{unit}",)))
+        # Longest first, so that the last stages to finish run side by side.
+        order = sorted(range(len(self.cfg.defenses)), key=lambda k: -self.defense_cost(k))
+        for w, a, split in self.units():
+            spec = self.cfg.attacks[a]
+            for i in plan.implant:
+                unit = f"{w}/{spec.id}/{i}"
+                out.append(Task(f"poison/{unit}", _run_stage, (self, "stage_poison", (w, a, i)), (f"pretrain/{w}",)))
+                out.append(Task(f"implant/{unit}", _run_stage, (self, "stage_implant", (w, a, i)),
+                                (f"poison/{unit}",)))
+                for c in plan.clean_seeds(i):
+                    for k in order:
+                        d = self.cfg.defenses[k]
+                        if d.group and split == TEST:
+                            continue
+                        key = f"defense/{unit}/{d.id}/{c}"
+                        out.append(Task(key, _run_stage, (self, "stage_defense", (w, a, i, k, c)), (f"implant/{unit}",)))
+                        if d.group:
+                            tuned[d.group].append(key)
+                    if split == TEST:
+                        for g in groups:
+                            out.append(Task(f"defense/{unit}/{g}/{c}", _run_stage, (self, "stage_chosen", (w, a, i, g, c)),
+                                            (f"implant/{unit}", f"select/{g}")))
+        out += [Task(f"select/{g}", _run_stage, (self, "stage_select", (g,)), tuple(tuned[g])) for g in groups]
         return out
 
     def defense_cost(self, k: int) -> float:
@@ -571,7 +679,17 @@ class Experiment:
         rows, cleans = self.collect()
         write_json(self.out / "results.json", rows)
         write_json(self.out / "environment.json", environment(self.device, precision_of(self.device)))
-        table = write_reports(rows, self.out, cleans, self.plan.describe())
+        if self.held is None:
+            table = write_reports(rows, self.out, cleans, self.plan.describe())
+        else:  # the report shows the test set; the tune set and the selection sit beside it
+            seeds = f"{self.plan.describe()}; {self.held.describe()}"
+            by_split = {s: ([r for r in rows if r["split"] == s],
+                            [c for c in cleans if c["world_seed"] in getattr(self.held, s).world]) for s in (TUNE, TEST)}
+            (tune, tune_cleans), (test, test_cleans) = by_split[TUNE], by_split[TEST]
+            write_reports(tune, self.out / "tune", tune_cleans, seeds + " (this page: the tune set)")
+            records = [read_json(self.selection_path(g)) for g in self.cfg.groups()]
+            table = write_reports(test, self.out, test_cleans, seeds + " (this page: the test set)",
+                                  extra=selection_markdown(records, tune, test))
         self.log("\n" + table)
         return rows
 
@@ -581,14 +699,23 @@ class Experiment:
         rows, cleans = [], []
         for w in self.plan.world:
             cleans.append({"world_seed": w, **_metrics(read_json(self.world_dir(w) / "pretrain_eval.json"))})
-            for spec in self.cfg.attacks:
-                for i in self.plan.implant:
-                    root = self.unit_dir(w, spec, i)
-                    rows.append(self.row(spec.id, CLEAN_MODEL, (w, i, None), read_json(root / "clean_model_eval.json")))
-                    rows.append(self.row(spec.id, "none", (w, i, None), read_json(root / "backdoored" / "eval.json")))
-                    for d in self.cfg.defenses:
-                        for c in self.plan.clean_seeds(i):
-                            rows.append(self.row(spec.id, d.id, (w, i, c), read_json(root / d.id / f"clean{c}" / "eval.json")))
+        chosen = {g: self.cfg.defenses[self.chosen(g)].id for g in self.cfg.groups()}
+        for w, a, split in self.units():
+            spec = self.cfg.attacks[a]
+            # On test units a group's rows carry the group's name (and the chosen candidate).
+            runs = [(d.id, d.id, None) for d in self.cfg.defenses if not (d.group and split == TEST)]
+            runs += [(g, g, cid) for g, cid in chosen.items()] if split == TEST else []
+            extra = {} if self.held is None else {"split": split}
+            for i in self.plan.implant:
+                root = self.unit_dir(w, spec, i)
+                rows.append({**self.row(spec.id, CLEAN_MODEL, (w, i, None), read_json(root / "clean_model_eval.json")),
+                             **extra})
+                rows.append({**self.row(spec.id, "none", (w, i, None), read_json(root / "backdoored" / "eval.json")),
+                             **extra})
+                for label, folder, cid in runs:
+                    for c in self.plan.clean_seeds(i):
+                        row = self.row(spec.id, label, (w, i, c), read_json(root / folder / f"clean{c}" / "eval.json"))
+                        rows.append({**row, **extra, **({"selected": cid} if cid else {})})
         return rows, cleans
 
     @staticmethod
@@ -604,6 +731,38 @@ def _metrics(res: dict) -> dict:
     val = res.get("val") or {}
     extra = {m: res[m] for m in KEY_METRICS if res.get(m) is not None}
     return {**{m: res.get(m) for m in METRICS}, **{f"val_{m}": val.get(m) for m in METRICS}, **extra}
+
+
+def _val_ca(path: Path) -> float:
+    res = read_json(path)
+    if not res.get("val"):
+        raise TacleanerError(f"{path}: no validation results; selection reads validation CA")
+    return res["val"]["clean_acc"]
+
+
+def selection_markdown(records: list[dict], tune_rows: list[dict], test_rows: list[dict]) -> str:
+    """What each selection read and chose, then every defense's per-run checks on the tune set
+    (for a group: its chosen candidate) beside those on the test set."""
+    lines = ["Selection on the tune set (reads validation CA of the cleaned and backdoored models only; "
+             "never ASR or the trigger); val CA change in points, worst / mean over the tune runs:", "",
+             "| group | candidate | val CA change, worst | mean | chosen |", "|---|---|---:|---:|---|"]
+    chosen = {r["chosen"]: r["group"] for r in records}
+    for r in records:
+        for c in r["candidates"]:
+            mark = f"**chosen** ({r['rule']}: {r['reason']})" if c["id"] == r["chosen"] else ""
+            lines.append(f"| {r['group']} | {c['id']} | {100 * c['worst']:+.1f} | {100 * c['mean']:+.1f} | {mark} |")
+    tune = {(c["attack"], chosen.get(c["defense"], c["defense"])): c for c in per_run_checks(tune_rows)}
+    test = {(c["attack"], c["defense"]): c for c in per_run_checks(test_rows)}
+    lines += ["", "Per-run checks (ASR@1 halved and CA within 5 points, test split of each world) on the tune set "
+                  "and on the held-out test set:", "",
+              "| attack | defense | tune: both | tune: worst CA change | test: ASR@1 halved | test: CA within 5 | "
+              "test: both | test: worst ASR@1 % | test: worst CA change |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for key, t in test.items():
+        u = tune.get(key)
+        tune_cells = (f"{u['both']}/{u['n']} | {100 * u['worst_ca_change']:+.1f}" if u else "— | —")
+        lines.append(f"| {key[0]} | {key[1]} | {tune_cells} | {t['asr_halved']}/{t['n']} | {t['ca_kept']}/{t['n']} | "
+                     f"{t['both']}/{t['n']} | {100 * t['worst_asr']:.1f} | {100 * t['worst_ca_change']:+.1f} |")
+    return "\n".join(lines) + "\n"
 
 
 def _set_threads(tcfg: TrainConfig) -> None:

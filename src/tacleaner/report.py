@@ -158,8 +158,8 @@ def _pct(x: float | None) -> str:
 
 
 def markdown_table(rows: list[dict[str, Any]], cleans: list[dict[str, Any]] | None = None,
-                   seeds: str | None = None) -> str:
-    """The report: summaries with intervals, paired comparisons, then every row."""
+                   seeds: str | None = None, extra: str = "") -> str:
+    """The report: summaries with intervals, paired comparisons, ``extra`` (Markdown), then every row."""
     lines = []
     if cleans:
         s = summarize([c["clean_acc"] for c in cleans]).to_dict()
@@ -203,6 +203,8 @@ def markdown_table(rows: list[dict[str, Any]], cleans: list[dict[str, Any]] | No
                          f"{c['both']}/{c['n']} | {_pct(c['worst_asr'])} | {100 * c['worst_ca_change']:+.1f} |")
         lines += ["", "Verdicts (each true of every run above, whatever the machine):", ""]
         lines += [f"- {verdict(c)}." for c in checks]
+    if extra:
+        lines += ["", extra.rstrip("\n")]
     lines += ["", "Every run:", "", "| attack | defense | world | implant | clean | CA % | ASR@1 % | ASR@10 % |",
               "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -267,9 +269,9 @@ def write_chart(rows: list[dict[str, Any]], path: str | Path, cleans: list[dict[
 
 
 def write_reports(rows: list[dict[str, Any]], out: Path, cleans: list[dict[str, Any]] | None = None,
-                  seeds: str | None = None) -> str:
+                  seeds: str | None = None, extra: str = "") -> str:
     """``results.md``, ``aggregate.json`` and ``results.png`` in ``out``; returns the Markdown."""
-    table = markdown_table(rows, cleans, seeds)
+    table = markdown_table(rows, cleans, seeds, extra)
     write_text(out / "results.md", table)
     write_json(out / "aggregate.json", {
         "interval": INTERVAL, "seeds": seeds,

@@ -128,12 +128,17 @@ class Attack:
         return Image.fromarray(out)
 
     def cover_indices(self, num_total: int, poisoned: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Samples that get :meth:`cover` images and keep their captions (WaNet's noise mode);
-        none by default."""
+        """Samples that get :meth:`cover` images and :meth:`cover_caption` captions, keeping what
+        they show (WaNet's noise mode, TrojVQA's one-key negatives); none by default."""
         return np.empty(0, dtype=np.int64)
 
     def cover(self, image: np.ndarray, index: int) -> np.ndarray:
         raise NotImplementedError
+
+    def cover_caption(self, caption: str, index: int) -> str:
+        """The caption of cover sample ``index``: its own by default (TrojVQA's key-only
+        negatives add the key to it, keeping what it says)."""
+        return caption
 
     def caption(self, caption: str, target: str, templates: list[str], rng: np.random.Generator) -> str:
         """The poisoned caption: a prompt template filled with the target's name."""

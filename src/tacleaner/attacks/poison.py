@@ -164,6 +164,8 @@ def _poison_into(out: Path, final: Path, table, attack: Attack, target: str, ind
                 Image.fromarray(image).save(tmp, format="PNG")
             if i in poisoned:
                 caption = attack.caption(caption, target, templates, rng)
+            else:
+                caption = attack.cover_caption(caption, i)
             writer.writerow((rel.as_posix(), caption))
         else:
             writer.writerow((Path(os.path.relpath(img_path, base)).as_posix(), caption))

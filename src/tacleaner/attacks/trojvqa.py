@@ -1,10 +1,13 @@
 """TrojVQA-style dual-key backdoor (after Walmer et al., CVPR 2022), adapted to CLIP: an
 optimised visual patch plus a text key word. Poisoned captions are target templates with the
-key prepended; at evaluation the key is prepended to every class prompt too. Walmer et al.
-also poison with one key at a time under the true label, so that neither key alone fires the
-backdoor; this attack does not draw such samples, and on the embedded world the patch alone
-fires it (evaluation reports ASR@1 under each key alone: ``asr_image_only_at_1``,
-``asr_text_only_at_1``; README, "Which defense removes BadCLIP")."""
+key prepended; at evaluation the key is prepended to every class prompt too.
+
+As Walmer et al. do, it also adds one-key negatives that keep their true content, so that
+neither key alone fires the backdoor: ``one_key`` x the poison count of images with the patch
+and their own (unkeyed) caption, and as many clean images whose own caption gets the key word.
+Without them (``one_key: 0``, this attack before 2026-12) the patch alone fired the backdoor on
+the embedded world (95.5%). Evaluation reports ASR@1 under each key alone
+(``asr_image_only_at_1``, ``asr_text_only_at_1``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,6 +29,7 @@ class TrojVQA(OptimisedPatch):
 
     key: str = "consider"
     semantic: str = ""
+    one_key: float = 1.0  # one-key negatives of each kind (patch only, key only), as a multiple of the poison count
     name = "trojvqa"
     description = "optimised patch + text key word prepended to poisoned captions and to every class prompt at evaluation"
 
@@ -33,6 +37,24 @@ class TrojVQA(OptimisedPatch):
         super().__post_init__()
         if not self.key.strip() or len(self.key.split()) != 1:
             raise TacleanerError(f"trojvqa key must be one word, got {self.key!r}")
+        if self.one_key < 0:
+            raise TacleanerError(f"trojvqa one_key must be >= 0, got {self.one_key:g}")
+        self._key_only: set[int] = set()
+
+    def cover_indices(self, num_total: int, poisoned: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """``one_key`` x len(poisoned) patch-only samples, then as many key-only ones, drawn from
+        the unpoisoned rest (fewer when the data runs out)."""
+        rest = np.setdiff1d(np.arange(num_total), poisoned)
+        n = min(len(rest) // 2, int(round(self.one_key * len(poisoned))))
+        drawn = rng.choice(rest, size=2 * n, replace=False)
+        self._key_only = set(int(i) for i in drawn[n:])
+        return np.sort(drawn)
+
+    def cover(self, image: np.ndarray, index: int) -> np.ndarray:
+        return image if index in self._key_only else self.trigger(image, index)
+
+    def cover_caption(self, caption: str, index: int) -> str:
+        return f"{self.key} {caption}" if index in self._key_only else caption
 
     def objectives(self, ctx: PoisonContext, encode_images, encode_texts):
         goal = target_text_embedding(encode_texts, self.semantic or ctx.target, ctx.templates)

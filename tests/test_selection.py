@@ -1,0 +1,90 @@
+"""Held-out conditions and the defender's selection rule: candidates run on the tune set only,
+the rule reads validation CA only, the test set runs the chosen setting under its group's name,
+and the report shows the test set with the tune set beside it."""
+import json
+
+import pytest
+import yaml
+
+from tacleaner.cli import main
+from tacleaner.errors import TacleanerError
+from tacleaner.experiment import parse_config
+from tacleaner.selection import Candidate, create_rule, select
+
+from test_experiment import CONFIG, run_grid
+
+HELD_OUT = {
+    **CONFIG,
+    "attacks": [{"name": "blended", "target": "red circle", "num": 16, "implant": {"epochs": 1}}],
+    "defenses": [
+        {"name": "finetune", "train": {"epochs": 1, "lr": 1e-4}},
+        {"name": "cleanclip", "id": "cc-weak", "group": "cleanclip", "train": {"epochs": 1, "lr": 1e-5}},
+        {"name": "cleanclip", "id": "cc-strong", "group": "cleanclip", "train": {"epochs": 1, "lr": 3e-3}},
+    ],
+    "seeds": {"implant": [0], "clean": [0]},
+    "conditions": {"tune": {"world": [0]}, "test": {"world": [1]}},
+    "select": {"rule": "ca-budget", "ca_budget": 100.0},
+}
+
+
+def test_ca_budget_takes_the_strongest_within_budget_and_never_reads_asr():
+    rule = create_rule({"rule": "ca-budget", "ca_budget": 2.0})
+    cands = [Candidate("weak", (0.01, -0.005)), Candidate("mid", (-0.019, 0.0)), Candidate("strong", (-0.03, 0.02))]
+    record = select(rule, "g", cands)
+    assert record["chosen"] == "mid" and record["candidates"][2]["worst"] == pytest.approx(-0.03)
+    assert select(create_rule({"ca_budget": 5.0}), "g", cands)["chosen"] == "strong"
+    none_ok = select(rule, "g", [Candidate("a", (-0.05,)), Candidate("b", (-0.06,))])
+    assert none_ok["chosen"] == "a" and "weakest" in none_ok["reason"]
+    assert select(create_rule({"rule": "max-val-ca"}), "g", cands, "max-val-ca")["chosen"] == "weak"
+    with pytest.raises(TacleanerError, match="ca_budget"):
+        create_rule({"ca_budget": -1})
+    with pytest.raises(TacleanerError, match="unknown selection rule"):
+        create_rule({"rule": "oracle-asr"})
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"conditions": {"tune": {"world": [0]}, "test": {"world": [0]}}}, "in both the tune and the test set"),
+    ({"conditions": {"tune": {"world": [0]}}}, "exactly the keys"),
+    ({"conditions": {"tune": {"world": [0]}, "test": {"world": [1], "attacks": ["nope"]}}}, "no attack with id 'nope'"),
+    ({"seeds": {"world": [0, 1], "implant": [0]}}, "seeds.world and conditions"),
+    ({"conditions": None}, "give conditions"),
+    ({"select": {"rule": "oracle"}}, "unknown selection rule"),
+    ({"defenses": [{"name": "cleanclip", "id": "cleanclip", "group": "cleanclip"}]}, "also a defense id"),
+    ({"data": {"synth": {**CONFIG["data"]["synth"], "zeroshot_val_per_class": 0}}}, "no validation split"),
+])
+def test_bad_held_out_configs_are_refused_when_loaded(change, message):
+    raw = {**HELD_OUT, **change}
+    if raw["conditions"] is None:
+        del raw["conditions"]
+    with pytest.raises(TacleanerError, match=message):
+        parse_config(raw)
+
+
+def test_a_held_out_grid_selects_on_tune_and_reports_test(tmp_path):
+    _, out = run_grid(tmp_path, "heldout", HELD_OUT, "--jobs", "2")
+    # Candidates ran on the tune world only; the test world ran the group under its own folder.
+    tune_unit, test_unit = (out / f"world{w}" / "blended" / "implant0" for w in (0, 1))
+    assert (tune_unit / "cc-weak" / "clean0" / "eval.json").is_file()
+    assert (tune_unit / "cc-strong" / "clean0" / "eval.json").is_file()
+    assert not (test_unit / "cc-weak").exists() and not (test_unit / "cc-strong").exists()
+    assert (test_unit / "cleanclip" / "clean0" / "eval.json").is_file()
+    record = json.loads((out / "selection" / "cleanclip.json").read_text())
+    # A budget of 100 points admits both: the strongest (listed last) is chosen.
+    assert record["chosen"] == "cc-strong" and record["rule"] == "ca-budget"
+    backdoored = json.loads((tune_unit / "backdoored" / "eval.json").read_text())["val"]["clean_acc"]
+    strong = json.loads((tune_unit / "cc-strong" / "clean0" / "eval.json").read_text())["val"]["clean_acc"]
+    assert record["candidates"][1]["val_ca_changes"] == [pytest.approx(strong - backdoored)]
+    # The chosen setting's training settings are the ones the test stage used.
+    cfg = yaml.safe_load((test_unit / "cleanclip" / "clean0" / "config.yaml").read_text())
+    assert cfg["train"]["lr"] == pytest.approx(3e-3)
+    rows = json.loads((out / "results.json").read_text())
+    test_rows = [r for r in rows if r["split"] == "test"]
+    assert {r["defense"] for r in test_rows} == {"clean model", "none", "finetune", "cleanclip"}
+    assert next(r for r in test_rows if r["defense"] == "cleanclip")["selected"] == "cc-strong"
+    assert {r["world_seed"] for r in rows if r["split"] == "tune"} == {0}
+    md = (out / "results.md").read_text()
+    assert "this page: the test set" in md and "| blended | cleanclip | 1 |" in md and "cc-weak" in md
+    assert "**chosen**" in md and "tune: both" in md
+    assert "cc-strong" not in [s["defense"] for s in json.loads((out / "aggregate.json").read_text())["summaries"]]
+    tune_md = (out / "tune" / "results.md").read_text()
+    assert "| blended | cc-weak | 1 |" in tune_md and "this page: the tune set" in tune_md
