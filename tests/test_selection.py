@@ -88,3 +88,40 @@ def test_a_held_out_grid_selects_on_tune_and_reports_test(tmp_path):
     assert "cc-strong" not in [s["defense"] for s in json.loads((out / "aggregate.json").read_text())["summaries"]]
     tune_md = (out / "tune" / "results.md").read_text()
     assert "| blended | cc-weak | 1 |" in tune_md and "this page: the tune set" in tune_md
+
+
+def test_held_out_summary_says_which_part_fails():
+    from tacleaner.report import held_out_summary
+
+    check = lambda n, h, k: {"attack": "badnet", "n": n, "asr_halved": h, "ca_kept": k, "both": min(h, k),  # noqa: E731
+                             "worst_asr": 0.3, "worst_ca_change": -0.076}
+    record = {"command": "tacleaner run x.yaml", "measured": "2026-12-02", "cpu_model": "cpu", "torch": "2",
+              "worlds": {"tune": [0, 1], "test": [4, 5, 6]},
+              "defenses": [{"attack": "badnet", "defense": "cleanclip", "chosen": "cc-lr1", "test": check(6, 6, 5),
+                            "tune": check(4, 4, 4)},
+                           {"attack": "badnet", "defense": "finetune", "chosen": None, "test": check(6, 6, 6)}]}
+    text = held_out_summary(record)
+    assert "CA within 5 points on 5/6" in text and "worst CA change -7.6 points" in text
+    assert "finetune removed the badnet backdoor on every held-out world (6/6" in text
+    assert "on the tune worlds 4/4" in text and "worlds 4, 5, 6" in text
+
+
+def test_the_demo_uses_the_settings_its_held_out_grid_chose():
+    """The shipped record (printed by `tacleaner demo`) comes from experiments/demo-heldout.yaml;
+    the demo's cleaning settings are the candidates that grid's selection chose."""
+    from importlib import resources
+    from pathlib import Path
+
+    from tacleaner.experiment import load_config
+
+    configs = resources.files("tacleaner.configs")
+    record = json.loads(configs.joinpath("demo.heldout.json").read_text())
+    grid, _ = load_config(Path(__file__).resolve().parents[1] / "experiments" / "demo-heldout.yaml")
+    demo = parse_config(yaml.safe_load(configs.joinpath("demo.yaml").read_text()))
+    assert record["worlds"]["test"] == list(grid.held_out.test.world) and len(record["worlds"]["test"]) >= 6
+    assert not set(record["worlds"]["test"]) & set(grid.held_out.tune.world)
+    assert set(demo.seed_plan.world) <= set(grid.held_out.tune.world)
+    chosen = {d["defense"]: d["chosen"] for d in record["defenses"]}
+    for d in demo.defenses:
+        cand = next(c for c in grid.defenses if c.id == chosen[d.name])
+        assert (cand.name, cand.params, cand.train) == (d.name, d.params, d.train), d.name

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
 import sys
@@ -524,9 +525,19 @@ def demo(args: argparse.Namespace) -> int:
     from .experiment import parse_config
 
     name = "demo-quick.yaml" if args.quick else "demo.yaml"
-    raw = yaml.safe_load(resources.files("tacleaner.configs").joinpath(name).read_text())
+    configs = resources.files("tacleaner.configs")
+    raw = yaml.safe_load(configs.joinpath(name).read_text())
     out = args.out or f"runs/{raw['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return _run_experiment(parse_config(raw, name), raw, out, args)
+    code = _run_experiment(parse_config(raw, name), raw, out, args)
+    record = configs.joinpath(HELD_OUT_RECORD)
+    if code == 0 and not args.quick and _is_main() and record.is_file():
+        from .report import held_out_summary
+
+        print(held_out_summary(json.loads(record.read_text())))
+    return code
+
+
+HELD_OUT_RECORD = "demo.heldout.json"  # what experiments/demo-heldout.yaml measured (scripts/heldout_record.py)
 
 
 # -- parser ------------------------------------------------------------------------------------

@@ -280,3 +280,27 @@ def write_reports(rows: list[dict[str, Any]], out: Path, cleans: list[dict[str, 
     })
     write_chart(rows, out / "results.png", cleans)
     return table
+
+
+def held_out_summary(record: dict[str, Any]) -> str:
+    """What a shipped held-out record (``scripts/heldout_record.py``) says, as plain lines: per
+    defense, the per-run checks on the worlds its setting was chosen on and on those it was
+    not. ``tacleaner demo`` prints it after its own runs, so its verdict is never read as a
+    promise about worlds it did not see."""
+    tune, test = (", ".join(map(str, record["worlds"][s])) for s in ("tune", "test"))
+    lines = [f"Held-out check (not rerun by this command): `{record['command']}`, measured {record['measured']} on "
+             f"{record['cpu_model']} (torch {record['torch']}). Settings chosen by validation CA on worlds {tune} "
+             f"(the demo's world 0 among them); reported on worlds {test}, which took no part in any choice:", ""]
+    for d in record["defenses"]:
+        t, u = d["test"], d.get("tune")
+        where = f" ({d['chosen']})" if d.get("chosen") else ""
+        tuned = f"; on the tune worlds {u['both']}/{u['n']}" if u else ""
+        if t["both"] == t["n"]:
+            lines.append(f"- {d['defense']}{where} removed the {d['attack']} backdoor on every held-out world "
+                         f"({t['n']}/{t['n']}: ASR@1 halved with CA within {CA_TOLERANCE:g} points){tuned}.")
+        else:
+            lines.append(f"- {d['defense']}{where} on the held-out worlds: ASR@1 halved on {t['asr_halved']}/{t['n']}, "
+                         f"CA within {CA_TOLERANCE:g} points on {t['ca_kept']}/{t['n']}, both on {t['both']}/{t['n']} "
+                         f"(worst ASR@1 {_pct(t['worst_asr'])}%, worst CA change "
+                         f"{100 * t['worst_ca_change']:+.1f} points){tuned}.")
+    return "\n".join(lines) + "\n"
