@@ -635,12 +635,17 @@ class Experiment:
         """Every stage of the grid with its dependencies, in a good starting order."""
         plan, out = self.plan, []
         groups = self.cfg.groups()
-        tuned: dict[str, list[str]] = {g: [] for g in groups}  # the stages each selection reads
-        for w in plan.world:
-            out.append(Task(f"pretrain/{w}", _run_stage, (self, "stage_pretrain", (w,))))
-        # Longest first, so that the last stages to finish run side by side.
+        tuned: dict[str, list[str]] = {g: [] for g in groups}  # the stages each selection reads (filled below)
+        # A world's pretraining is listed just before its first unit, so that among ready stages
+        # the scheduler finishes whole worlds in order (tune worlds first: the selection can run
+        # while test worlds pretrain) instead of pretraining every world before any cleaning.
         order = sorted(range(len(self.cfg.defenses)), key=lambda k: -self.defense_cost(k))
+        selections = [Task(f"select/{g}", _run_stage, (self, "stage_select", (g,)), tuple(tuned[g])) for g in groups]
         for w, a, split in self.units():
+            if split == TEST and selections[0] not in out:  # right after the tune units: it unblocks the test set
+                out += selections
+            if not any(t.key == f"pretrain/{w}" for t in out):
+                out.append(Task(f"pretrain/{w}", _run_stage, (self, "stage_pretrain", (w,))))
             spec = self.cfg.attacks[a]
             for i in plan.implant:
                 unit = f"{w}/{spec.id}/{i}"
@@ -660,7 +665,6 @@ class Experiment:
                         for g in groups:
                             out.append(Task(f"defense/{unit}/{g}/{c}", _run_stage, (self, "stage_chosen", (w, a, i, g, c)),
                                             (f"implant/{unit}", f"select/{g}")))
-        out += [Task(f"select/{g}", _run_stage, (self, "stage_select", (g,)), tuple(tuned[g])) for g in groups]
         return out
 
     def defense_cost(self, k: int) -> float:
