@@ -16,7 +16,8 @@ either direction, and a negative that says the same as its own positive (dropped
 epoch's subtexts are drawn).
 
 ``L = L_cleanclip + w_ta * mean_i(...)``. Ablations: ``use_positives=False`` aligns the full
-caption in place of P_i (negatives only); ``use_negatives=False`` drops N_i (positives only);
+caption in place of P_i, against negatives that are the full caption with one word swapped
+(negatives only); ``use_negatives=False`` drops N_i (positives only);
 ``w_ta=0`` is CleanCLIP. The paper gives no more detail than this; every choice is a knob.
 """
 from __future__ import annotations
@@ -107,9 +108,12 @@ class TACleaner(CleanCLIP):
         from ..text.subtexts import SubtextConfig, SubtextGenerator
 
         super().setup(bundle, table, seed)
+        # Without positives the caption is aligned, so its negatives are the caption with one
+        # word swapped: a sub-caption's negative would differ from it in more than that word.
         cfg = SubtextConfig(spacy_model=self.spacy_model, negatives_per_positive=max(self.m, 1),
                             negative_sources=tuple(self.negative_sources), seed=seed,
-                            negative_mode=self.negative_mode, n_process=self._parse_processes())
+                            negative_mode=self.negative_mode, n_process=self._parse_processes(),
+                            negatives_from="positives" if self.use_positives else "caption")
         n = len(table.captions)
         self.vocabulary = (list(table.captions) if n <= VOCABULARY_CAPTIONS else  # an even sample of a large set
                            [table.captions[int(i)] for i in np.linspace(0, n - 1, VOCABULARY_CAPTIONS)])
