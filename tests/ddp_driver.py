@@ -14,7 +14,9 @@ from tacleaner.models import create_model
 from tacleaner.train import TrainConfig, train
 
 NO_RANDOM_AUG = {"finetune": {}, "cleanclip": {"aug_images": False},
-                 "tacleaner": {"aug_images": False, "k": 0.5, "m": 2, "prefetch_from": 0},
+                 # every sample drawn: batches then hold equivalent positives, which masking must
+                 # find across ranks (the gathered positive ids) as in one process
+                 "tacleaner": {"aug_images": False, "k": 1.0, "m": 2, "prefetch_from": 0},
                  "par": {"noise_p": 0.0, "erase_p": 0.0},
                  "invert": {"places": "best", "probe_images": 16, "steps": 2, "patch_steps": 3, "patch_grid": 2,
                             "classes": os.environ.get("DDP_TEST_CLASSES")}}

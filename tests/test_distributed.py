@@ -77,8 +77,10 @@ def test_two_processes_match_one_with_the_global_batch(pairs_with_a_broken_image
         ma, mb = metrics(a), metrics(b)
         assert [r["step"] for r in ma] == [r["step"] for r in mb] == [1, 2, 3, 4]
         for ra, rb in zip(ma, mb):
-            for key in [k for k in ra if k.endswith("loss")]:
+            for key in [k for k in ra if k.endswith("loss") or k == "ta_masked"]:  # masked: from gathered keys
                 assert rb[key] == pytest.approx(ra[key], rel=1e-4, abs=1e-6), (name, ra["step"], key)
+        if name.startswith("tacleaner"):  # the masking of equivalent positives was exercised
+            assert any(r["ta_masked"] > 0 for r in ma), name
         summary = json.loads((b / "metrics.jsonl").read_text().splitlines()[-1])
         assert summary["skipped_images"] == 1 and summary["pairs"] == 4 * 16 - 1  # the broken image, counted once
         wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")

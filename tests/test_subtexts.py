@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from tacleaner.data.synth import make_pair
 from tacleaner.text.inflection import plural, verb_form
@@ -321,6 +322,49 @@ def test_tacleaner_takes_the_random_mode(world, tiny):
     assert float(losses["ta_loss"].detach()) > 0
     with pytest.raises(TacleanerError, match="negative_mode"):
         create_defense("tacleaner", negative_mode="thesaurus")
+
+
+def test_negatives_from_the_caption_swap_one_word_of_all_of_it(plain):
+    """negatives_from="caption": each negative is the whole caption, punctuation included,
+    with exactly one word swapped; by default they are made from the shorter positives."""
+    captions = ["A black dog runs across the green grass .", "two red circles above a blue square",
+                "A little girl in a pink dress is climbing the stairs ."]
+    whole = SubtextGenerator(SubtextConfig(negatives_from="caption")).generate(captions)
+    for s in whole:
+        assert s.negatives, s.caption
+        for n in s.negatives:
+            assert n.base == s.caption and one_word_swap(n), n
+            assert len(caption_words(n.text)) == len(caption_words(s.caption)), n
+    default = plain.generate(captions)
+    assert all(n.base in s.positives for s in default for n in s.negatives)
+    with pytest.raises(ValueError, match="negatives_from"):
+        SubtextGenerator(SubtextConfig(negatives_from="sentence"))
+
+
+def test_negatives_only_ablation_uses_whole_caption_negatives(world, tiny):
+    """TA-Cleaner with use_positives=False aligns the caption against the caption with one word
+    swapped (never a sub-caption's negative): its tokens are exactly those texts."""
+    from tacleaner.data.pairs import read_pairs
+    from tacleaner.defenses import create_defense
+
+    table = read_pairs(world / "clean.csv")
+    objective = create_defense("tacleaner", use_positives=False, k=0.5, m=2, prefetch_from=0)
+    objective.setup(tiny, table, seed=0)
+    objective.on_epoch_start(0)
+    assert objective.selected
+    tokens = objective.tokenizer
+    for i, row in objective.selected.items():
+        caption = table.captions[i]
+        (sub,) = objective.generator.generate([caption])
+        assert sub.negatives and all(n.base == caption.strip() and one_word_swap(n) for n in sub.negatives), sub
+        assert torch.equal(objective.pos_tokens[row], tokens([caption])[0])
+        allowed = {tuple(t.tolist()) for t in tokens([n.text for n in sub.negatives] + [caption])}  # + padding
+        for j in range(objective.m):
+            assert tuple(objective.neg_tokens[row * objective.m + j].tolist()) in allowed
+    assert objective.generator.cfg.negatives_from == "caption"
+    full = create_defense("tacleaner", k=0.5, m=2, prefetch_from=0)
+    full.setup(tiny, table, seed=0)
+    assert full.generator.cfg.negatives_from == "positives"
 
 
 # The embedded world's CC3M-like alt-text forms (tacleaner.data.synth._web_caption): every

@@ -1,6 +1,7 @@
 """Training objectives. Pretraining, backdoor implanting and every fine-tuning defense run the
 same training loop; what differs is the objective, which builds its batch from raw samples
-and returns a dict of named losses (the loop sums every ``*_loss`` entry).
+and returns a dict of named losses (the loop sums every ``*_loss`` entry; any other entry is
+a measure it logs and averages per epoch without adding it, such as TA-Cleaner's ``ta_masked``).
 
 Objectives encode through the model's forward (:func:`features`), so that the same code runs
 on a bare model and on one wrapped in DDP, and pass every embedding their loss compares across

@@ -10,8 +10,14 @@ P_i (a reduction of the caption that keeps its core) and ``m`` negative subtexts
 - subtext -> image: InfoNCE of P_i picking image i among the batch's images;
 - optionally (``text_term``) text in-modal: caption T_i picking P_i against N_i.
 
+A column that is no negative is masked (``mask_false_negatives``): another selected sample's
+positive that says the same as P_i (equal :func:`~tacleaner.text.normalise.subtext_key`), in
+either direction, and a negative that says the same as its own positive (dropped when the
+epoch's subtexts are drawn).
+
 ``L = L_cleanclip + w_ta * mean_i(...)``. Ablations: ``use_positives=False`` aligns the full
-caption in place of P_i (negatives only); ``use_negatives=False`` drops N_i (positives only);
+caption in place of P_i, against negatives that are the full caption with one word swapped
+(negatives only); ``use_negatives=False`` drops N_i (positives only);
 ``w_ta=0`` is CleanCLIP. The paper gives no more detail than this; every choice is a knob.
 """
 from __future__ import annotations
@@ -52,7 +58,10 @@ class TACleaner(CleanCLIP):
     subtexts are the same): ``prefetch_from`` parses the next epoch's captions in a background
     process while this epoch trains, when an epoch draws at least that many (0: never);
     ``parse_processes`` spaCy processes for large inline parses (the vocabulary, the first
-    epoch; 0: up to 8, one core left, on machines with 4 cores or more, else 1)."""
+    epoch; 0: up to 8, one core left, on machines with 4 cores or more, else 1).
+    ``mask_false_negatives`` masks in-batch positives equivalent to a row's own (the loss
+    reports how many as ``ta_masked``) and drops negatives equivalent to their own positive;
+    the run folder's ``subtext_masking.json`` counts both per epoch."""
 
     w_ta: float = 1.0
     k: float = 0.1
@@ -67,6 +76,7 @@ class TACleaner(CleanCLIP):
     spacy_model: str | None = None
     prefetch_from: int = 2000
     parse_processes: int = 0
+    mask_false_negatives: bool = True
     name = "tacleaner"
     relative_cost = 2.7  # cleanclip + subtexts (bench_defenses.py: 1.1x cleanclip at k 0.1)
     description = "CleanCLIP + alignment of positive / negative subtexts on k samples per epoch (TA-Cleaner)"
@@ -98,15 +108,20 @@ class TACleaner(CleanCLIP):
         from ..text.subtexts import SubtextConfig, SubtextGenerator
 
         super().setup(bundle, table, seed)
+        # Without positives the caption is aligned, so its negatives are the caption with one
+        # word swapped: a sub-caption's negative would differ from it in more than that word.
         cfg = SubtextConfig(spacy_model=self.spacy_model, negatives_per_positive=max(self.m, 1),
                             negative_sources=tuple(self.negative_sources), seed=seed,
-                            negative_mode=self.negative_mode, n_process=self._parse_processes())
+                            negative_mode=self.negative_mode, n_process=self._parse_processes(),
+                            negatives_from="positives" if self.use_positives else "caption")
         n = len(table.captions)
         self.vocabulary = (list(table.captions) if n <= VOCABULARY_CAPTIONS else  # an even sample of a large set
                            [table.captions[int(i)] for i in np.linspace(0, n - 1, VOCABULARY_CAPTIONS)])
         self.generator = SubtextGenerator(cfg, vocabulary=self.vocabulary)
         self.prefetcher = None
         self.selected: dict[int, int] = {}  # dataset index -> row in this epoch's subtext tensors
+        self.pos_key = torch.zeros(0, dtype=torch.long)  # per row: equal for equivalent positives
+        self.masking: list[dict[str, int]] = []  # per epoch: what the masking found (write_report)
 
     def _parse_processes(self) -> int:
         if self.parse_processes:
@@ -142,12 +157,14 @@ class TACleaner(CleanCLIP):
         if self.prefetch_from and len(chosen) >= self.prefetch_from:
             self._prefetch(epoch + 1)  # parsed while this epoch trains
         positives, negatives, masks, self.selected = [], [], [], {}
+        dropped = 0
         for i, sub in zip(chosen, subtexts):
             if (self.use_positives and not sub.positives) or (self.uses_negatives and not sub.negatives):
                 continue  # the generator found nothing usable for this caption
             pos = sub.positives[rng.integers(len(sub.positives))] if self.use_positives else self.captions[i]
             if self.uses_negatives:
-                negs = self._negatives_for(sub, pos, rng)
+                negs, same = self._negatives_for(sub, pos, rng)
+                dropped += same
                 masks.append([True] * len(negs) + [False] * (self.m - len(negs)))
                 negatives += negs + [pos] * (self.m - len(negs))  # padding, masked out of the loss
             positives.append(pos)
@@ -155,18 +172,45 @@ class TACleaner(CleanCLIP):
         self.pos_tokens = self.tokenizer(positives) if positives else None
         self.neg_tokens = self.tokenizer(negatives) if negatives else None
         self.neg_mask = torch.tensor(masks, dtype=torch.bool).view(len(masks), self.m)
+        self._key_positives(epoch, positives, dropped)
+
+    def _key_positives(self, epoch: int, positives: list[str], dropped: int) -> None:
+        """Give equivalent positives one id (``pos_key``, by first appearance) and record the
+        epoch's counts for :meth:`write_report`: pairs of selected samples whose positives are
+        equivalent (the loss masks them when they share a batch) and negatives dropped for
+        saying the same as their own positive."""
+        from ..text.normalise import subtext_key
+
+        ids: dict[str, int] = {}
+        self.pos_key = torch.tensor([ids.setdefault(subtext_key(p), len(ids)) for p in positives], dtype=torch.long)
+        sizes = torch.bincount(self.pos_key, minlength=1)
+        self.masking = [e for e in self.masking if e["epoch"] != epoch + 1] + [{
+            "epoch": epoch + 1, "selected": len(positives), "distinct_positives": len(ids),
+            "duplicate_positive_pairs": int((sizes * (sizes - 1) // 2).sum()),
+            "negatives_equal_to_positive": dropped,
+        }]
 
     @property
     def uses_negatives(self) -> bool:
         return self.use_negatives and self.m > 0
 
-    def _negatives_for(self, sub, pos: str, rng: np.random.Generator) -> list[str]:
+    def _negatives_for(self, sub, pos: str, rng: np.random.Generator) -> tuple[list[str], int]:
         """Up to ``m`` negatives, those made from the chosen positive first (they differ from it
-        in exactly one word, the contrast the loss is meant to teach)."""
+        in exactly one word, the contrast the loss is meant to teach), and how many of the
+        sample's negatives say the same as ``pos`` (a negative made from another positive can:
+        it would push the image away from a right description). With
+        ``mask_false_negatives`` those are dropped before the ``m`` are taken."""
+        from ..text.normalise import subtext_key
+
         order = rng.permutation(len(sub.negatives))
         own = [sub.negatives[j].text for j in order if sub.negatives[j].base == pos]
         other = [sub.negatives[j].text for j in order if sub.negatives[j].base != pos]
-        return (own + other)[:self.m]
+        key = subtext_key(pos)
+        same = sum(subtext_key(text) == key for text in own + other)
+        if self.mask_false_negatives and same:
+            own = [t for t in own if subtext_key(t) != key]
+            other = [t for t in other if subtext_key(t) != key]
+        return (own + other)[:self.m], same
 
     def collate(self, samples: list[dict]) -> dict[str, Any]:
         batch = super().collate(samples)
@@ -174,6 +218,7 @@ class TACleaner(CleanCLIP):
             return batch
         rows = [(j, self.selected[int(i)]) for j, i in enumerate(batch["index"].tolist()) if int(i) in self.selected]
         batch["ta_batch_pos"] = torch.tensor([j for j, _ in rows], dtype=torch.long)
+        batch["ta_pos_key"] = self.pos_key[torch.tensor([r for _, r in rows], dtype=torch.long)]
         if rows:
             ids = torch.tensor([r for _, r in rows])
             batch["ta_pos"] = self.pos_tokens[ids]
@@ -185,6 +230,7 @@ class TACleaner(CleanCLIP):
 
     def losses(self, model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         sel = batch["ta_batch_pos"]
+        key = batch["ta_pos_key"] if self.mask_false_negatives else None
         s = len(sel)
         extra = None
         if s and self.w_ta:  # with w_ta = 0 (CleanCLIP) the subtexts need no encoding
@@ -194,37 +240,103 @@ class TACleaner(CleanCLIP):
         if self.dist.enabled:  # the whole batch's subtexts and selected rows, from every rank
             mask = batch.get("ta_neg_mask", torch.ones((s, self.m), dtype=torch.bool)).to(img.device)
             img, aug_img, txt, aug_txt, pos, neg = self.gather(img, aug_img, txt, aug_txt, pos, neg)
-            sel, mask = self.gather(sel.to(img.device) + batch["row_offset"], mask)
+            if key is None:
+                sel, mask = self.gather(sel.to(img.device) + batch["row_offset"], mask)
+            else:  # the positives' ids too: equivalent positives on different ranks are masked alike
+                sel, mask, key = self.gather(sel.to(img.device) + batch["row_offset"], mask, key.to(img.device))
             s = len(sel)
         else:
             mask = batch.get("ta_neg_mask")
         out = self.cleanclip_losses(img, aug_img, txt, aug_txt, scale)
+        if key is not None:  # logged per step and averaged per epoch (not a *_loss: not summed)
+            out["ta_masked"] = masked_count(key.to(img.device)).float()
         if not s or self.w_ta == 0:
             out["ta_loss"] = torch.zeros((), device=img.device)
             return out
         neg = neg.view(s, self.m, -1) if self.uses_negatives else None
-        ta = subtext_alignment_loss(img, txt, sel.to(img.device), pos, neg, mask, scale, self.text_term)
+        ta = subtext_alignment_loss(img, txt, sel.to(img.device), pos, neg, mask, scale, self.text_term,
+                                    key.to(img.device) if key is not None else None)
         out["ta_loss"] = self.w_ta * ta
         return out
+
+    def write_report(self, out) -> None:
+        """``subtext_masking.json``: per epoch, the selected samples, their distinct positives,
+        the pairs of them whose positives are equivalent (masked where they share a batch) and
+        the negatives equivalent to their own positive (dropped when ``mask_false_negatives``).
+        A resumed run keeps the epochs written before it stopped."""
+        from pathlib import Path
+
+        from ..fileio import read_json, write_json
+
+        path = Path(out) / "subtext_masking.json"
+        earlier = read_json(path).get("epochs", []) if path.is_file() else []
+        mine = {e["epoch"] for e in self.masking}
+        epochs = sorted([e for e in earlier if e.get("epoch") not in mine] + self.masking, key=lambda e: e["epoch"])
+        write_json(path, {"mask_false_negatives": self.mask_false_negatives, "epochs": epochs})
+
+
+def false_negative_masks(sel: torch.Tensor, pos_key: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which cross-sample columns of the subtext terms are not negatives at all.
+
+    ``sel`` [s]: batch positions of the selected samples; ``pos_key`` [s]: an id per positive,
+    equal for positives that say the same thing (:func:`tacleaner.text.normalise.subtext_key`);
+    ``n``: the batch size. Returns ``same`` [s, s], True where row i's image would be pushed
+    away from another selected sample's positive that describes it just as well, and
+    ``same_image`` [s, n], True where P_i would be pushed away from another selected image whose
+    positive is P_i's equivalent. Both mark the same pairs of samples (and as many of them)."""
+    same = pos_key[:, None] == pos_key[None, :]
+    same &= ~torch.eye(len(sel), dtype=torch.bool, device=sel.device)
+    image_key = torch.full((n,), -1, dtype=pos_key.dtype, device=sel.device)  # unselected: no positive
+    image_key[sel] = pos_key
+    same_image = pos_key[:, None] == image_key[None, :]
+    same_image[torch.arange(len(sel), device=sel.device), sel] = False  # the own image is the target
+    return same, same_image
+
+
+def masked_count(pos_key: torch.Tensor) -> torch.Tensor:
+    """Cross-sample columns :func:`false_negative_masks` masks in the image -> subtext term:
+    ordered pairs of selected samples with equivalent positives (the subtext -> image term
+    masks as many)."""
+    return (pos_key[:, None] == pos_key[None, :]).sum() - len(pos_key)
+
+
+def image_to_subtext_logits(img_sel: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor | None,
+                            neg_mask: torch.Tensor | None, scale: torch.Tensor,
+                            same: torch.Tensor | None = None) -> torch.Tensor:
+    """Row i: image i against every selected positive (its own on the diagonal) and then its
+    negatives. Masked columns (padding, and ``same`` from :func:`false_negative_masks`) hold
+    -inf: the softmax gives them weight exactly 0, so they receive no gradient."""
+    logits = scale * img_sel @ pos.T
+    if same is not None:
+        logits = logits.masked_fill(same, float("-inf"))
+    if neg is not None:
+        neg_logits = (scale * torch.einsum("sd,smd->sm", img_sel, neg)).masked_fill(~neg_mask, float("-inf"))
+        logits = torch.cat([logits, neg_logits], dim=1)
+    return logits
 
 
 def subtext_alignment_loss(img: torch.Tensor, txt: torch.Tensor, sel: torch.Tensor, pos: torch.Tensor,
                            neg: torch.Tensor | None, neg_mask: torch.Tensor | None, scale: torch.Tensor,
-                           text_term: bool = False) -> torch.Tensor:
+                           text_term: bool = False, pos_key: torch.Tensor | None = None) -> torch.Tensor:
     """The subtext terms for the ``s`` selected samples of a batch (all embeddings normalised).
 
     ``img`` [n, d] and ``txt`` [n, d]: the batch; ``sel`` [s]: batch positions of the selected
     samples; ``pos`` [s, d]: their positive subtexts; ``neg`` [s, m, d] with ``neg_mask``
-    [s, m] (False = padding): their negatives, or None.
+    [s, m] (False = padding): their negatives, or None. ``pos_key`` [s], when given, masks the
+    in-batch false negatives (:func:`false_negative_masks`) in both directions; without it the
+    terms are computed exactly as before masking existed.
     """
     img_sel = img[sel]
     targets = torch.arange(len(sel), device=img.device)
-    logits = scale * img_sel @ pos.T  # each image's own positive on the diagonal, others' off it
-    neg_logits = None
-    if neg is not None:
-        neg_logits = (scale * torch.einsum("sd,smd->sm", img_sel, neg)).masked_fill(~neg_mask, float("-inf"))
-        logits = torch.cat([logits, neg_logits], dim=1)
-    loss = (F.cross_entropy(logits, targets) + info_nce(pos, img, scale, targets=sel)) / 2
+    same = same_image = None
+    if pos_key is not None:
+        same, same_image = false_negative_masks(sel, pos_key, len(img))
+    logits = image_to_subtext_logits(img_sel, pos, neg, neg_mask, scale, same)
+    if same_image is None:
+        to_image = info_nce(pos, img, scale, targets=sel)
+    else:
+        to_image = F.cross_entropy((scale * pos @ img.T).masked_fill(same_image, float("-inf")), sel)
+    loss = (F.cross_entropy(logits, targets) + to_image) / 2
     if text_term:
         anchor = txt[sel]
         text_logits = scale * (anchor * pos).sum(-1, keepdim=True)

@@ -310,6 +310,61 @@ def dominant_pos(word: str) -> str | None:
     return best if counts[best] else None
 
 
+NEAR_EQUIVALENTS_FILE = "near_equivalents.tsv"
+
+
+@functools.lru_cache(maxsize=1)
+def near_equivalent_table() -> dict[tuple[str, str], frozenset[str]]:
+    """(part of speech, base form) -> its near-equivalents from the shipped table (both ways
+    round: a listed word gets the first word too); the file's header says what is listed and
+    why (boy - man, rest - sit, little - young)."""
+    from collections import defaultdict
+    from importlib import resources
+
+    text = resources.files("tacleaner.text").joinpath("data", NEAR_EQUIVALENTS_FILE).read_text(encoding="utf-8")
+    table: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        pos, word, others = line.split("\t")
+        for other in others.split():
+            table[(pos, word)].add(other)
+            table[(pos, other)].add(word)
+    return {key: frozenset(words) for key, words in table.items()}
+
+
+def _all_senses(word: str, pos: str) -> frozenset[Any]:
+    """Every WordNet sense of ``word`` or of its base forms as ``pos`` (adjective satellites
+    included)."""
+    wn = wordnet()
+    return frozenset(s for base in dict.fromkeys([word, *wn._morphy(word, pos)]) for s in word_senses(base, pos))
+
+
+@functools.lru_cache(maxsize=None)
+def near_equivalent(source: str, replacement: str, pos: str) -> bool:
+    """Whether a picture described with ``source`` may as well be described with
+    ``replacement``, so that swapping them makes no counterfactual: in any WordNet sense of
+    either word (same part of speech), a synonym (a shared synset), a hypernym or a hyponym at
+    any depth (boy -> man through "boy" as an informal word for a man; man -> boy), a
+    similar-to or also-see of it either way round (muddy -> wet), or a pair of the shipped
+    table of near-equivalents WordNet misses (:func:`near_equivalent_table`: rest -> sit,
+    little -> young). Any sense counts, rare ones too: refusing a good swap costs one
+    candidate, keeping a bad one teaches the model that a right description is wrong."""
+    source, replacement = source.lower(), replacement.lower()
+    if source == replacement or replacement in near_equivalent_table().get((pos, source), ()):
+        return True
+    mine, theirs = _all_senses(source, pos), _all_senses(replacement, pos)
+    if mine & theirs:
+        return True
+    if any(theirs & ancestors(s) for s in mine) or any(mine & ancestors(t) for t in theirs):
+        return True
+    if pos in ("a", "v"):
+        def near(s: Any) -> set[Any]:
+            return set(s.similar_tos()) | set(s.also_sees())
+        return any(theirs & near(s) for s in mine) or any(mine & near(t) for t in theirs)
+    return False
+
+
 # Nouns for people that captions use for what a picture shows; a person noun among them is
 # replaced by another of them (girl -> boy), never by a kinship or status word WordNet files
 # under the same hypernym (girl -> wife, stepchild, orphan; woman -> liberal).

@@ -30,6 +30,11 @@ Negatives (m = ``negatives_per_positive`` per positive; from the caption if that
     lemmas, synonyms of the source (any shared synset), offensive senses (WordNet usage domains
     and ``blocklist``) and words already in the caption (which could make the "negative" true)
     are skipped; at most ``max_candidates`` per origin are kept.
+  * A negative must contradict the image: with ``refuse_entailed`` (default) a replacement
+    that is, in any WordNet sense of either word, a synonym, hypernym, hyponym, similar-to or
+    also-see of the source, or its near-equivalent in the shipped table
+    (``data/near_equivalents.tsv``: boy/man, girl/woman, rest/sit, wear/dress, little/young),
+    is refused, in both negative modes (:func:`.lexicon.near_equivalent`).
   * Inflection is kept: the new word takes the source's form (NNS, VBG, VBZ, VBD, ...). Forms
     observed in the vocabulary with that tag come first; otherwise WordNet's exception lists
     (men, children, sitting, lying) and regular spelling rules are used, and a candidate whose
@@ -47,7 +52,8 @@ from typing import Any
 
 from .inflection import match_case, plural, verb_form
 from .lexicon import (ABSTRACT_LEXNAMES, PEOPLE, PLACEHOLDERS, SPATIAL, ancestors, antonyms, cohyponyms, colour_words, common_word,
-                      dominant_pos, first_sense, fixed_phrase, is_common, lemma_count, sibling_attributes,
+                      dominant_pos, first_sense, fixed_phrase, is_common, lemma_count, near_equivalent,
+                      sibling_attributes,
                       random_pool, source_sense, spatial_swaps, unattested_as, wn_lemma, wn_synonyms,
                       word_senses)
 from .positives import FRAME_NOUNS, SHOWING_VERBS, frame_word, intraword, nominal, render
@@ -187,7 +193,7 @@ class NegativeMaker:
             tok, (pos, tag) = slots[rng.randrange(len(slots))]
             pool = random_pool(pos, self.cfg.random_min_zipf, self.cfg.blocklist)
             lemma = pool[rng.randrange(len(pool))]
-            if lemma in in_caption:
+            if lemma in in_caption or self._refused(wn_lemma(tok, pos), lemma, pos):
                 continue
             kind = {"n": "object", "a": "attribute", "v": "relation"}[pos]
             neg = self._apply(doc, span, Slot(tok.i, kind, pos, tag, []), (lemma, "random"), base, vocab)
@@ -311,8 +317,15 @@ class NegativeMaker:
         person = pos == "n" and sense is not None and sense.lexname() == "noun.person"
         if person and "people" in cfg.negative_sources and lemma in PEOPLE:
             by_origin["people"] = tuple(w for w in PEOPLE if w != lemma)
-        return {o: tuple(w for w in words if w != lemma and self._plausible(w, pos, sense, person))[:k]
+        return {o: tuple(w for w in words if w != lemma and self._plausible(w, pos, sense, person)
+                         and not self._refused(lemma, w, pos))[:k]
                 for o, words in by_origin.items()}
+
+    def _refused(self, lemma: str | None, word: str, pos: str) -> bool:
+        """With ``refuse_entailed``, a replacement that a picture of ``lemma`` may still fit
+        (:func:`~.lexicon.near_equivalent`: boy -> man, resting -> sitting): the negative
+        would push the image away from a right description."""
+        return self.cfg.refuse_entailed and lemma is not None and near_equivalent(lemma, word, pos)
 
     def sense(self, lemma: str, pos: str, vocab: Vocabulary) -> Any | None:
         """The sense a caption word is taken in: WordNet's usual one (:func:`source_sense`),

@@ -1,9 +1,10 @@
 """Sanity measures of generated subtexts: coverage, order-preserving positives, one-word
-negatives."""
+negatives, and negatives that a picture of the caption may still fit (:func:`entailed`)."""
 from __future__ import annotations
 
 import re
 from collections import Counter
+from typing import Any
 
 from .lexicon import SPATIAL
 from .resources import wordnet
@@ -39,6 +40,61 @@ def one_word_swap(neg: Negative) -> bool:
         return b[k] in SPATIAL
     wn = wordnet()
     return bool(pos) and all(any(wn.morphy(w, p) for p in pos) for w in (a[k], b[k]))
+
+
+KIND_POS = {"object": "n", "attribute": "a", "relation": "v"}  # WordNet POS of each negative kind
+
+
+def _senses(word: str, pos: str) -> set[Any]:
+    """Every WordNet sense of ``word`` (any inflected form) as ``pos``; adjectives include
+    satellites."""
+    wn = wordnet()
+    low = word.lower()
+    return {s for base in {low, *wn._morphy(low, pos)} for s in wn.synsets(base, pos)}
+
+
+def _hypernym_closure(synset: Any) -> set[Any]:
+    return set(synset.closure(lambda s: s.hypernyms() + s.instance_hypernyms()))
+
+
+def entailed(source: str, replacement: str, pos: str) -> bool:
+    """Whether a picture described with ``source`` may still fit ``replacement``: the
+    replacement is, in any WordNet sense of either word, a synonym of the source (a shared
+    synset), a hypernym (at any depth: "boy" -> "male") or, for adjectives, a similar-to.
+
+    The measuring stick of negatives that do not contradict the image, independent of the
+    rules that make them (:mod:`.negatives`). It is an upper bound: any sense of either word
+    counts, so a rare sense flags a good swap too; verb hypernyms are loose (WordNet's verb
+    trees are shallow, so "walk" -> "travel" counts, and so would "walk" -> "move").
+    ``pos``: "n", "v", "a" (satellites included) or "r"; words are lemmatised by WordNet."""
+    if source.lower() == replacement.lower():
+        return True
+    mine, theirs = _senses(source, pos), _senses(replacement, pos)
+    if mine & theirs:
+        return True
+    if any(theirs & _hypernym_closure(s) for s in mine):
+        return True
+    return pos == "a" and any(theirs & set(s.similar_tos()) for s in mine)
+
+
+def entailed_negative(neg: Negative) -> bool:
+    """:func:`entailed` for a negative, with the part of speech of its kind (spatial
+    relations are read as adverbs: "left" -> "right")."""
+    pos = "r" if neg.kind == "relation" and neg.source.lower() in SPATIAL else KIND_POS[neg.kind]
+    return entailed(neg.source, neg.replacement, pos)
+
+
+def entailment_report(subtexts: list[Subtexts]) -> dict:
+    """Captions, coverage (at least one positive and one negative), negatives, and the share
+    of negatives :func:`entailed` flags, with the flagged ones (base, source, replacement)."""
+    negatives = [neg for s in subtexts for neg in s.negatives]
+    flagged = [neg for neg in negatives if entailed_negative(neg)]
+    n = len(subtexts)
+    return {"captions": n,
+            "coverage": round(sum(bool(s.positives and s.negatives) for s in subtexts) / n, 4) if n else 0.0,
+            "negatives": len(negatives), "flagged": len(flagged),
+            "flagged_share": round(len(flagged) / len(negatives), 4) if negatives else 0.0,
+            "flagged_examples": [f"{neg.source} -> {neg.replacement} ({neg.origin}): {neg.text}" for neg in flagged]}
 
 
 def quality_report(subtexts: list[Subtexts]) -> dict:

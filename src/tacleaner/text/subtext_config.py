@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 KINDS = ("object", "attribute", "relation")
 ORIGINS = ("cohyponym", "antonym", "sibling-attribute", "people", "vocabulary")
 NEGATIVE_MODES = ("wordnet", "random")
+NEGATIVE_BASES = ("positives", "caption")  # what a negative is a one-word change of
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,13 @@ class SubtextConfig:
     max_siblings: int = 150  # noun hypernyms with more hyponyms are too general for co-hyponyms
     min_zipf: float = 3.3  # replacements come from the common-word list at this Zipf frequency or more
     negative_mode: str = "wordnet"  # "wordnet": the sources above; "random": the paper's random swaps
+    # "positives": each positive's negatives (the caption's when they give none); "caption": the
+    # whole caption with one word swapped (TA-Cleaner's negatives-only ablation aligns the caption)
+    negatives_from: str = "positives"
     random_min_zipf: float = 4.0  # random-mode replacements: words at least this common
     n_process: int = 1  # spaCy processes parsing a batch of at least PARALLEL_FROM new captions (same output)
+    # Refuse replacements a picture of the source may still fit: synonyms, hypernyms, hyponyms,
+    # similar-tos in any WordNet sense, and the shipped near-equivalents (lexicon.near_equivalent).
+    refuse_entailed: bool = True
     blocklist: frozenset[str] = field(default_factory=lambda: frozenset(
         {"whore", "prostitute", "harlot", "slut", "bitch", "bastard", "wench", "hussy"}))

@@ -26,7 +26,7 @@ from .negatives import NegativeMaker, Vocabulary
 from .positives import depicted_object, intraword, positive_spans, render
 from .quality import quality_report
 from .resources import spacy_pipeline
-from .subtext_config import KINDS, NEGATIVE_MODES, ORIGINS, Negative, SubtextConfig, Subtexts
+from .subtext_config import KINDS, NEGATIVE_BASES, NEGATIVE_MODES, ORIGINS, Negative, SubtextConfig, Subtexts
 
 __all__ = ["KINDS", "NEGATIVE_MODES", "ORIGINS", "Negative", "SubtextConfig", "SubtextGenerator", "Subtexts", "quality_report"]
 
@@ -48,6 +48,8 @@ class SubtextGenerator:
             raise ValueError(f"unknown negative sources {sorted(unknown)}; choose from {ORIGINS}")
         if self.cfg.negative_mode not in NEGATIVE_MODES:
             raise ValueError(f"unknown negative mode {self.cfg.negative_mode!r}; choose from {NEGATIVE_MODES}")
+        if self.cfg.negatives_from not in NEGATIVE_BASES:
+            raise ValueError(f"unknown negatives_from {self.cfg.negatives_from!r}; choose from {NEGATIVE_BASES}")
         self._vocab_texts = list(vocabulary)
         self._vocab: Vocabulary | None = None
         self._nlp: Any = None
@@ -95,9 +97,12 @@ class SubtextGenerator:
         whole = tuple(t.i for t in doc if not t.is_punct or intraword(t))
         in_caption = {t.lower_ for t in doc} | {t.lemma_.lower() for t in doc}
         negatives: list[Negative] = []
-        for span in spans:
-            negatives += self._maker.negatives(doc, span, in_caption, vocab, rng)
-        if not negatives:  # no positive, or none with a replaceable word: use the caption
-            negatives = self._maker.negatives(doc, whole, in_caption, vocab, rng)
+        if self.cfg.negatives_from == "caption":  # every token, punctuation too: base == the caption
+            negatives = self._maker.negatives(doc, tuple(range(len(doc))), in_caption, vocab, rng)
+        else:
+            for span in spans:
+                negatives += self._maker.negatives(doc, span, in_caption, vocab, rng)
+            if not negatives:  # no positive, or none with a replaceable word: use the caption
+                negatives = self._maker.negatives(doc, whole, in_caption, vocab, rng)
         obj = depicted_object(doc)
         return Subtexts(caption, tuple(render(doc, s) for s in spans), tuple(negatives), obj.text if obj else "")
