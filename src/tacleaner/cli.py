@@ -465,7 +465,7 @@ def subtexts(args: argparse.Namespace) -> int:
         raise TacleanerError(f"--m must be >= 0, got {args.m}")
     path = Path(args.captions)
     try:
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
     except FileNotFoundError:
         raise TacleanerError(f"{path}: file not found") from None
     except UnicodeDecodeError as e:

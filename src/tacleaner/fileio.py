@@ -48,9 +48,11 @@ def write_yaml(path: str | os.PathLike, obj: Any) -> None:
 def read_json(path: str | os.PathLike) -> Any:
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8-sig"))  # a byte-order mark is not an error
     except FileNotFoundError:
         raise TacleanerError(f"{path}: file not found") from None
+    except UnicodeDecodeError:
+        raise TacleanerError(f"{path}: not UTF-8 text") from None
     except json.JSONDecodeError as e:
         raise TacleanerError(f"{path}: not valid JSON ({e})") from None
 
@@ -84,7 +86,7 @@ def load_yaml_file(path: str | os.PathLike) -> Any:
     and for a key given twice."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise TacleanerError(f"{path}: file not found") from None
     except UnicodeDecodeError:

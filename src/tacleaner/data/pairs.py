@@ -13,6 +13,12 @@ from ..errors import TacleanerError
 from .columns import ColumnBuilder, PathColumn
 
 
+# "utf-8-sig" reads plain UTF-8 and also drops the byte-order mark that spreadsheet programs
+# write at the start of a CSV (else the first column is named "\ufeffimage"); newline="" lets
+# the csv module take CRLF line endings (Windows tools) as well as LF.
+CSV_ENCODING = "utf-8-sig"
+
+
 def check_columns(path: Path, found: list[str], columns: tuple[str, ...]) -> None:
     """Fail naming the file and the missing ``columns`` when the header ``found`` lacks any."""
     missing = [c for c in columns if c not in found]
@@ -29,7 +35,7 @@ def read_csv_rows(path: str | Path, columns: tuple[str, ...]) -> list[dict[str, 
     if not path.is_file():
         raise TacleanerError(f"{path}: file not found")
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding=CSV_ENCODING) as f:
             reader = csv.DictReader(f)
             check_columns(path, reader.fieldnames or [], columns)
             rows = list(reader)
@@ -69,7 +75,7 @@ def read_pairs(path: str | Path, image_col: str = "image", caption_col: str = "c
     images, captions = ColumnBuilder(), ColumnBuilder()
     n = 0
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding=CSV_ENCODING) as f:
             reader = csv.reader(f)
             header = next(reader, None) or []
             check_columns(path, header, (image_col, caption_col))
