@@ -84,3 +84,102 @@ def test_bom_and_crlf_csvs_are_read_by_every_command(world, tmp_path, capsys):
     capsys.readouterr()
     assert main(["subtexts", "--captions", str(notes), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["caption"] == "a red circle"
+
+
+# -- 3. model files that cannot be read: one line naming the file, with the right hint --------
+@pytest.fixture(scope="module")
+def broken_models(tmp_path_factory) -> dict[str, Path]:
+    """A good checkpoint, and the ways a downloaded or copied one goes wrong."""
+    import pickle
+    import struct
+
+    import torch
+
+    from tacleaner.models import create_model, save_model
+
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    bundle = create_model("tacleaner-tiny-rn")
+    save_model(bundle, root / "good.safetensors")
+    good = (root / "good.safetensors").read_bytes()
+    torch.save(bundle.model.state_dict(), root / "good.pt")
+    pt = (root / "good.pt").read_bytes()
+    files = {
+        "truncated_safetensors": good[:len(good) // 2],
+        "truncated_header": good[:200],
+        "header_too_large": struct.pack("<Q", 10**12) + good[8:],
+        "random_bytes": bytes(range(256)) * 64,
+        "empty": b"",
+        "truncated_zip": pt[:len(pt) // 2],
+        "pickle_runs_code": None,
+    }
+    out = {}
+    for name, data in files.items():
+        path = root / f"{name}.{'pt' if 'zip' in name or 'pickle' in name else 'safetensors'}"
+        if data is None:
+            class Evil:
+                def __reduce__(self):
+                    return (os.system, ("true",))
+
+            path.write_bytes(pickle.dumps({"state_dict": Evil()}, protocol=2))
+        else:
+            path.write_bytes(data)
+        out[name] = path
+    return out
+
+
+MODEL_COMMANDS = {
+    "evaluate": "evaluate --checkpoint {m} --data {w}/zeroshot.csv --classes {w}/classes.json",
+    "evaluate_with_model": "evaluate --checkpoint {m} --model tacleaner-tiny-rn --data {w}/zeroshot.csv "
+                           "--classes {w}/classes.json",
+    "clean": "clean --defense finetune --checkpoint {m} --data {w}/clean.csv --out {t}/c",
+    "clean_with_model": "clean --defense finetune --checkpoint {m} --model tacleaner-tiny-rn --data {w}/clean.csv "
+                        "--out {t}/c",
+    "scan": "scan --checkpoint {m} --data {w}/zeroshot.csv --classes {w}/classes.json",
+    "export": "export --checkpoint {m} --out {t}/x.pt",
+    "train_init": "train --init {m} --data {w}/clean.csv --out {t}/c",
+    "poison_clean_model": "poison --data {w}/implant.csv --attack badclip --target 1 --num 2 --out {t}/p "
+                          "--classes {w}/classes.json --clean-model {m}",
+    "show_trigger_clean_model": "show-trigger --attack badclip --target 1 --classes {w}/classes.json "
+                                "--clean-model {m} --data {w}/clean.csv --out {t}/x.png",
+}
+WORDING = {"truncated_safetensors": "corrupt safetensors", "truncated_header": "truncated or corrupt safetensors",
+           "header_too_large": "truncated or corrupt safetensors", "random_bytes": "not a model file",
+           "empty": "empty file", "truncated_zip": "truncated or corrupt", "pickle_runs_code": "could execute code"}
+
+
+# Every fault on evaluate (with and without --model); every other command with two of them.
+MODEL_CASES = sorted({(c, f) for c in MODEL_COMMANDS for f in WORDING
+                      if c.startswith("evaluate") or f in ("truncated_safetensors", "random_bytes")})
+
+
+@pytest.mark.parametrize("command,fault", MODEL_CASES)
+def test_unreadable_model_file_is_one_line_naming_it(command, fault, broken_models, world, tmp_path, capsys):
+    """Every command that loads a model, every way a model file is broken: one line naming the
+    file and what is wrong with it, never a request for --model, nothing written."""
+    import shlex
+
+    model = broken_models[fault]
+    argv = shlex.split(MODEL_COMMANDS[command].format(m=model, w=world, t=tmp_path))
+    code = main(["--quiet", *argv])
+    line = one_error(code, capsys.readouterr().err, str(model), WORDING[fault])
+    assert "--model" not in line
+    assert not [p for p in tmp_path.iterdir()], "a failed load wrote something"
+
+
+def test_foreign_checkpoint_without_model_asks_for_it(broken_models, world, capsys):
+    """A readable foreign file (no name inside) is the one case that asks for --model."""
+    code = main(["evaluate", "--checkpoint", str(broken_models["truncated_zip"].with_name("good.pt")),
+                 "--data", str(world / "zeroshot.csv"), "--classes", str(world / "classes.json")])
+    one_error(code, capsys.readouterr().err, "good.pt", "does not name its model; pass --model NAME")
+
+
+def test_unreadable_resume_state_is_one_line(world, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["--quiet", "train", "--model", "tacleaner-tiny-rn", "--data", str(world / "clean.csv"), "--out", str(run),
+            "--epochs", "2", "--batch-size", "32", "--threads", "1", "--max-steps", "3"]
+    assert main(args) == 0
+    (run / "metadata.json").unlink()  # as if it had stopped before the end
+    state = run / "train_state.pt"
+    state.write_bytes(state.read_bytes()[:1000])
+    one_error(main(args + ["--resume"]), capsys.readouterr().err, str(state), "unreadable resume state")

@@ -608,7 +608,7 @@ class Experiment:
     def base_model(self, w: int = 0):
         m = self.cfg.model
         if m.get("init"):
-            return load_model(m["init"], m.get("name"))
+            return load_model(m["init"], m.get("name"), name_option="model.name in the experiment config")
         torch.manual_seed(m.get("seed", 0) + w)
         return create_model(m["name"], pretrained=m.get("pretrained"))
 

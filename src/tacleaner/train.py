@@ -388,7 +388,12 @@ def _maybe_resume(out: Path, model, optimizer, scheduler, log: RunLog,
     path = out / "train_state.pt"
     if not path.is_file():
         return 0, None
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a truncated or corrupt file raises many kinds
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise TacleanerError(f"{path}: unreadable resume state ({first}); remove it to restart the run from its "
+                             "last model, or start a new --out") from None
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
