@@ -20,7 +20,9 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 def env() -> dict[str, str]:
     """The environment of a child ``python -m tacleaner``: this checkout's sources first."""
     path = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
+    env.pop("PYTHONWARNINGS", None)  # warnings are part of what these cases check
+    return env
 
 
 def tacleaner(*argv: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
@@ -183,3 +185,135 @@ def test_unreadable_resume_state_is_one_line(world, tmp_path, capsys):
     state = run / "train_state.pt"
     state.write_bytes(state.read_bytes()[:1000])
     one_error(main(args + ["--resume"]), capsys.readouterr().err, str(state), "unreadable resume state")
+
+
+# -- 1. one writer per run folder ----------------------------------------------------------
+HOLD = """
+import sys, time
+from tacleaner.fileio import prepare_run_dir, staged_dir
+if sys.argv[2] == "staged":
+    with staged_dir(sys.argv[1]):
+        print("holding", flush=True)
+        time.sleep(float(sys.argv[3]))
+else:
+    prepare_run_dir(sys.argv[1], resume=True)
+    print("holding", flush=True)
+    time.sleep(float(sys.argv[3]))
+"""
+
+
+def hold(folder: Path, kind: str = "run", seconds: float = 600) -> subprocess.Popen:
+    """Another process writing ``folder`` (through tacleaner's own run-folder code), once it
+    has taken the folder."""
+    p = subprocess.Popen([sys.executable, "-c", HOLD, str(folder), kind, str(seconds)], stdout=subprocess.PIPE,
+                         text=True, env=env())
+    assert p.stdout.readline().strip() == "holding"
+    return p
+
+
+def train_args(world: Path, out: Path, *extra: str) -> list[str]:
+    return ["--quiet", "train", "--model", "tacleaner-tiny-rn", "--data", str(world / "clean.csv"), "--out", str(out),
+            "--batch-size", "32", "--threads", "1", *extra]
+
+
+def test_two_jobs_cannot_write_one_run_folder(world, tmp_path):
+    """A job resumes a run folder (as a re-queued cluster job would) while the first still
+    trains in it: the second exits 2 with one line naming the folder and the first's pid, and
+    leaves the first's log alone."""
+    run = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, "-m", "tacleaner", *train_args(world, run, "--epochs", "500")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env())
+    try:
+        import time
+
+        deadline = time.time() + 120
+        while not (run / "log.txt").is_file() and time.time() < deadline and first.poll() is None:
+            time.sleep(0.1)
+        assert first.poll() is None, first.stderr.read()
+        assert (run / ".tacleaner.lock").read_text().strip() == str(first.pid)
+        log = (run / "log.txt").read_text()
+        second = tacleaner(*train_args(world, run, "--epochs", "500", "--resume"))
+        one_error(second.returncode, second.stderr, str(run), f"pid {first.pid}", "in use")
+        assert (run / "log.txt").read_text().startswith(log) and "resuming" not in (run / "log.txt").read_text()
+        plain = tacleaner(*train_args(world, run, "--epochs", "500"))  # without --resume: not "pass --resume"
+        assert "--resume" not in one_error(plain.returncode, plain.stderr, f"pid {first.pid}")
+    finally:
+        first.kill()
+        first.wait()
+
+
+@pytest.mark.parametrize("command", ["poison", "clean", "run"])
+def test_every_writer_refuses_a_folder_in_use(command, world, tmp_path, capsys):
+    """poison (a staged folder: its lock sits beside it), clean and run (experiment folder) each
+    refuse a folder another process holds, naming it and the holder."""
+    import yaml
+
+    out = tmp_path / "out"
+    holder = hold(out, "staged" if command == "poison" else "run")
+    try:
+        argv = {
+            "poison": ["poison", "--data", str(world / "implant.csv"), "--attack", "blended", "--target", "1",
+                       "--num", "2", "--out", str(out), "--classes", str(world / "classes.json")],
+            "clean": ["clean", "--defense", "finetune", "--checkpoint", "CKPT", "--data", str(world / "clean.csv"),
+                      "--out", str(out), "--resume"],
+            "run": ["run", "CONFIG", "--out", str(out), "--resume"],
+        }[command]
+        if command == "clean":
+            from tacleaner.models import create_model, save_model
+
+            save_model(create_model("tacleaner-tiny-rn"), tmp_path / "m.safetensors")
+            argv[argv.index("CKPT")] = str(tmp_path / "m.safetensors")
+        if command == "run":
+            from test_cli_contract import GOOD_RUN
+
+            (tmp_path / "grid.yaml").write_text(yaml.safe_dump(GOOD_RUN))
+            argv[argv.index("CONFIG")] = str(tmp_path / "grid.yaml")
+        one_error(main(["--quiet", *argv]), capsys.readouterr().err, str(out), f"pid {holder.pid}", "in use")
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_lock_left_by_a_killed_process_is_taken_over_with_a_warning(world, tmp_path):
+    """SIGKILL leaves the lock file naming a dead process (the kernel has dropped the lock
+    itself): the next writer takes it over, says so in one warning line, and finishes."""
+    run = tmp_path / "run"
+    holder = hold(run)
+    dead = holder.pid
+    holder.kill()
+    holder.wait()
+    assert (run / ".tacleaner.lock").read_text().strip() == str(dead)
+    done = tacleaner(*train_args(world, run, "--epochs", "1", "--max-steps", "1", "--resume"))
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and f"process {dead}" in warnings[0] and str(run) in warnings[0], done.stderr
+    assert not (run / ".tacleaner.lock").exists()  # released at the end
+    assert json.loads((run / "metadata.json").read_text())["completed"]
+    # a poisoning killed while staging: its lock and its unfinished folder are both recovered
+    poisoned = tmp_path / "p"
+    holder = hold(poisoned, "staged")
+    holder.kill()
+    holder.wait()
+    assert [p.name for p in tmp_path.glob(".p.partial-*")]
+    done = tacleaner("--quiet", "poison", "--data", str(world / "implant.csv"), "--attack", "blended", "--target",
+                     "1", "--num", "2", "--out", str(poisoned), "--classes", str(world / "classes.json"))
+    assert done.returncode == 0, done.stderr
+    assert len([line for line in done.stderr.splitlines() if line.startswith("warning:")]) == 2, done.stderr
+    assert not list(tmp_path.glob(".p.*")) and (poisoned / "manifest.json").is_file()
+
+
+def test_parallel_experiment_stages_do_not_wait_on_the_experiment_lock(tmp_path):
+    """`run --jobs 2`: the parent holds the experiment folder, worker processes write the stage
+    folders inside it; the grid completes and leaves no lock behind."""
+    import yaml
+
+    from test_cli_contract import GOOD_RUN
+
+    cfg = {**GOOD_RUN, "train": {"epochs": 1, "batch_size": 16, "threads": 1, "max_steps": 2},
+           "pretrain": {"epochs": 1}, "defenses": [{"name": "finetune"}, {"name": "cleanclip"}]}
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(cfg))
+    done = tacleaner("--quiet", "run", str(tmp_path / "grid.yaml"), "--out", str(tmp_path / "exp"), "--jobs", "2",
+                     timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "exp" / "results.json").is_file()
+    assert not list((tmp_path / "exp").rglob("*.lock"))

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import yaml
 
 from .errors import SharedError, TacleanerError
-from .fileio import check_inputs_outside
+from .fileio import check_inputs_outside, release_all_locks
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 MULTI_PROCESS = ("train", "clean", "evaluate", "run", "demo")  # the commands torchrun may start on several processes
@@ -511,7 +511,10 @@ def _run_experiment(cfg, raw, out, args) -> int:
 
     jobs = args.jobs or (min(2, os.cpu_count() or 1) if args.command == "demo" and not from_env().enabled else 1)
     exp = Experiment(cfg, raw, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, jobs=jobs)
-    exp.run()
+    try:
+        exp.run()
+    finally:
+        exp.close()
     if not _is_main():
         return 0
     print((exp.out / "results.md").read_text())
@@ -784,6 +787,7 @@ def main(argv: list[str] | None = None) -> int:
                   "please report it)", file=sys.stderr)
             return 1
         finally:
+            release_all_locks()  # the command's run folders are free for the next writer
             _leave_job()
 
 

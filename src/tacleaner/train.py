@@ -28,7 +28,7 @@ from .data.pairs import IMAGE_CACHE_BYTES, PairDataset, PairTable
 from .defenses import Objective
 from .environment import autocast_for, default_workers, environment, resolve_precision
 from .errors import TacleanerError
-from .fileio import atomic_path, prepare_run_dir, read_json, write_json, write_yaml
+from .fileio import atomic_path, prepare_run_dir, read_json, release_run_dir, write_json, write_yaml
 from .metrics_log import MetricSink, require_tensorboard
 from .models import ClipBundle, save_model
 
@@ -201,7 +201,19 @@ def train(
     dist, device = distributed.setup(cfg.device)
     # Batches per epoch (and, before anything is written, a batch the ranks cannot share fails here).
     steps_per_epoch = len(distributed.EpochBatches(len(table), cfg.batch_size, 0, dist))
-    out = dist.on_main(lambda: prepare_run_dir(out, resume=resume, overwrite=overwrite))
+    out = dist.on_main(lambda: prepare_run_dir(out, resume=resume, overwrite=overwrite))  # locked by rank 0
+    try:
+        return _train_locked(bundle, table, objective, cfg, out, dist, device, steps_per_epoch, resume=resume,
+                             progress=progress, extra_config=extra_config)
+    finally:
+        if dist.is_main:
+            release_run_dir(out)
+
+
+def _train_locked(bundle: ClipBundle, table: PairTable, objective: Objective, cfg: TrainConfig, out: Path,
+                  dist: distributed.Dist, device: torch.device, steps_per_epoch: int, *, resume: bool,
+                  progress: bool, extra_config: dict[str, Any] | None) -> ClipBundle:
+    """:func:`train` once the run folder is prepared and locked."""
     log = RunLog(out / "log.txt", quiet=not progress, enabled=dist.is_main)
     if resume:
         _check_same_settings(out, cfg, objective)
