@@ -211,8 +211,8 @@ def hold(folder: Path, kind: str = "run", seconds: float = 600) -> subprocess.Po
     return p
 
 
-def train_args(world: Path, out: Path, *extra: str) -> list[str]:
-    return ["--quiet", "train", "--model", "tacleaner-tiny-rn", "--data", str(world / "clean.csv"), "--out", str(out),
+def train_args(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["--quiet", "train", "--model", "tacleaner-tiny-rn", "--data", str(data), "--out", str(out),
             "--batch-size", "32", "--threads", "1", *extra]
 
 
@@ -221,8 +221,9 @@ def test_two_jobs_cannot_write_one_run_folder(world, tmp_path):
     trains in it: the second exits 2 with one line naming the folder and the first's pid, and
     leaves the first's log alone."""
     run = tmp_path / "run"
-    first = subprocess.Popen([sys.executable, "-m", "tacleaner", *train_args(world, run, "--epochs", "500")],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env())
+    argv = train_args(world / "clean.csv", run, "--epochs", "500")
+    first = subprocess.Popen([sys.executable, "-m", "tacleaner", *argv], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True, env=env())
     try:
         import time
 
@@ -232,10 +233,10 @@ def test_two_jobs_cannot_write_one_run_folder(world, tmp_path):
         assert first.poll() is None, first.stderr.read()
         assert (run / ".tacleaner.lock").read_text().strip() == str(first.pid)
         log = (run / "log.txt").read_text()
-        second = tacleaner(*train_args(world, run, "--epochs", "500", "--resume"))
+        second = tacleaner(*argv, "--resume")
         one_error(second.returncode, second.stderr, str(run), f"pid {first.pid}", "in use")
         assert (run / "log.txt").read_text().startswith(log) and "resuming" not in (run / "log.txt").read_text()
-        plain = tacleaner(*train_args(world, run, "--epochs", "500"))  # without --resume: not "pass --resume"
+        plain = tacleaner(*argv)  # without --resume: not told to pass --resume
         assert "--resume" not in one_error(plain.returncode, plain.stderr, f"pid {first.pid}")
     finally:
         first.kill()
@@ -283,7 +284,7 @@ def test_a_lock_left_by_a_killed_process_is_taken_over_with_a_warning(world, tmp
     holder.kill()
     holder.wait()
     assert (run / ".tacleaner.lock").read_text().strip() == str(dead)
-    done = tacleaner(*train_args(world, run, "--epochs", "1", "--max-steps", "1", "--resume"))
+    done = tacleaner(*train_args(world / "clean.csv", run, "--epochs", "1", "--max-steps", "1", "--resume"))
     assert done.returncode == 0, done.stderr
     warnings = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and f"process {dead}" in warnings[0] and str(run) in warnings[0], done.stderr
@@ -317,3 +318,97 @@ def test_parallel_experiment_stages_do_not_wait_on_the_experiment_lock(tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "exp" / "results.json").is_file()
     assert not list((tmp_path / "exp").rglob("*.lock"))
+
+
+# -- 2. every skipped sample counted where a user looks ---------------------------------------
+def _add(tar, name: str, data: bytes) -> None:
+    import io
+    import tarfile
+
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def test_skipped_samples_are_counted_by_cause(world, tmp_path):
+    """A shard set (30 samples) where 3 have an image but no caption, 2 a caption but no image
+    and 1 an image that does not decode: training says so in log.txt, the epoch summary of
+    metrics.jsonl, metadata.json and one warning line."""
+    import tarfile
+
+    from tacleaner.data.pairs import read_pairs
+
+    table = read_pairs(world / "clean.csv")
+    with tarfile.open(tmp_path / "00000.tar", "w") as tar:
+        for i in range(30):
+            key = f"{i:09d}"
+            if i >= 2:  # 0, 1: caption only
+                _add(tar, f"{key}.png", b"not a png" if i == 2 else table.images[i].read_bytes())
+            if i < 27:  # 27, 28, 29: image only
+                _add(tar, f"{key}.txt", table.captions[i].encode())
+    run = tmp_path / "run"
+    done = tacleaner(*train_args(tmp_path / "00000.tar", run, "--epochs", "1"))
+    assert done.returncode == 0, done.stderr
+    expected = {"missing_caption": 3, "missing_image": 2, "unreadable_image": 1}
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, done.stderr
+    assert "skipped 6 of 30 samples (3 missing caption, 2 missing image, 1 unreadable image)" in warnings[0]
+    summary = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {k: summary[f"skipped_{k}"] for k in expected} == expected and summary["pairs"] == 24
+    meta = json.loads((run / "metadata.json").read_text())
+    assert meta["skipped"] == expected and meta["pairs"] == 25
+    log = (run / "log.txt").read_text()
+    assert "left out when reading: 3 missing caption, 2 missing image" in log
+    assert "skipped 6 samples (3 missing caption, 2 missing image, 1 unreadable image)" in log
+
+
+def test_images_missing_at_load_time_are_counted_apart(world, tmp_path, capsys):
+    """In a CSV, a row whose file is gone counts as a missing image, a corrupt one as unreadable;
+    a CSV whose every image is gone is an error naming it."""
+    rows = (world / "clean.csv").read_text().splitlines()[:31]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"garbage")
+    lines = [rows[0]] + [f"{(world / r.split(',', 1)[0]).resolve()},{r.split(',', 1)[1]}" for r in rows[1:]]
+    lines[1] = f"{tmp_path / 'gone.png'},{rows[1].split(',', 1)[1]}"
+    lines[2] = f"{broken},{rows[2].split(',', 1)[1]}"
+    data = tmp_path / "pairs.csv"
+    data.write_text("\n".join(lines) + "\n")
+    assert main(train_args(data, tmp_path / "run", "--epochs", "1")) == 0
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if line.startswith("warning:")] == [
+        f"warning: {data}: skipped 2 of 30 samples (1 missing image, 1 unreadable image); counted in "
+        f"{tmp_path / 'run' / 'log.txt'}, metrics.jsonl and metadata.json"], err
+    assert json.loads((tmp_path / "run" / "metadata.json").read_text())["skipped"] == {
+        "missing_caption": 0, "missing_image": 1, "unreadable_image": 1}
+    gone = tmp_path / "gone.csv"
+    gone.write_text("image,caption\n" + "".join(f"nowhere{i}.png,a red circle\n" for i in range(8)))
+    code = main(train_args(gone, tmp_path / "r2", "--epochs", "1"))
+    one_error(code, capsys.readouterr().err, str(gone), "every sample was skipped", "8 missing image")
+    assert not (tmp_path / "r2" / "metadata.json").exists()
+
+
+def test_evaluation_counts_the_files_it_leaves_out(world, tmp_path, capsys):
+    """An ImageFolder tree with a stray non-image file: the evaluation JSON counts it and one
+    warning says so; the images themselves are all evaluated."""
+    import shutil
+
+    from tacleaner.models import create_model, save_model
+
+    tree = tmp_path / "tree"
+    classes = json.loads((world / "classes.json").read_text())["classnames"]
+    with open(world / "zeroshot.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        folder = tree / classes[int(row["label"])] if row["label"].isdigit() else tree / row["label"]
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(world / row["image"], folder / Path(row["image"]).name)
+    (tree / classes[0] / "notes.txt").write_text("not an image")
+    save_model(create_model("tacleaner-tiny-rn"), tmp_path / "m.safetensors")
+    out = tmp_path / "eval.json"
+    assert main(["--quiet", "evaluate", "--checkpoint", str(tmp_path / "m.safetensors"), "--data", str(tree),
+                 "--classes", str(world / "classes.json"), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if line.startswith("warning:")] == [
+        f"warning: {tree}: 1 file(s) not evaluated (1 not an image); counted in {out}"], err
+    result = json.loads(out.read_text())
+    assert result["skipped"] == {"not_an_image": 1} and result["num_images"] == len(rows)

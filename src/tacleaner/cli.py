@@ -342,6 +342,11 @@ def evaluate(args: argparse.Namespace) -> int:
     result = {"checkpoint": args.checkpoint, **result}
     if not _is_main():
         return 0
+    if result["skipped"]:
+        from .data.pairs import describe_skipped
+
+        warnings.warn(f"{args.data}: {sum(result['skipped'].values())} file(s) not evaluated "
+                      f"({describe_skipped(result['skipped'])})" + (f"; counted in {args.out}" if args.out else ""))
     if args.out:
         write_json(args.out, result)
     fmt = lambda x: "—" if x is None else f"{100 * x:.2f}%"  # noqa: E731

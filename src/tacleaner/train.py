@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -24,7 +25,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import distributed
-from .data.pairs import IMAGE_CACHE_BYTES, PairDataset, PairTable
+from .data.pairs import IMAGE_CACHE_BYTES, SKIP_CAUSES, PairDataset, PairTable, describe_skipped
 from .defenses import Objective
 from .environment import autocast_for, default_workers, environment, resolve_precision
 from .errors import TacleanerError
@@ -268,7 +269,9 @@ def _train_locked(bundle: ClipBundle, table: PairTable, objective: Objective, cf
     sink = MetricSink(out, cfg.tensorboard) if dist.is_main else None
     log(f"training {bundle.model_name} on {len(table)} pairs ({table.source}) with {objective.name}: "
         f"{cfg.epochs} epochs x {steps_per_epoch} steps, device {device} ({precision})"
-        + (f", {dist.world_size} processes ({distributed.backend()})" if dist.enabled else ""))
+        + (f", {dist.world_size} processes ({distributed.backend()})" if dist.enabled else "")
+        + (f"; left out when reading: {describe_skipped(_dropped(table))}" if _dropped(table) else ""))
+    counts, warned = skip_counts(table, 0, 0), False  # the last epoch's, for metadata.json
     try:
         for epoch in range(start_epoch, cfg.epochs):
             objective.on_epoch_start(epoch)
@@ -283,6 +286,7 @@ def _train_locked(bundle: ClipBundle, table: PairTable, objective: Objective, cf
             sums: dict[str, float] = within.pop("sums") if within else {}
             seen, skipped, steps, before = ((within["seen"], within["skipped"], within["steps"], within["seconds"])
                                             if within else (0, 0, 0, 0.0))
+            missing = within.get("missing", 0) if within else 0  # of the skipped images, those not there
             within = None
             t0 = time.perf_counter() - before
             bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
@@ -290,8 +294,10 @@ def _train_locked(bundle: ClipBundle, table: PairTable, objective: Objective, cf
             net.train()
             for batch in bar:
                 done += 1
-                sizes = dist.all_gather_ints([batch["size"], batch["skipped"]], device)  # [rank][size, skipped]
+                # [rank][size, skipped, missing]
+                sizes = dist.all_gather_ints([batch["size"], batch["skipped"], batch.get("missing", 0)], device)
                 skipped += sum(s[1] for s in sizes)
+                missing += sum(s[2] for s in sizes)
                 size = sum(s[0] for s in sizes)
                 if size < 2 or min(s[0] for s in sizes) == 0:  # a contrastive loss needs two pairs; DDP, one per rank
                     continue
@@ -328,18 +334,30 @@ def _train_locked(bundle: ClipBundle, table: PairTable, objective: Objective, cf
                     break
                 if cfg.save_every and scheduler.last_epoch % cfg.save_every == 0 and done < steps_per_epoch:
                     _save_epoch(out, bundle, optimizer, scheduler, epoch, dist, scaler, objective, within={
-                        "batches": done, "sums": sums, "seen": seen, "skipped": skipped, "steps": steps,
+                        "batches": done, "sums": sums, "seen": seen, "skipped": skipped, "missing": missing,
+                        "steps": steps,
                         "seconds": time.perf_counter() - t0})
             bar.close()
+            counts = skip_counts(table, skipped, missing)
             if steps == 0:
-                raise TacleanerError(f"{table.source}: no usable batch in epoch {epoch + 1} ({skipped} unreadable images)")
+                raise TacleanerError(f"{table.source}: " + (f"every sample was skipped in epoch {epoch + 1} "
+                                     f"({describe_skipped(counts)}); nothing to train on" if skipped else
+                                     f"no usable batch in epoch {epoch + 1}"))
             elapsed = time.perf_counter() - t0
             means = {k: v / steps for k, v in sums.items()}
             if sink is not None:
                 sink.epoch({"epoch": epoch + 1, "summary": True, **means, "pairs": seen, "skipped_images": skipped,
+                            **{f"skipped_{k}": v for k, v in counts.items()},
                             "seconds": elapsed, "pairs_per_s": seen / elapsed}, scheduler.last_epoch)
             log(f"epoch {epoch + 1}/{cfg.epochs}: loss {means['loss']:.4f}, {seen / elapsed:.3g} pairs/s"
-                + (f", skipped {skipped} unreadable images" if skipped else ""))
+                + (f", skipped {sum(counts.values())} samples ({describe_skipped(counts)})" if any(counts.values())
+                   else ""))
+            if any(counts.values()) and dist.is_main and not warned:  # once per run: the log has every epoch
+                warned = True
+                total = len(table) + sum(_dropped(table).values())
+                warnings.warn(f"{table.source}: skipped {sum(counts.values())} of {total} samples "
+                              f"({describe_skipped(counts)}); counted in {out / 'log.txt'}, metrics.jsonl and "
+                              "metadata.json")
             _save_epoch(out, bundle, optimizer, scheduler, epoch + 1, dist, scaler, objective)
             if cfg.max_steps and scheduler.last_epoch >= cfg.max_steps:
                 log(f"stopped after {scheduler.last_epoch} steps (max_steps)")
@@ -352,10 +370,26 @@ def _train_locked(bundle: ClipBundle, table: PairTable, objective: Objective, cf
         objective.write_report(out)  # again: what it found during training, too
         write_json(out / "metadata.json", {"completed": True, "epochs": cfg.epochs, "steps": scheduler.last_epoch,
                                            "model": "model.safetensors", "model_name": bundle.model_name,
-                                           "objective": objective.name, **run_info,
+                                           "objective": objective.name, **run_info, "pairs": len(table),
+                                           "skipped": counts,
                                            "environment": environment(device, precision)})
     dist.barrier()  # no rank reads the run folder before it is complete
     return bundle
+
+
+def skip_counts(table: PairTable, skipped: int, missing: int) -> dict[str, int]:
+    """Samples skipped in an epoch by cause (:data:`SKIP_CAUSES`): those left out when the data
+    was read and, of the ``skipped`` images that failed to load, the ``missing`` ones and the rest
+    (that did not decode)."""
+    counts = {cause: _dropped(table).get(cause, 0) for cause in SKIP_CAUSES}
+    counts["missing_image"] += missing
+    counts["unreadable_image"] += skipped - missing
+    return counts
+
+
+def _dropped(table: PairTable) -> dict[str, int]:
+    """What reading the data left out (any sequence pair works as a table: then nothing)."""
+    return getattr(table, "dropped", None) or {}
 
 
 def _to(value, device: torch.device, image_format: torch.memory_format | None):
