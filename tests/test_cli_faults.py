@@ -412,3 +412,52 @@ def test_evaluation_counts_the_files_it_leaves_out(world, tmp_path, capsys):
         f"warning: {tree}: 1 file(s) not evaluated (1 not an image); counted in {out}"], err
     result = json.loads(out.read_text())
     assert result["skipped"] == {"not_an_image": 1} and result["num_images"] == len(rows)
+
+
+# -- 4. OS write errors: one line naming the path, nothing half-written that looks complete -----
+def limited(max_bytes: int):
+    """A child's file size limit: a write past it fails with EFBIG ("File too large"), as a
+    full disk fails with ENOSPC (tests run as root, which permissions do not stop)."""
+    import resource
+
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+
+
+def leftovers(root: Path) -> list[str]:
+    return [str(p) for p in root.rglob("*") if p.name.endswith(".tmp") or ".partial-" in p.name]
+
+
+@pytest.mark.parametrize("command,limit,names", [
+    ("poison", 3000, "p/data.csv"),
+    ("train", 1_000_000, "run/train_state.pt"),
+    ("evaluate", 30, "eval.json"),
+    ("export", 300_000, "model.pt"),
+])
+def test_a_full_disk_is_one_line_naming_the_file(command, limit, names, world, tmp_path, broken_models):
+    argv = {
+        "poison": ["poison", "--data", str(world / "implant.csv"), "--attack", "blended", "--target", "1", "--num",
+                   "20", "--out", str(tmp_path / "p"), "--classes", str(world / "classes.json")],
+        "train": train_args(world / "clean.csv", tmp_path / "run", "--epochs", "1")[1:],
+        "evaluate": ["evaluate", "--model", "tacleaner-tiny-rn", "--data", str(world / "zeroshot.csv"), "--classes",
+                     str(world / "classes.json"), "--out", str(tmp_path / "eval.json")],
+        "export": ["export", "--checkpoint", str(broken_models["random_bytes"].with_name("good.safetensors")), "--out",
+                   str(tmp_path / "model.pt")],
+    }[command]
+    r = subprocess.run([sys.executable, "-m", "tacleaner", "--quiet", *argv], capture_output=True, text=True,
+                       timeout=300, env=env(), preexec_fn=limited(limit))
+    one_error(r.returncode, r.stderr, str(tmp_path / names), "cannot write")
+    assert not leftovers(tmp_path), leftovers(tmp_path)
+    assert not (tmp_path / names).exists()
+    assert not (tmp_path / "p").exists() and not (tmp_path / "run" / "metadata.json").exists()
+
+
+@pytest.mark.parametrize("place", ["under_a_file", "system_folder"])
+def test_an_unwritable_place_is_one_line_naming_it(place, world, tmp_path, capsys):
+    """A folder where a file is, and a place no one may write (``/sys`` refuses even root)."""
+    (tmp_path / "file").write_text("x")
+    out = tmp_path / "file" / "run" if place == "under_a_file" else Path("/sys/tacleaner-test/run")
+    code = main(train_args(world / "clean.csv", out, "--epochs", "1"))
+    one_error(code, capsys.readouterr().err, str(out.parent))
+    code = main(["--quiet", "evaluate", "--model", "tacleaner-tiny-rn", "--data", str(world / "zeroshot.csv"),
+                 "--classes", str(world / "classes.json"), "--out", str(out.parent / "eval.json")])
+    one_error(code, capsys.readouterr().err, str(out.parent))

@@ -47,7 +47,7 @@ from .defenses import DEFENSES, create_defense
 from .environment import environment, precision_of
 from .errors import TacleanerError
 from .evaluate import build_classifier, evaluate
-from .fileio import load_yaml_file, prepare_run_dir, read_json, release_run_dir, write_json, write_yaml
+from .fileio import append_line, load_yaml_file, prepare_run_dir, read_json, release_run_dir, write_json, write_yaml
 from .models import create_model, load_model, read_meta
 from .models.factory import input_size
 from .params import build, path_fields
@@ -399,8 +399,7 @@ class Experiment:
         if not self.dist.is_main:
             return
 
-        with open(self.out / "log.txt", "a", encoding="utf-8") as f:
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
+        append_line(self.out / "log.txt", f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}")
         if self.progress:
             tqdm.write(msg)
 

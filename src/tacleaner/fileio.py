@@ -18,19 +18,55 @@ import yaml
 from .errors import TacleanerError
 
 
+def write_failure(path: str | os.PathLike, e: BaseException) -> TacleanerError | None:
+    """The one-line error for a failed write of ``path`` (a full disk, a quota, a file size
+    limit, a read-only or forbidden place), or None when ``e`` is no write failure. The
+    writers' own errors often name no file ("File too large") or no cause at all (torch's
+    zip writer: "unexpected pos"); this names the file."""
+    if isinstance(e, TacleanerError):
+        return None
+    if isinstance(e, OSError):
+        where = e.filename if e.filename and Path(str(e.filename)).name != Path(path).name else path
+        where = path if str(where).endswith(".tmp") else where  # the hidden temporary name says nothing
+        return TacleanerError(f"{where}: cannot write ({e.strerror or e})")
+    text = str(e)
+    if type(e).__name__ == "SafetensorError" and "I/O error" in text:  # "...: I/O error: File too large (os error 27)"
+        return TacleanerError(f"{path}: cannot write ({text.split('I/O error:', 1)[1].strip().split(' (os error')[0]})")
+    if isinstance(e, RuntimeError) and any(k in text for k in ("inline_container", "PytorchStreamWriter",
+                                                               "file write failed")):
+        return TacleanerError(f"{path}: cannot write (the write did not complete: a full disk, a quota or a file "
+                              "size limit?)")
+    return None
+
+
+@contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """Turn a failed write of ``path`` into one line naming it (see :func:`write_failure`)."""
+    try:
+        yield
+    except Exception as e:
+        failure = write_failure(path, e)
+        if failure is None:
+            raise
+        raise failure from None
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it is renamed over ``path``.
 
-    A crash or an exception leaves the old file (or none) in place, never a half-written one.
+    A crash or an exception leaves the old file (or none) in place, never a half-written one;
+    a failed write (disk full, read-only) is one line naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
     try:
-        yield Path(tmp)
-        os.replace(tmp, path)
+        with writing(path):
+            yield Path(tmp)
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -61,10 +97,28 @@ def read_json(path: str | os.PathLike) -> Any:
         raise TacleanerError(f"{path}: not valid JSON ({e})") from None
 
 
+def append_line(path: str | os.PathLike, line: str) -> None:
+    """Append one line in a single write; a write that fails (disk full) is cut back off, so
+    the file never ends in half a line, and is one error line naming ``path``."""
+    data = (line + "\n").encode("utf-8")
+    with writing(path):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                written = os.write(fd, data)
+                if written != len(data):  # a short write: the file system took only part of it
+                    raise OSError(errno.ENOSPC, "the write did not complete (disk full or a file size limit)")
+            except OSError:
+                os.ftruncate(fd, size)
+                raise
+        finally:
+            os.close(fd)
+
+
 def append_jsonl(path: str | os.PathLike, row: dict) -> None:
-    """Append one JSON row; each row is a single write so a crash loses at most that row."""
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
+    """Append one JSON row (see :func:`append_line`): a crash or a full disk loses at most that row."""
+    append_line(path, json.dumps(row))
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -131,7 +185,8 @@ def mark(path: str | os.PathLike) -> None:
     """Mark ``path`` as a folder tacleaner created."""
     marker = Path(path) / MARKER
     if not marker.is_file():
-        marker.write_text("This folder was created by tacleaner; `--overwrite` may replace it.\n", encoding="utf-8")
+        with writing(marker):
+            marker.write_text("This folder was created by tacleaner; `--overwrite` may replace it.\n", encoding="utf-8")
 
 
 def check_inputs_outside(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None]) -> None:
@@ -320,6 +375,9 @@ def staged_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
             elif path.exists():
                 path.rmdir()  # empty
             tmp.rename(path)
+        except TacleanerError as e:  # name the file where it was going, not its staging folder
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise TacleanerError(str(e).replace(str(tmp), str(path))) from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

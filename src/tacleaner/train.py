@@ -29,7 +29,7 @@ from .data.pairs import IMAGE_CACHE_BYTES, SKIP_CAUSES, PairDataset, PairTable, 
 from .defenses import Objective
 from .environment import autocast_for, default_workers, environment, resolve_precision
 from .errors import TacleanerError
-from .fileio import atomic_path, prepare_run_dir, read_json, release_run_dir, write_json, write_yaml
+from .fileio import append_line, atomic_path, prepare_run_dir, read_json, release_run_dir, write_json, write_yaml
 from .metrics_log import MetricSink, require_tensorboard
 from .models import ClipBundle, save_model
 
@@ -145,9 +145,7 @@ class RunLog:
     def __call__(self, msg: str) -> None:
         if not self.enabled:
             return
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(f"{stamp} {msg}\n")
+        append_line(self.path, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}")
         if not self.quiet:
             tqdm.write(msg)
 
