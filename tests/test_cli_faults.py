@@ -461,3 +461,24 @@ def test_an_unwritable_place_is_one_line_naming_it(place, world, tmp_path, capsy
     code = main(["--quiet", "evaluate", "--model", "tacleaner-tiny-rn", "--data", str(world / "zeroshot.csv"),
                  "--classes", str(world / "classes.json"), "--out", str(out.parent / "eval.json")])
     one_error(code, capsys.readouterr().err, str(out.parent))
+
+
+# -- 6. under torchrun, an error found before the processes join is printed once -------------
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_torchrun_prints_a_device_error_once(command, world, tmp_path):
+    """`--device cuda` on a machine without CUDA, 2 processes (gloo, CPU): every process finds
+    it before the process group forms; LOCAL_RANK 0 prints it, the job fails, nothing else
+    repeats it."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    argv = {"train": train_args(world / "clean.csv", tmp_path / "run", "--epochs", "1", "--device", "cuda"),
+            "evaluate": ["--quiet", "evaluate", "--model", "tacleaner-tiny-rn", "--data", str(world / "zeroshot.csv"),
+                         "--classes", str(world / "classes.json"), "--device", "cuda"]}[command]
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                        "tacleaner", *argv], capture_output=True, text=True, timeout=300, env=env())
+    assert r.returncode != 0
+    assert error_lines(r.stderr) == ["error: device 'cuda': CUDA is not available on this machine; use --device "
+                                     "cpu or auto"], r.stderr[-3000:]
+    assert not (tmp_path / "run").exists()

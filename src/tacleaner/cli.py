@@ -773,27 +773,44 @@ def main(argv: list[str] | None = None) -> int:
         except SharedError:  # rank 0 prints it and fails the job; a rank that failed first could get
             return 0          # rank 0 stopped by torchrun before it printed (seen: the message lost)
         except TacleanerError as e:
-            print(f"error: {_one_line(e)}", file=sys.stderr)
+            _report(f"error: {_one_line(e)}")
             return 2
         except KeyboardInterrupt:
             resumable = args.command in ("train", "clean", "run", "demo")
-            print("interrupted; " + ("rerun with --resume to continue" if resumable else
-                                     "nothing half-written was left behind"), file=sys.stderr)
+            _report("interrupted; " + ("rerun with --resume to continue" if resumable else
+                                       "nothing half-written was left behind"))
             return 130
         except OSError as e:  # disk full, permissions: the system's words, naming the file
             where = f"{e.filename}: " if e.filename else ""
-            print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+            _report(f"error: {where}{e.strerror or e}")
             return 2
         except Exception as e:  # a bug: one line, the traceback on request
             if os.environ.get("TACLEANER_TRACEBACK"):
                 raise
             first = str(e).splitlines()[0] if str(e) else ""
-            print(f"error: unexpected {type(e).__name__}: {first} (set TACLEANER_TRACEBACK=1 for the traceback; "
-                  "please report it)", file=sys.stderr)
+            _report(f"error: unexpected {type(e).__name__}: {first} (set TACLEANER_TRACEBACK=1 for the traceback; "
+                    "please report it)")
             return 1
         finally:
             release_all_locks()  # the command's run folders are free for the next writer
             _leave_job()
+
+
+REPEAT_GRACE_S = 5.0  # how long torchrun's other processes hold back an error line
+
+
+def _report(line: str) -> None:
+    """Print a failed command's line on stderr: at once in a single process and in the first
+    process of each machine (LOCAL_RANK 0); in torchrun's other processes only after
+    :data:`REPEAT_GRACE_S` seconds, marked with their rank. Errors found before the processes
+    join (a device that is not there, a bad option) are the same in every process: the first
+    prints it, exits 2, and torchrun stops the others while they wait, so the job fails once,
+    with one line. An error a process meets alone is still printed, a few seconds late."""
+    world, local = os.environ.get("WORLD_SIZE", "1"), os.environ.get("LOCAL_RANK", "0")
+    if world not in ("", "1") and local != "0":
+        time.sleep(REPEAT_GRACE_S)
+        line = line.replace("error: ", f"error: rank {os.environ.get('RANK', local)}: ", 1)
+    print(line, file=sys.stderr, flush=True)
 
 
 def _check_launcher(name: str) -> None:
