@@ -383,7 +383,7 @@ def test_images_missing_at_load_time_are_counted_apart(world, tmp_path, capsys):
     gone = tmp_path / "gone.csv"
     gone.write_text("image,caption\n" + "".join(f"nowhere{i}.png,a red circle\n" for i in range(8)))
     code = main(train_args(gone, tmp_path / "r2", "--epochs", "1"))
-    one_error(code, capsys.readouterr().err, str(gone), "every sample was skipped", "8 missing image")
+    one_error(code, capsys.readouterr().err, str(gone), "no usable batch", "skipped 8 samples (8 missing image)")
     assert not (tmp_path / "r2" / "metadata.json").exists()
 
 

@@ -308,7 +308,19 @@ def release_all_locks() -> None:
             release_lock(Path(key))
 
 
+def _forget_locks_in_child() -> None:
+    """A forked child (a DataLoader worker) closes its copies of the lock files: the lock stays
+    its parent's, and ends with the parent even while the child is still shutting down."""
+    for held in _HELD.values():
+        try:
+            os.close(held[0])
+        except OSError:
+            pass
+    _HELD.clear()
+
+
 atexit.register(release_all_locks)
+os.register_at_fork(after_in_child=_forget_locks_in_child)
 
 
 def prepare_run_dir(path: str | os.PathLike, *, resume: bool = False, overwrite: bool = False,

@@ -337,25 +337,15 @@ def _train_locked(bundle: ClipBundle, table: PairTable, objective: Objective, cf
                         "seconds": time.perf_counter() - t0})
             bar.close()
             counts = skip_counts(table, skipped, missing)
-            if steps == 0:
-                raise TacleanerError(f"{table.source}: " + (f"every sample was skipped in epoch {epoch + 1} "
-                                     f"({describe_skipped(counts)}); nothing to train on" if skipped else
-                                     f"no usable batch in epoch {epoch + 1}"))
+            skips = _skips_seen(table, counts, steps, epoch, out, warn=dist.is_main and not warned)
+            warned = warned or bool(skips)
             elapsed = time.perf_counter() - t0
             means = {k: v / steps for k, v in sums.items()}
             if sink is not None:
                 sink.epoch({"epoch": epoch + 1, "summary": True, **means, "pairs": seen, "skipped_images": skipped,
                             **{f"skipped_{k}": v for k, v in counts.items()},
                             "seconds": elapsed, "pairs_per_s": seen / elapsed}, scheduler.last_epoch)
-            log(f"epoch {epoch + 1}/{cfg.epochs}: loss {means['loss']:.4f}, {seen / elapsed:.3g} pairs/s"
-                + (f", skipped {sum(counts.values())} samples ({describe_skipped(counts)})" if any(counts.values())
-                   else ""))
-            if any(counts.values()) and dist.is_main and not warned:  # once per run: the log has every epoch
-                warned = True
-                total = len(table) + sum(_dropped(table).values())
-                warnings.warn(f"{table.source}: skipped {sum(counts.values())} of {total} samples "
-                              f"({describe_skipped(counts)}); counted in {out / 'log.txt'}, metrics.jsonl and "
-                              "metadata.json")
+            log(f"epoch {epoch + 1}/{cfg.epochs}: loss {means['loss']:.4f}, {seen / elapsed:.3g} pairs/s{skips}")
             _save_epoch(out, bundle, optimizer, scheduler, epoch + 1, dist, scaler, objective)
             if cfg.max_steps and scheduler.last_epoch >= cfg.max_steps:
                 log(f"stopped after {scheduler.last_epoch} steps (max_steps)")
@@ -383,6 +373,21 @@ def skip_counts(table: PairTable, skipped: int, missing: int) -> dict[str, int]:
     counts["missing_image"] += missing
     counts["unreadable_image"] += skipped - missing
     return counts
+
+
+def _skips_seen(table: PairTable, counts: dict[str, int], steps: int, epoch: int, out: Path, warn: bool) -> str:
+    """An epoch's skipped samples: an error when nothing was left to train on, one warning line
+    when ``warn`` (once per run: the log has every epoch), and the log line's words for them."""
+    if steps == 0:
+        skipped = f": skipped {sum(counts.values())} samples ({describe_skipped(counts)})" if any(counts.values()) else ""
+        raise TacleanerError(f"{table.source}: no usable batch in epoch {epoch + 1}{skipped}; nothing to train on")
+    if not any(counts.values()):
+        return ""
+    if warn:
+        total = len(table) + sum(_dropped(table).values())
+        warnings.warn(f"{table.source}: skipped {sum(counts.values())} of {total} samples ({describe_skipped(counts)}); "
+                      f"counted in {out / 'log.txt'}, metrics.jsonl and metadata.json")
+    return f", skipped {sum(counts.values())} samples ({describe_skipped(counts)})"
 
 
 def _dropped(table: PairTable) -> dict[str, int]:
