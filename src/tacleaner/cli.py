@@ -778,7 +778,7 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             resumable = args.command in ("train", "clean", "run", "demo")
             _report("interrupted; " + ("rerun with --resume to continue" if resumable else
-                                       "nothing half-written was left behind"))
+                                       "nothing half-written was left behind"), hold=False)
             return 130
         except OSError as e:  # disk full, permissions: the system's words, naming the file
             where = f"{e.filename}: " if e.filename else ""
@@ -799,15 +799,18 @@ def main(argv: list[str] | None = None) -> int:
 REPEAT_GRACE_S = 5.0  # how long torchrun's other processes hold back an error line
 
 
-def _report(line: str) -> None:
+def _report(line: str, hold: bool = True) -> None:
     """Print a failed command's line on stderr: at once in a single process and in the first
     process of each machine (LOCAL_RANK 0); in torchrun's other processes only after
     :data:`REPEAT_GRACE_S` seconds, marked with their rank. Errors found before the processes
     join (a device that is not there, a bad option) are the same in every process: the first
     prints it, exits 2, and torchrun stops the others while they wait, so the job fails once,
-    with one line. An error a process meets alone is still printed, a few seconds late."""
+    with one line. An error a process meets alone is still printed, a few seconds late. Ctrl-C
+    (``hold`` False) reaches every process at once: only the first of each machine says so."""
     world, local = os.environ.get("WORLD_SIZE", "1"), os.environ.get("LOCAL_RANK", "0")
     if world not in ("", "1") and local != "0":
+        if not hold:
+            return
         time.sleep(REPEAT_GRACE_S)
         line = line.replace("error: ", f"error: rank {os.environ.get('RANK', local)}: ", 1)
     print(line, file=sys.stderr, flush=True)

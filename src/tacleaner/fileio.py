@@ -26,9 +26,10 @@ def write_failure(path: str | os.PathLike, e: BaseException) -> TacleanerError |
     if isinstance(e, TacleanerError):
         return None
     if isinstance(e, OSError):
-        where = e.filename if e.filename and Path(str(e.filename)).name != Path(path).name else path
-        where = path if str(where).endswith(".tmp") else where  # the hidden temporary name says nothing
-        return TacleanerError(f"{where}: cannot write ({e.strerror or e})")
+        other = e.filename and Path(str(e.filename)).name != Path(path).name and not str(e.filename).endswith(".tmp")
+        if other:  # about another file (a folder that cannot be made): the system's message names it
+            return None
+        return TacleanerError(f"{path}: cannot write ({e.strerror or e})")  # not the hidden temporary name
     text = str(e)
     if type(e).__name__ == "SafetensorError" and "I/O error" in text:  # "...: I/O error: File too large (os error 27)"
         return TacleanerError(f"{path}: cannot write ({text.split('I/O error:', 1)[1].strip().split(' (os error')[0]})")
