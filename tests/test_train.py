@@ -123,7 +123,8 @@ def test_unreadable_images_are_skipped_and_counted(world, tiny, tmp_path):
     train(tiny, read_pairs(csv_path), create_defense("finetune"), cfg, tmp_path / "s", progress=False)
     summary = [json.loads(line) for line in open(tmp_path / "s" / "metrics.jsonl") if '"summary"' in line][0]
     assert summary["skipped_images"] == 2
-    assert "skipped 2 unreadable images" in (tmp_path / "s" / "log.txt").read_text()
+    assert summary["skipped_missing_image"] == 1 and summary["skipped_unreadable_image"] == 1
+    assert "skipped 2 samples (1 missing image, 1 unreadable image)" in (tmp_path / "s" / "log.txt").read_text()
 
 
 def test_image_cache_hands_out_copies_of_the_decoded_pixels(world, tmp_path):

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import yaml
 
 from .errors import SharedError, TacleanerError
-from .fileio import check_inputs_outside
+from .fileio import check_inputs_outside, release_all_locks
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 MULTI_PROCESS = ("train", "clean", "evaluate", "run", "demo")  # the commands torchrun may start on several processes
@@ -342,6 +342,11 @@ def evaluate(args: argparse.Namespace) -> int:
     result = {"checkpoint": args.checkpoint, **result}
     if not _is_main():
         return 0
+    if result["skipped"]:
+        from .data.pairs import describe_skipped
+
+        warnings.warn(f"{args.data}: {sum(result['skipped'].values())} file(s) not evaluated "
+                      f"({describe_skipped(result['skipped'])})" + (f"; counted in {args.out}" if args.out else ""))
     if args.out:
         write_json(args.out, result)
     fmt = lambda x: "—" if x is None else f"{100 * x:.2f}%"  # noqa: E731
@@ -465,7 +470,7 @@ def subtexts(args: argparse.Namespace) -> int:
         raise TacleanerError(f"--m must be >= 0, got {args.m}")
     path = Path(args.captions)
     try:
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
     except FileNotFoundError:
         raise TacleanerError(f"{path}: file not found") from None
     except UnicodeDecodeError as e:
@@ -511,7 +516,10 @@ def _run_experiment(cfg, raw, out, args) -> int:
 
     jobs = args.jobs or (min(2, os.cpu_count() or 1) if args.command == "demo" and not from_env().enabled else 1)
     exp = Experiment(cfg, raw, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, jobs=jobs)
-    exp.run()
+    try:
+        exp.run()
+    finally:
+        exp.close()
     if not _is_main():
         return 0
     print((exp.out / "results.md").read_text())
@@ -765,26 +773,47 @@ def main(argv: list[str] | None = None) -> int:
         except SharedError:  # rank 0 prints it and fails the job; a rank that failed first could get
             return 0          # rank 0 stopped by torchrun before it printed (seen: the message lost)
         except TacleanerError as e:
-            print(f"error: {_one_line(e)}", file=sys.stderr)
+            _report(f"error: {_one_line(e)}")
             return 2
         except KeyboardInterrupt:
             resumable = args.command in ("train", "clean", "run", "demo")
-            print("interrupted; " + ("rerun with --resume to continue" if resumable else
-                                     "nothing half-written was left behind"), file=sys.stderr)
+            _report("interrupted; " + ("rerun with --resume to continue" if resumable else
+                                       "nothing half-written was left behind"), hold=False)
             return 130
         except OSError as e:  # disk full, permissions: the system's words, naming the file
             where = f"{e.filename}: " if e.filename else ""
-            print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+            _report(f"error: {where}{e.strerror or e}")
             return 2
         except Exception as e:  # a bug: one line, the traceback on request
             if os.environ.get("TACLEANER_TRACEBACK"):
                 raise
             first = str(e).splitlines()[0] if str(e) else ""
-            print(f"error: unexpected {type(e).__name__}: {first} (set TACLEANER_TRACEBACK=1 for the traceback; "
-                  "please report it)", file=sys.stderr)
+            _report(f"error: unexpected {type(e).__name__}: {first} (set TACLEANER_TRACEBACK=1 for the traceback; "
+                    "please report it)")
             return 1
         finally:
+            release_all_locks()  # the command's run folders are free for the next writer
             _leave_job()
+
+
+REPEAT_GRACE_S = 5.0  # how long torchrun's other processes hold back an error line
+
+
+def _report(line: str, hold: bool = True) -> None:
+    """Print a failed command's line on stderr: at once in a single process and in the first
+    process of each machine (LOCAL_RANK 0); in torchrun's other processes only after
+    :data:`REPEAT_GRACE_S` seconds, marked with their rank. Errors found before the processes
+    join (a device that is not there, a bad option) are the same in every process: the first
+    prints it, exits 2, and torchrun stops the others while they wait, so the job fails once,
+    with one line. An error a process meets alone is still printed, a few seconds late. Ctrl-C
+    (``hold`` False) reaches every process at once: only the first of each machine says so."""
+    world, local = os.environ.get("WORLD_SIZE", "1"), os.environ.get("LOCAL_RANK", "0")
+    if world not in ("", "1") and local != "0":
+        if not hold:
+            return
+        time.sleep(REPEAT_GRACE_S)
+        line = line.replace("error: ", f"error: rank {os.environ.get('RANK', local)}: ", 1)
+    print(line, file=sys.stderr, flush=True)
 
 
 def _check_launcher(name: str) -> None:

@@ -144,6 +144,11 @@ def setup(device_name: str = "auto") -> tuple[Dist, torch.device]:
     if not dist.enabled:
         return SINGLE, device
     if device.type == "cuda":
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+        if device.index is None and local_world > torch.cuda.device_count():  # the same check on every process
+            raise TacleanerError(f"{local_world} processes on this machine but {torch.cuda.device_count()} CUDA "
+                                 "device(s): start torchrun with --nproc_per_node "
+                                 f"{torch.cuda.device_count()} at most")
         if device.index is None:
             device = torch.device("cuda", dist.local_rank)
         torch.cuda.set_device(device)

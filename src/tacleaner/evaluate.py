@@ -160,6 +160,7 @@ def evaluate(
         "asr_at_1": None,
         "asr_at_10": None,
         "num_images": len(data),
+        "skipped": dict(data.skipped),  # files of the data not evaluated, by cause (never an image it listed)
         "num_classes": len(classes.classnames),
         "images_per_s": round(len(data) * (1 if attack is None else 2) / seconds, 1) if seconds > 0 else None,
     }

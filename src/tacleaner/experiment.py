@@ -47,7 +47,7 @@ from .defenses import DEFENSES, create_defense
 from .environment import environment, precision_of
 from .errors import TacleanerError
 from .evaluate import build_classifier, evaluate
-from .fileio import load_yaml_file, prepare_run_dir, read_json, write_json, write_yaml
+from .fileio import append_line, load_yaml_file, prepare_run_dir, read_json, release_run_dir, write_json, write_yaml
 from .models import create_model, load_model, read_meta
 from .models.factory import input_size
 from .params import build, path_fields
@@ -380,12 +380,18 @@ class Experiment:
             folder = prepare_run_dir(out, resume=resume, overwrite=overwrite)
             saved = folder / "config.yaml"
             if saved.is_file() and yaml.safe_load(saved.read_text()) != raw:
+                release_run_dir(folder)
                 raise TacleanerError(f"{saved}: the experiment config changed since this folder was started; "
                                      "use a new --out or --overwrite")
             write_yaml(saved, raw)
             return folder
 
-        self.out = self.dist.on_main(start)
+        self.out = self.dist.on_main(start)  # locked by rank 0 (stage folders inside hold locks of their own)
+
+    def close(self) -> None:
+        """Give back the experiment folder's lock (workers never take it: they write stage folders)."""
+        if self.dist.is_main:
+            release_run_dir(self.out)
 
     def log(self, msg: str) -> None:
         from tqdm import tqdm
@@ -393,8 +399,7 @@ class Experiment:
         if not self.dist.is_main:
             return
 
-        with open(self.out / "log.txt", "a", encoding="utf-8") as f:
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
+        append_line(self.out / "log.txt", f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}")
         if self.progress:
             tqdm.write(msg)
 
@@ -608,7 +613,7 @@ class Experiment:
     def base_model(self, w: int = 0):
         m = self.cfg.model
         if m.get("init"):
-            return load_model(m["init"], m.get("name"))
+            return load_model(m["init"], m.get("name"), name_option="model.name in the experiment config")
         torch.manual_seed(m.get("seed", 0) + w)
         return create_model(m["name"], pretrained=m.get("pretrained"))
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -24,11 +25,11 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import distributed
-from .data.pairs import IMAGE_CACHE_BYTES, PairDataset, PairTable
+from .data.pairs import IMAGE_CACHE_BYTES, SKIP_CAUSES, PairDataset, PairTable, describe_skipped
 from .defenses import Objective
 from .environment import autocast_for, default_workers, environment, resolve_precision
 from .errors import TacleanerError
-from .fileio import atomic_path, prepare_run_dir, read_json, write_json, write_yaml
+from .fileio import append_line, atomic_path, prepare_run_dir, read_json, release_run_dir, write_json, write_yaml
 from .metrics_log import MetricSink, require_tensorboard
 from .models import ClipBundle, save_model
 
@@ -144,9 +145,7 @@ class RunLog:
     def __call__(self, msg: str) -> None:
         if not self.enabled:
             return
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(f"{stamp} {msg}\n")
+        append_line(self.path, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}")
         if not self.quiet:
             tqdm.write(msg)
 
@@ -201,7 +200,19 @@ def train(
     dist, device = distributed.setup(cfg.device)
     # Batches per epoch (and, before anything is written, a batch the ranks cannot share fails here).
     steps_per_epoch = len(distributed.EpochBatches(len(table), cfg.batch_size, 0, dist))
-    out = dist.on_main(lambda: prepare_run_dir(out, resume=resume, overwrite=overwrite))
+    out = dist.on_main(lambda: prepare_run_dir(out, resume=resume, overwrite=overwrite))  # locked by rank 0
+    try:
+        return _train_locked(bundle, table, objective, cfg, out, dist, device, steps_per_epoch, resume=resume,
+                             progress=progress, extra_config=extra_config)
+    finally:
+        if dist.is_main:
+            release_run_dir(out)
+
+
+def _train_locked(bundle: ClipBundle, table: PairTable, objective: Objective, cfg: TrainConfig, out: Path,
+                  dist: distributed.Dist, device: torch.device, steps_per_epoch: int, *, resume: bool,
+                  progress: bool, extra_config: dict[str, Any] | None) -> ClipBundle:
+    """:func:`train` once the run folder is prepared and locked."""
     log = RunLog(out / "log.txt", quiet=not progress, enabled=dist.is_main)
     if resume:
         _check_same_settings(out, cfg, objective)
@@ -256,7 +267,9 @@ def train(
     sink = MetricSink(out, cfg.tensorboard) if dist.is_main else None
     log(f"training {bundle.model_name} on {len(table)} pairs ({table.source}) with {objective.name}: "
         f"{cfg.epochs} epochs x {steps_per_epoch} steps, device {device} ({precision})"
-        + (f", {dist.world_size} processes ({distributed.backend()})" if dist.enabled else ""))
+        + (f", {dist.world_size} processes ({distributed.backend()})" if dist.enabled else "")
+        + (f"; left out when reading: {describe_skipped(_dropped(table))}" if _dropped(table) else ""))
+    counts, warned = skip_counts(table, 0, 0), False  # the last epoch's, for metadata.json
     try:
         for epoch in range(start_epoch, cfg.epochs):
             objective.on_epoch_start(epoch)
@@ -271,6 +284,7 @@ def train(
             sums: dict[str, float] = within.pop("sums") if within else {}
             seen, skipped, steps, before = ((within["seen"], within["skipped"], within["steps"], within["seconds"])
                                             if within else (0, 0, 0, 0.0))
+            missing = within.get("missing", 0) if within else 0  # of the skipped images, those not there
             within = None
             t0 = time.perf_counter() - before
             bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
@@ -278,8 +292,10 @@ def train(
             net.train()
             for batch in bar:
                 done += 1
-                sizes = dist.all_gather_ints([batch["size"], batch["skipped"]], device)  # [rank][size, skipped]
+                # [rank][size, skipped, missing]
+                sizes = dist.all_gather_ints([batch["size"], batch["skipped"], batch.get("missing", 0)], device)
                 skipped += sum(s[1] for s in sizes)
+                missing += sum(s[2] for s in sizes)
                 size = sum(s[0] for s in sizes)
                 if size < 2 or min(s[0] for s in sizes) == 0:  # a contrastive loss needs two pairs; DDP, one per rank
                     continue
@@ -316,18 +332,20 @@ def train(
                     break
                 if cfg.save_every and scheduler.last_epoch % cfg.save_every == 0 and done < steps_per_epoch:
                     _save_epoch(out, bundle, optimizer, scheduler, epoch, dist, scaler, objective, within={
-                        "batches": done, "sums": sums, "seen": seen, "skipped": skipped, "steps": steps,
+                        "batches": done, "sums": sums, "seen": seen, "skipped": skipped, "missing": missing,
+                        "steps": steps,
                         "seconds": time.perf_counter() - t0})
             bar.close()
-            if steps == 0:
-                raise TacleanerError(f"{table.source}: no usable batch in epoch {epoch + 1} ({skipped} unreadable images)")
+            counts = skip_counts(table, skipped, missing)
+            skips = _skips_seen(table, counts, steps, epoch, out, warn=dist.is_main and not warned)
+            warned = warned or bool(skips)
             elapsed = time.perf_counter() - t0
             means = {k: v / steps for k, v in sums.items()}
             if sink is not None:
                 sink.epoch({"epoch": epoch + 1, "summary": True, **means, "pairs": seen, "skipped_images": skipped,
+                            **{f"skipped_{k}": v for k, v in counts.items()},
                             "seconds": elapsed, "pairs_per_s": seen / elapsed}, scheduler.last_epoch)
-            log(f"epoch {epoch + 1}/{cfg.epochs}: loss {means['loss']:.4f}, {seen / elapsed:.3g} pairs/s"
-                + (f", skipped {skipped} unreadable images" if skipped else ""))
+            log(f"epoch {epoch + 1}/{cfg.epochs}: loss {means['loss']:.4f}, {seen / elapsed:.3g} pairs/s{skips}")
             _save_epoch(out, bundle, optimizer, scheduler, epoch + 1, dist, scaler, objective)
             if cfg.max_steps and scheduler.last_epoch >= cfg.max_steps:
                 log(f"stopped after {scheduler.last_epoch} steps (max_steps)")
@@ -340,10 +358,41 @@ def train(
         objective.write_report(out)  # again: what it found during training, too
         write_json(out / "metadata.json", {"completed": True, "epochs": cfg.epochs, "steps": scheduler.last_epoch,
                                            "model": "model.safetensors", "model_name": bundle.model_name,
-                                           "objective": objective.name, **run_info,
+                                           "objective": objective.name, **run_info, "pairs": len(table),
+                                           "skipped": counts,
                                            "environment": environment(device, precision)})
     dist.barrier()  # no rank reads the run folder before it is complete
     return bundle
+
+
+def skip_counts(table: PairTable, skipped: int, missing: int) -> dict[str, int]:
+    """Samples skipped in an epoch by cause (:data:`SKIP_CAUSES`): those left out when the data
+    was read and, of the ``skipped`` images that failed to load, the ``missing`` ones and the rest
+    (that did not decode)."""
+    counts = {cause: _dropped(table).get(cause, 0) for cause in SKIP_CAUSES}
+    counts["missing_image"] += missing
+    counts["unreadable_image"] += skipped - missing
+    return counts
+
+
+def _skips_seen(table: PairTable, counts: dict[str, int], steps: int, epoch: int, out: Path, warn: bool) -> str:
+    """An epoch's skipped samples: an error when nothing was left to train on, one warning line
+    when ``warn`` (once per run: the log has every epoch), and the log line's words for them."""
+    if steps == 0:
+        skipped = f": skipped {sum(counts.values())} samples ({describe_skipped(counts)})" if any(counts.values()) else ""
+        raise TacleanerError(f"{table.source}: no usable batch in epoch {epoch + 1}{skipped}; nothing to train on")
+    if not any(counts.values()):
+        return ""
+    if warn:
+        total = len(table) + sum(_dropped(table).values())
+        warnings.warn(f"{table.source}: skipped {sum(counts.values())} of {total} samples ({describe_skipped(counts)}); "
+                      f"counted in {out / 'log.txt'}, metrics.jsonl and metadata.json")
+    return f", skipped {sum(counts.values())} samples ({describe_skipped(counts)})"
+
+
+def _dropped(table: PairTable) -> dict[str, int]:
+    """What reading the data left out (any sequence pair works as a table: then nothing)."""
+    return getattr(table, "dropped", None) or {}
 
 
 def _to(value, device: torch.device, image_format: torch.memory_format | None):
@@ -388,7 +437,12 @@ def _maybe_resume(out: Path, model, optimizer, scheduler, log: RunLog,
     path = out / "train_state.pt"
     if not path.is_file():
         return 0, None
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a truncated or corrupt file raises many kinds
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise TacleanerError(f"{path}: unreadable resume state ({first}); remove it to restart the run from its "
+                             "last model, or start a new --out") from None
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -11,6 +11,12 @@ from torch.utils.data import Dataset
 
 from ..errors import TacleanerError
 from .columns import ColumnBuilder, PathColumn
+
+
+# "utf-8-sig" reads plain UTF-8 and also drops the byte-order mark that spreadsheet programs
+# write at the start of a CSV (else the first column is named "\ufeffimage"); newline="" lets
+# the csv module take CRLF line endings (Windows tools) as well as LF.
+CSV_ENCODING = "utf-8-sig"
 
 
 def check_columns(path: Path, found: list[str], columns: tuple[str, ...]) -> None:
@@ -29,7 +35,7 @@ def read_csv_rows(path: str | Path, columns: tuple[str, ...]) -> list[dict[str, 
     if not path.is_file():
         raise TacleanerError(f"{path}: file not found")
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding=CSV_ENCODING) as f:
             reader = csv.DictReader(f)
             check_columns(path, reader.fieldnames or [], columns)
             rows = list(reader)
@@ -40,15 +46,36 @@ def read_csv_rows(path: str | Path, columns: tuple[str, ...]) -> list[dict[str, 
     return rows
 
 
+# Why a sample is skipped: counted under these names in log.txt, metrics.jsonl (``skipped_<cause>``),
+# metadata.json and evaluation's JSON. Samples without a caption or an image are dropped when
+# shards are read; images that are missing or do not decode are skipped when loaded (each epoch).
+SKIP_CAUSES = ("missing_caption", "missing_image", "unreadable_image")
+
+
+def describe_skipped(counts: dict[str, int]) -> str:
+    """``2 missing caption, 1 unreadable image`` (causes with a count only)."""
+    return ", ".join(f"{n} {cause.replace('_', ' ')}" for cause, n in counts.items() if n)
+
+
+class MissingImage(TacleanerError):
+    """An image file (or shard member) that is not there."""
+
+
+class UnreadableImage(TacleanerError):
+    """An image file that is there but does not decode."""
+
+
 @dataclass
 class PairTable:
     """Image paths (absolute) and captions, row order preserved. :func:`read_pairs` stores both
     as compact columns (:mod:`tacleaner.data.columns`: no Python object per row); any
-    sequences work."""
+    sequences work. ``dropped``: samples of the source left out when it was read, by cause
+    (shards with a caption but no image, or an image but no caption)."""
 
     source: Path
     images: Sequence[Path]
     captions: Sequence[str]
+    dropped: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -69,7 +96,7 @@ def read_pairs(path: str | Path, image_col: str = "image", caption_col: str = "c
     images, captions = ColumnBuilder(), ColumnBuilder()
     n = 0
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding=CSV_ENCODING) as f:
             reader = csv.reader(f)
             header = next(reader, None) or []
             check_columns(path, header, (image_col, caption_col))
@@ -113,14 +140,19 @@ def image_size(path: str | Path) -> tuple[int, int]:
 
 
 def load_image(path: str | Path) -> Image.Image:
-    """Open an image as RGB, or fail with a one-line error naming the file."""
+    """Open an image as RGB, or fail with a one-line error naming the file
+    (:class:`MissingImage` or :class:`UnreadableImage`, which training counts apart)."""
     try:
-        with Image.open(image_source(path)) as img:
+        source = image_source(path)
+    except TacleanerError as e:  # a shard or shard member that is not there
+        raise MissingImage(str(e)) from None
+    try:
+        with Image.open(source) as img:
             return img.convert("RGB")
     except FileNotFoundError:
-        raise TacleanerError(f"{path}: image file not found") from None
+        raise MissingImage(f"{path}: image file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise TacleanerError(f"{path}: unreadable image ({e})") from None
+        raise UnreadableImage(f"{path}: unreadable image ({e})") from None
 
 
 # Decoded images kept by a dataset that loads in the training process (no DataLoader workers):
@@ -133,8 +165,9 @@ IMAGE_CACHE_BYTES = 512 * 2**20
 
 
 class PairDataset(Dataset):
-    """Yields ``{"index", "image", "caption"}``; ``image`` is None when the file cannot be read,
-    so that training can skip and count broken files instead of dying mid-epoch.
+    """Yields ``{"index", "image", "caption"}``; ``image`` is None when the file cannot be read
+    (``skip`` then names the cause, one of :data:`SKIP_CAUSES`), so that training can skip and
+    count broken files instead of dying mid-epoch.
 
     ``cache_bytes`` > 0 keeps decoded images of at most ``cache_max_pixels`` pixels (first
     come, up to that many bytes of pixels) and hands out copies of them: the same pixels as
@@ -158,8 +191,10 @@ class PairDataset(Dataset):
             return {"index": i, "image": image.copy(), "caption": self.table.captions[i]}
         try:
             image = load_image(self.table.images[i])
-        except TacleanerError:
-            image = None
+        except MissingImage:
+            return {"index": i, "image": None, "caption": self.table.captions[i], "skip": "missing_image"}
+        except UnreadableImage:
+            return {"index": i, "image": None, "caption": self.table.captions[i], "skip": "unreadable_image"}
         else:
             size = image.width * image.height * len(image.getbands())
             small = self.cache_max_pixels is None or image.width * image.height <= self.cache_max_pixels

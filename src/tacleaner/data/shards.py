@@ -96,13 +96,14 @@ def read_shards(spec: str | Path):
     if not shards:
         raise TacleanerError(f"{spec}: no .tar shards")
     images, captions = ColumnBuilder(), ColumnBuilder()
-    n = skipped = 0
+    n = 0
+    dropped = {"missing_caption": 0, "missing_image": 0}  # counted where training reports its skips
     for shard in shards:
         offsets, samples = _index(shard)
         _INDEX[str(shard.resolve())] = offsets
         for key, image, text in samples:
             if image is None or text is None:
-                skipped += 1
+                dropped["missing_image" if image is None else "missing_caption"] += 1
                 continue
             try:
                 caption = text.decode("utf-8").strip()
@@ -114,10 +115,13 @@ def read_shards(spec: str | Path):
             captions.append(caption)
             n += 1
     if n == 0:
-        raise TacleanerError(f"{spec}: no sample with both an image and a caption in {len(shards)} shard(s)")
-    table = PairTable(Path(str(spec)), PathColumn(Path("/"), images.finish()), captions.finish())
-    table.skipped = skipped
-    return table
+        from .pairs import describe_skipped
+
+        found = describe_skipped(dropped)
+        raise TacleanerError(f"{spec}: no sample with both an image and a caption in {len(shards)} shard(s)"
+                             + (f" ({found})" if found else ""))
+    return PairTable(Path(str(spec)), PathColumn(Path("/"), images.finish()), captions.finish(),
+                     {k: v for k, v in dropped.items() if v})
 
 
 def is_member(path: str | Path) -> bool:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import TacleanerError
@@ -62,9 +62,15 @@ def read_classes(path: str | Path) -> Classes:
 
 @dataclass
 class LabelledImages:
+    """Evaluation images and their class indices. Evaluation never skips an image it was given
+    (a missing or unreadable one stops it, naming the file: a skipped image would change CA's
+    denominator); ``skipped`` counts the files of an ImageFolder tree that were not taken as
+    images (by cause: ``not_an_image``), reported in the evaluation's JSON."""
+
     images: list[Path]
     labels: list[int]
     source: str | None = None  # the CSV the rows came from (errors name its row); None for a folder tree
+    skipped: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -105,7 +111,7 @@ def present_classes(data: LabelledImages, classes: Classes) -> tuple[LabelledIma
     are evaluated among their 200 classes, as the literature does."""
     present = sorted(set(data.labels))
     new = {old: i for i, old in enumerate(present)}
-    return (LabelledImages(data.images, [new[y] for y in data.labels], data.source),
+    return (LabelledImages(data.images, [new[y] for y in data.labels], data.source, data.skipped),
             Classes([classes.classnames[i] for i in present], classes.templates))
 
 
@@ -128,12 +134,14 @@ def _read_image_folder(root: Path, classes: Classes) -> LabelledImages:
             f"{root}: {len(folders)} sub-folders neither match the class names nor number "
             f"{len(classes.classnames)} (one per class)"
         )
-    images, labels = [], []
+    images, labels, other = [], [], 0
     for d in folders:
         for f in sorted(d.rglob("*")):
             if f.suffix.lower() in IMAGE_SUFFIXES:
                 images.append(f.resolve())
                 labels.append(label_of[d])
+            elif f.is_file():
+                other += 1
     if not images:
         raise TacleanerError(f"{root}: no images found")
-    return LabelledImages(images, labels)
+    return LabelledImages(images, labels, skipped={"not_an_image": other} if other else {})

@@ -80,7 +80,8 @@ class Objective:
     def collate(self, samples: list[dict]) -> dict[str, Any]:
         """Turn dataset samples into a batch, dropping (and counting) unreadable images."""
         good = [s for s in samples if s["image"] is not None]
-        batch: dict[str, Any] = {"skipped": len(samples) - len(good), "size": len(good)}
+        missing = sum(s.get("skip") == "missing_image" for s in samples)
+        batch: dict[str, Any] = {"skipped": len(samples) - len(good), "missing": missing, "size": len(good)}
         if good:
             batch["index"] = torch.tensor([s["index"] for s in good])
             batch["images"] = self.bundle.images_to_tensor(self.fitted(good))

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import open_clip
 import torch
-from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
@@ -39,36 +39,79 @@ def save_model(bundle: ClipBundle, path: str | Path, **meta: Any) -> None:
 
 
 def read_meta(path: str | Path) -> dict[str, Any] | None:
-    """The tacleaner metadata of a safetensors checkpoint, or None for a foreign file."""
+    """The tacleaner metadata of a safetensors checkpoint, or None for a foreign file (another
+    format, or safetensors written by another tool). A file that is neither a readable
+    safetensors file nor a PyTorch checkpoint is a one-line error naming it: asking for
+    ``--model`` would send the user after the wrong problem."""
+    path = Path(path)
+    if sniff(path) != "safetensors":
+        return None
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get(META_KEY)
-    except (SafetensorError, OSError, ValueError):
+    except Exception as e:  # noqa: BLE001 - whatever the parser meets is a property of the file
+        raise TacleanerError(f"{path}: corrupt safetensors file ({_first_line(e)}); copy or download it again") from None
+    if not raw:
         return None
-    return json.loads(raw) if raw else None
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        raise TacleanerError(f"{path}: corrupt tacleaner metadata in the safetensors header") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("model_name"), str) or not isinstance(
+            meta.get("model_cfg"), dict):
+        raise TacleanerError(f"{path}: corrupt tacleaner metadata in the safetensors header (no model name or config)")
+    return meta
+
+
+def _first_line(e: BaseException, limit: int = 160) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0][:limit] if text else type(e).__name__)
+
+
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format is a zip archive
+
+
+def sniff(path: Path) -> str:
+    """The format of a model file from its first bytes: ``safetensors``, ``zip`` (torch.save),
+    ``pickle`` (torch.save's legacy format), else a one-line error naming the file. A truncated
+    or overwritten download fails here, before any parser sees it."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError as e:
+        raise TacleanerError(f"{path}: cannot read ({e.strerror or e})") from None
+    if size == 0:
+        raise TacleanerError(f"{path}: empty file, not a model (an interrupted download or copy?)")
+    if len(head) == 9 and head[8:9] == b"{":  # an 8-byte little-endian header size, then JSON
+        header = int.from_bytes(head[:8], "little")
+        if header > size - 8:
+            raise TacleanerError(f"{path}: truncated or corrupt safetensors file (its header says {header} bytes, "
+                                 f"the file has {size}); copy or download it again")
+        return "safetensors"
+    if head.startswith(ZIP_MAGIC):
+        return "zip"
+    if head[:1] == b"\x80":  # a pickle's protocol opcode
+        return "pickle"
+    raise TacleanerError(f"{path}: not a model file: neither safetensors nor a PyTorch checkpoint "
+                         "(a truncated or corrupt download?)")
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors from a safetensors file or a weights-only PyTorch pickle, normalised to
-    open_clip key names."""
+    open_clip key names; any unreadable file is a one-line error naming it."""
     path = Path(path)
     if not path.is_file():
-        raise TacleanerError(f"{path}: checkpoint not found")
-    if _is_safetensors(path):
+        raise TacleanerError(f"{path}: checkpoint not found" + (" (it is a folder)" if path.is_dir() else ""))
+    if sniff(path) == "safetensors":
         try:
             state = load_file(str(path))
-        except SafetensorError as e:
-            raise TacleanerError(f"{path}: corrupt safetensors file ({e})") from None
+        except Exception as e:  # noqa: BLE001 - a corrupt file, whatever the parser raised
+            raise TacleanerError(f"{path}: corrupt safetensors file ({_first_line(e)}); "
+                                 "copy or download it again") from None
     else:
         state = _load_pickle(path)
     return _normalise(state, path)
-
-
-def _is_safetensors(path: Path) -> bool:
-    # A safetensors file starts with an 8-byte little-endian header size and then '{'.
-    with open(path, "rb") as f:
-        head = f.read(9)
-    return len(head) == 9 and head[8:9] == b"{"
 
 
 def _load_pickle(path: Path) -> Any:
@@ -80,15 +123,22 @@ def _load_pickle(path: Path) -> Any:
                     "convert it to a state dict on a trusted machine first"
                 )
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols: the error below says what matters
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unpickling refused"
-        raise TacleanerError(
-            f"{path}: refused to load: the file holds objects other than plain weights and "
-            f"could execute code ({first[:160]})"
-        ) from None
-    except (RuntimeError, EOFError, OSError) as e:
-        raise TacleanerError(f"{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0][:160]})") from None
+        text = str(e)
+        if "Weights only load failed" in text:  # the weights-only reader met something beyond plain tensors
+            lines = [line.strip() for line in text.splitlines()]
+            found = next((line for line in lines if "GLOBAL" in line or line.startswith("Unsupported")), "")
+            raise TacleanerError(
+                f"{path}: refused to load: the file holds objects other than plain weights and "
+                f"could execute code" + (f" ({found[:160]})" if found else "")
+            ) from None
+        raise TacleanerError(f"{path}: not a readable PyTorch checkpoint, truncated or corrupt ({_first_line(e)})") from None
+    except Exception as e:  # noqa: BLE001 - truncated archives and bad bytes raise many kinds
+        raise TacleanerError(f"{path}: not a readable PyTorch checkpoint, truncated or corrupt "
+                             f"({_first_line(e)})") from None
 
 
 def _normalise(obj: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -120,24 +170,27 @@ def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], path: s
     model.load_state_dict(state)
 
 
-def load_model(path: str | Path, model_name: str | None = None, device: str | torch.device = "cpu") -> ClipBundle:
+def load_model(path: str | Path, model_name: str | None = None, device: str | torch.device = "cpu",
+               name_option: str = "--model NAME") -> ClipBundle:
     """Rebuild a model from a checkpoint file.
 
     Our own files name their model; for foreign files (open_clip, CleanCLIP, BadCLIP, OpenAI
     state dicts) pass ``model_name`` (``RN50-quickgelu`` for OpenAI-format RN50 weights).
+    The file is read before a missing name is reported, so that a corrupt file is called
+    corrupt; ``name_option`` is how the caller's user gives the name (an option, a config key).
     """
     path = Path(path)
     if not path.is_file():
         raise TacleanerError(f"{path}: checkpoint not found" + (" (it is a folder)" if path.is_dir() else ""))
     meta = read_meta(path)
+    state = read_state_dict(path)
     if meta is not None and model_name in (None, meta["model_name"]):
         name, cfg = meta["model_name"], meta["model_cfg"]
         register_config(name, cfg)
     elif model_name is not None:
         name, cfg, meta = model_name, model_config(model_name), {}
     else:
-        raise TacleanerError(f"{path}: checkpoint does not name its model; pass --model NAME")
-    state = read_state_dict(path)
+        raise TacleanerError(f"{path}: checkpoint does not name its model; pass {name_option}")
     model = open_clip.create_model(name, device="cpu")
     load_weights(model, state, path, name)
     model.to(device)
