@@ -125,3 +125,17 @@ def test_the_demo_uses_the_settings_its_held_out_grid_chose():
     for d in demo.defenses:
         cand = next(c for c in grid.defenses if c.id == chosen[d.name])
         assert (cand.name, cand.params, cand.train) == (d.name, d.params, d.train), d.name
+
+
+def test_selections_wait_for_every_tune_candidate_and_come_before_the_test_units():
+    from tacleaner.experiment import Experiment
+
+    cfg = parse_config({**HELD_OUT, "conditions": {"tune": {"world": [0, 1]}, "test": {"world": [2]}}})
+    exp = Experiment.__new__(Experiment)  # the task list only: no folder
+    exp.cfg, exp.held, exp.jobs = cfg, cfg.held_out, 1
+    exp.plan = type(cfg.seed_plan)(world=(0, 1, 2), implant=(0,), clean=(0,))
+    keys = [t.key for t in exp.tasks()]
+    select = next(t for t in exp.tasks() if t.key == "select/cleanclip")
+    assert set(select.deps) == {f"defense/{w}/blended/0/{c}/0" for w in (0, 1) for c in ("cc-weak", "cc-strong")}
+    assert keys.index("select/cleanclip") < keys.index("pretrain/2") < keys.index("defense/2/blended/0/cleanclip/0")
+    assert keys.index("defense/0/blended/0/cc-weak/0") < keys.index("pretrain/1")

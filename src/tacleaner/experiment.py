@@ -645,10 +645,12 @@ class Experiment:
         # the scheduler finishes whole worlds in order (tune worlds first: the selection can run
         # while test worlds pretrain) instead of pretraining every world before any cleaning.
         order = sorted(range(len(self.cfg.defenses)), key=lambda k: -self.defense_cost(k))
-        selections = [Task(f"select/{g}", _run_stage, (self, "stage_select", (g,)), tuple(tuned[g])) for g in groups]
+        def selections() -> list[Task]:  # once the tune units have filled ``tuned``
+            return [Task(f"select/{g}", _run_stage, (self, "stage_select", (g,)), tuple(tuned[g])) for g in groups]
+
         for w, a, split in self.units():
-            if split == TEST and selections[0] not in out:  # right after the tune units: it unblocks the test set
-                out += selections
+            if split == TEST and groups and not any(t.key.startswith("select/") for t in out):
+                out += selections()  # right after the tune units: they unblock the test set
             if not any(t.key == f"pretrain/{w}" for t in out):
                 out.append(Task(f"pretrain/{w}", _run_stage, (self, "stage_pretrain", (w,))))
             spec = self.cfg.attacks[a]
