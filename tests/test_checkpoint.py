@@ -107,3 +107,17 @@ def test_export_round_trip(fmt, tiny, tmp_path):
         model = open_clip.create_model("tacleaner-tiny-rn", pretrained=str(out))
         assert all(torch.equal(model.state_dict()[k], reference[k]) for k in reference)
     assert main(["--quiet", "export", "--checkpoint", str(ours), "--out", str(out)]) == 2  # exists
+
+
+def test_outputs_get_the_usual_permissions_not_mkstemps_0600(tmp_path):
+    import os
+    import stat
+
+    from tacleaner.fileio import write_json
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
