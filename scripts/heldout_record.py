@@ -1,10 +1,13 @@
-"""Summarise a finished held-out grid (``tacleaner run`` of a config with ``conditions``) into
-the small JSON record that ``tacleaner demo`` prints beside its own runs:
+"""Summarise a held-out grid (``tacleaner run`` of a config with ``conditions``) into the small
+JSON record that ``tacleaner demo`` prints beside its own runs, and its results page:
 
-    python scripts/heldout_record.py runs/demo-heldout src/tacleaner/configs/demo.heldout.json
+    python scripts/heldout_record.py experiments/demo-heldout.yaml runs/demo-heldout \
+        src/tacleaner/configs/demo.heldout.json --page docs/results-demo-heldout.md
 
 The record keeps, per defense, the setting the selection chose on the tune set, its per-run
-checks on the tune set and on the test set, and where and how it was measured.
+checks on the tune set and on the test set, and where and how it was measured. A grid still
+running is summarised over the units it has finished (the record says how many of the planned
+test worlds that is).
 """
 from __future__ import annotations
 
@@ -13,13 +16,16 @@ import json
 import time
 from pathlib import Path
 
-from tacleaner.fileio import read_json, write_json
-from tacleaner.report import per_run_checks
+from tacleaner.experiment import Experiment, load_config, selection_markdown
+from tacleaner.fileio import read_json, write_json, write_text
+from tacleaner.report import markdown_table, per_run_checks
 
 
-def record(run: Path, command: str) -> dict:
-    rows = read_json(run / "results.json")
-    env = read_json(run / "environment.json")
+def record(config: Path, run: Path, command: str) -> tuple[dict, str]:
+    cfg, _ = load_config(config)
+    exp = Experiment.reader(cfg, run)
+    rows, cleans = exp.collect(complete_only=True)
+    env = next(read_json(p)["environment"] for p in sorted(run.glob("world*/*/implant*/backdoored/eval.json")))
     selections = {p.stem: read_json(p) for p in sorted((run / "selection").glob("*.json"))}
     chosen = {s["chosen"]: g for g, s in selections.items()}
     tune = [{**r, "defense": chosen.get(r["defense"], r["defense"])} for r in rows if r["split"] == "tune"]
@@ -31,18 +37,31 @@ def record(run: Path, command: str) -> dict:
         sel = selections.get(key[1])
         defenses.append({"attack": key[0], "defense": key[1], "chosen": sel["chosen"] if sel else None,
                          "rule": sel["reason"] if sel else None, "tune": checks["tune"].get(key), "test": test})
-    return {"command": command, "measured": time.strftime("%Y-%m-%d"), "cpu_model": env["cpu_model"],
-            "torch": env["packages"].get("torch"), "worlds": worlds, "defenses": defenses}
+    out = {"command": command, "measured": time.strftime("%Y-%m-%d"), "cpu_model": env["cpu_model"],
+           "torch": env["packages"].get("torch"), "worlds": worlds,
+           "test_worlds_planned": list(cfg.held_out.test.world), "defenses": defenses}
+    test_rows = [r for r in rows if r["split"] == "test"]
+    test_cleans = [c for c in cleans if c["world_seed"] in worlds["test"]]
+    page = markdown_table(test_rows, test_cleans, f"{exp.plan.describe()}; {cfg.held_out.describe()} (the test set)",
+                          selection_markdown(list(selections.values()), [r for r in rows if r["split"] == "tune"],
+                                             test_rows))
+    return out, page
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", type=Path)
     parser.add_argument("run", type=Path)
     parser.add_argument("out", type=Path)
+    parser.add_argument("--page", type=Path, help="also write the test set's report (Markdown) here")
     parser.add_argument("--command", default="tacleaner run experiments/demo-heldout.yaml --out runs/demo-heldout --jobs 2")
     args = parser.parse_args()
-    write_json(args.out, record(args.run, args.command))
-    print(json.dumps(read_json(args.out)["defenses"], indent=1))
+    rec, page = record(args.config, args.run, args.command)
+    write_json(args.out, rec)
+    if args.page:
+        write_text(args.page, page)
+    print(json.dumps(rec["worlds"]), json.dumps(rec["defenses"], indent=1))
+    print(page)
 
 
 if __name__ == "__main__":

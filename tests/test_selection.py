@@ -103,7 +103,9 @@ def test_held_out_summary_says_which_part_fails():
     text = held_out_summary(record)
     assert "CA within 5 points on 5/6" in text and "worst CA change -7.6 points" in text
     assert "finetune removed the badnet backdoor on every held-out world (6/6" in text
-    assert "on the tune worlds 4/4" in text and "worlds 4, 5, 6" in text
+    assert "on the tune worlds 4/4" in text and "worlds 4, 5, 6" in text and "finished so far" not in text
+    partial = held_out_summary({**record, "test_worlds_planned": [4, 5, 6, 7, 8, 9]})
+    assert "(3 of the 6 planned held-out worlds finished so far)" in partial
 
 
 def test_the_demo_uses_the_settings_its_held_out_grid_chose():
@@ -118,8 +120,11 @@ def test_the_demo_uses_the_settings_its_held_out_grid_chose():
     record = json.loads(configs.joinpath("demo.heldout.json").read_text())
     grid, _ = load_config(Path(__file__).resolve().parents[1] / "experiments" / "demo-heldout.yaml")
     demo = parse_config(yaml.safe_load(configs.joinpath("demo.yaml").read_text()))
-    assert record["worlds"]["test"] == list(grid.held_out.test.world) and len(record["worlds"]["test"]) >= 6
-    assert not set(record["worlds"]["test"]) & set(grid.held_out.tune.world)
+    planned = record["test_worlds_planned"]
+    assert planned == list(grid.held_out.test.world) and len(planned) >= 6
+    assert record["worlds"]["test"] and set(record["worlds"]["test"]) <= set(planned)
+    assert not set(planned) & set(grid.held_out.tune.world)
+    assert record["worlds"]["tune"] == list(grid.held_out.tune.world)
     assert set(demo.seed_plan.world) <= set(grid.held_out.tune.world)
     chosen = {d["defense"]: d["chosen"] for d in record["defenses"]}
     for d in demo.defenses:

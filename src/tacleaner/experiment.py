@@ -704,14 +704,30 @@ class Experiment:
         self.log("\n" + table)
         return rows
 
-    def collect(self) -> tuple[list[dict], list[dict]]:
+    @classmethod
+    def reader(cls, cfg: ExperimentConfig, out: str | Path) -> "Experiment":
+        """An Experiment over an existing folder for reading its results only: no folder is made
+        or locked, nothing runs (a report of a grid still running, :meth:`collect`)."""
+        exp = cls.__new__(cls)
+        exp.cfg, exp.held, exp.out, exp.jobs, exp.progress = cfg, cfg.held_out, Path(out), 1, False
+        exp.plan = cfg.seed_plan if exp.held is None else dataclasses.replace(cfg.seed_plan, world=exp.held.worlds)
+        return exp
+
+    def collect(self, complete_only: bool = False) -> tuple[list[dict], list[dict]]:
         """Rows from every stage's ``eval.json``: the clean model under each trigger, the
-        backdoored model (``none``) and each defense; and the clean models' own evaluations."""
+        backdoored model (``none``) and each defense; and the clean models' own evaluations.
+        ``complete_only``: leave out the units (and worlds) whose stages have not all finished
+        instead of failing on them (a grid still running)."""
         rows, cleans = [], []
         for w in self.plan.world:
+            if complete_only and not (self.world_dir(w) / "pretrain_eval.json").is_file():
+                continue
             cleans.append({"world_seed": w, **_metrics(read_json(self.world_dir(w) / "pretrain_eval.json"))})
-        chosen = {g: self.cfg.defenses[self.chosen(g)].id for g in self.cfg.groups()}
+        groups = [g for g in self.cfg.groups() if not complete_only or self.selection_path(g).is_file()]
+        chosen = {g: self.cfg.defenses[self.chosen(g)].id for g in groups}
         for w, a, split in self.units():
+            if complete_only and not self._unit_complete(w, a, split, chosen):
+                continue
             spec = self.cfg.attacks[a]
             # On test units a group's rows carry the group's name (and the chosen candidate).
             runs = [(d.id, d.id, None) for d in self.cfg.defenses if not (d.group and split == TEST)]
@@ -728,6 +744,20 @@ class Experiment:
                         row = self.row(spec.id, label, (w, i, c), read_json(root / folder / f"clean{c}" / "eval.json"))
                         rows.append({**row, **extra, **({"selected": cid} if cid else {})})
         return rows, cleans
+
+    def _unit_complete(self, w: int, a: int, split: str | None, chosen: dict[str, str]) -> bool:
+        folders = [d.id for d in self.cfg.defenses if not (d.group and split == TEST)]
+        if split == TEST:
+            if len(chosen) < len(self.cfg.groups()):
+                return False
+            folders += list(chosen)
+        for i in self.plan.implant:
+            root = self.unit_dir(w, self.cfg.attacks[a], i)
+            files = [root / "clean_model_eval.json", root / "backdoored" / "eval.json"]
+            files += [root / f / f"clean{c}" / "eval.json" for f in folders for c in self.plan.clean_seeds(i)]
+            if not all(p.is_file() for p in files):
+                return False
+        return True
 
     @staticmethod
     def row(attack: str, defense: str, seeds: tuple[int, int, int | None], res: dict) -> dict:

@@ -288,9 +288,13 @@ def held_out_summary(record: dict[str, Any]) -> str:
     not. ``tacleaner demo`` prints it after its own runs, so its verdict is never read as a
     promise about worlds it did not see."""
     tune, test = (", ".join(map(str, record["worlds"][s])) for s in ("tune", "test"))
+    planned = record.get("test_worlds_planned", record["worlds"]["test"])
+    so_far = (f" ({len(record['worlds']['test'])} of the {len(planned)} planned held-out worlds finished so far)"
+              if len(planned) > len(record["worlds"]["test"]) else "")
     lines = [f"Held-out check (not rerun by this command): `{record['command']}`, measured {record['measured']} on "
              f"{record['cpu_model']} (torch {record['torch']}). Settings chosen by validation CA on worlds {tune} "
-             f"(the demo's world 0 among them); reported on worlds {test}, which took no part in any choice:", ""]
+             f"(the demo's world 0 among them); reported on worlds {test}, which took no part in any choice"
+             f"{so_far}:", ""]
     for d in record["defenses"]:
         t, u = d["test"], d.get("tune")
         where = f" ({d['chosen']})" if d.get("chosen") else ""
