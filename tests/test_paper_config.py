@@ -62,4 +62,4 @@ def test_every_shipped_experiment_grid_loads(path):
     from tacleaner.experiment import load_config
 
     cfg, raw = load_config(PAPER.parents[1] / path)
-    assert cfg.attacks and cfg.defenses and raw["name"] == cfg.name
+    assert cfg.attacks and raw["name"] == cfg.name  # defenses may be empty (trojvqa-dualkey: the implant only)
