@@ -59,7 +59,17 @@ def main() -> None:
     rec, page = record(args.config, args.run, args.command)
     write_json(args.out, rec)
     if args.page:
-        write_text(args.page, page)
+        done, planned = rec["worlds"]["test"], rec["test_worlds_planned"]
+        header = (f"# Results: `{args.config.name}` (held-out conditions)\n\n"
+                  f"Back to the [README](../README.md); how the settings are chosen: [selection.md](selection.md).\n\n"
+                  f"`{args.command}`, measured {rec['measured']} on {rec['cpu_model']} (torch {rec['torch']}), CPU "
+                  f"only, one torch thread per stage. Test worlds finished: {', '.join(map(str, done))} of "
+                  f"{', '.join(map(str, planned))}"
+                  + (" (the grid resumes with `--resume`; this page is made from the finished units by "
+                     "`scripts/heldout_record.py`)" if len(done) < len(planned) else "") + ". "
+                  "Another machine's arithmetic moves every number by a few points (a world seed is a larger "
+                  "perturbation: the spread across the test worlds is the spread to expect).\n\n")
+        write_text(args.page, header + page)
     print(json.dumps(rec["worlds"]), json.dumps(rec["defenses"], indent=1))
     print(page)
 
