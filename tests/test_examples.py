@@ -1,4 +1,4 @@
-"""The README's Python-API example runs as written and prints its metrics."""
+"""The Python-API example (docs/python-api.md) runs as written and prints its metrics."""
 import re
 import subprocess
 import sys
@@ -19,8 +19,8 @@ def test_python_api_example_runs(world, tmp_path):
     assert (tmp_path / "out" / "poison" / "manifest.json").is_file()
 
 
-def test_readme_shows_the_example_verbatim():
-    readme = (EXAMPLE.parents[1] / "README.md").read_text()
+def test_the_docs_show_the_example_verbatim():
+    readme = (EXAMPLE.parents[1] / "docs" / "python-api.md").read_text()
     body = EXAMPLE.read_text().split('"""', 2)[2].strip()
     indented = "\n".join("    " + line if line else "" for line in body.splitlines())  # a Markdown code block
     assert indented in readme
