@@ -53,7 +53,7 @@ from .models.factory import input_size
 from .params import build, path_fields
 from .report import CLEAN_MODEL, per_run_checks, write_reports
 from .scheduler import Task, run_tasks
-from .selection import TEST, TUNE, Candidate, Conditions, create_rule, select
+from .selection import TEST, TUNE, Candidate, Conditions, create_rule, rule_name, select
 from .train import TrainConfig, is_complete, train, with_defaults
 
 METRICS = ("clean_acc", "asr_at_1", "asr_at_10")
@@ -584,7 +584,7 @@ class Experiment:
                     ref = _val_ca(root / "backdoored" / "eval.json")
                     changes += [_val_ca(root / d.id / f"clean{c}" / "eval.json") - ref for c in self.plan.clean_seeds(i)]
             candidates.append(Candidate(d.id, tuple(changes)))
-        record = select(create_rule(self.cfg.select), group, candidates, (self.cfg.select or {}).get("rule", "ca-budget"))
+        record = select(create_rule(self.cfg.select), group, candidates, rule_name(self.cfg.select))
         self.dist.on_main(lambda: write_json(path, record))
         self.log(f"selection {group}: {record['chosen']} ({record['reason']})")
 

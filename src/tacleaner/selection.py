@@ -29,6 +29,7 @@ from .errors import TacleanerError
 from .registry import Registry
 
 TUNE, TEST = "tune", "test"
+DEFAULT_RULE = "ca-budget"
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ class Candidate:
 SELECTION_RULES: Registry = Registry("selection rule")
 
 
-@SELECTION_RULES.register("ca-budget")
+@SELECTION_RULES.register(DEFAULT_RULE)
 @dataclass(frozen=True)
 class CaBudget:
     """The strongest candidate whose validation CA stays within ``ca_budget`` points of its
@@ -155,7 +156,8 @@ def create_rule(raw: Any, where: str = "select") -> Any:
     if not isinstance(raw, dict):
         raise TacleanerError(f"{where}: expected a mapping such as {{rule: ca-budget, ca_budget: 2.0}}, got {raw!r}")
     params = dict(raw)
-    name = params.pop("rule", "ca-budget")
+    name = rule_name(raw)
+    params.pop("rule", None)
     try:
         rule = SELECTION_RULES.create(name, **params)
     except TacleanerError as e:
@@ -165,12 +167,17 @@ def create_rule(raw: Any, where: str = "select") -> Any:
     return rule
 
 
-def select(rule: Any, group: str, candidates: list[Candidate], rule_name: str = "ca-budget") -> dict[str, Any]:
+def rule_name(raw: Any) -> str:
+    """The rule a config's ``select`` mapping names (the default when it names none)."""
+    return raw.get("rule", DEFAULT_RULE) if isinstance(raw, dict) else DEFAULT_RULE
+
+
+def select(rule: Any, group: str, candidates: list[Candidate], name: str = DEFAULT_RULE) -> dict[str, Any]:
     """Apply ``rule`` to a group's candidates; the record written to ``selection/<group>.json``."""
     if not candidates or any(not c.val_ca_changes for c in candidates):
         raise TacleanerError(f"selection of {group!r}: every candidate needs validation results on the tune set")
     k, reason = rule.choose(candidates)
-    return {"group": group, "rule": rule_name, "rule_settings": asdict(rule), "reason": reason,
+    return {"group": group, "rule": name, "rule_settings": asdict(rule), "reason": reason,
             "chosen": candidates[k].id,
             "candidates": [{"id": c.id, "val_ca_changes": list(c.val_ca_changes), "worst": c.worst, "mean": c.mean}
                            for c in candidates],
