@@ -1,0 +1,140 @@
+"""What ``tacleaner detect`` writes: ``scores.csv`` (one row per input row, in input order),
+``clean.csv`` (the pairs kept), ``summary.json`` and ``histogram.png``; with the poisoned rows
+known (a poisoning run's ``poisoned_indices.json``), how well the scores find them."""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.pairs import PairTable
+from ..data.shards import is_member
+from ..errors import TacleanerError
+from ..fileio import atomic_path, read_json
+
+
+def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` for telling ``positive`` rows from the others:
+    the probability that a random positive outscores a random negative, ties counting half
+    (the Mann-Whitney statistic over average ranks)."""
+    pos = int(positive.sum())
+    neg = len(scores) - pos
+    if pos == 0 or neg == 0:
+        raise TacleanerError("AUROC needs both poisoned and clean rows among the scored ones")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), dtype=np.float64)
+    sorted_scores = scores[order]
+    i = 0
+    while i < len(scores):  # average rank over each run of ties
+        j = i
+        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[positive].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def removal_mask(scores: np.ndarray, remove: float | None, threshold: float | None) -> tuple[np.ndarray, float]:
+    """Rows to remove (the unscored ones always) and the score cut: ``threshold`` itself, or the
+    cut that removes the ``remove`` fraction of scored rows with the highest scores."""
+    scored = ~np.isnan(scores)
+    if threshold is None:
+        count = int(math.floor((remove or 0.0) * scored.sum() + 1e-9))
+        if count == 0:
+            return ~scored, float("inf")
+        top = np.argsort(-np.where(scored, scores, -np.inf), kind="mergesort")[:count]
+        mask = ~scored
+        mask[top] = True
+        return mask, float(scores[top].min())
+    return ~scored | (np.where(scored, scores, -np.inf) >= threshold), float(threshold)
+
+
+def image_name(table: PairTable, i: int) -> str:
+    """Row ``i``'s image as the input wrote it (a CSV's relative path, a shard member's name)."""
+    rows = getattr(table.images, "rows", None)
+    return rows[i] if rows is not None else str(table.images[i])
+
+
+def write_scores(out: Path, table: PairTable, scores: np.ndarray) -> None:
+    with atomic_path(out / "scores.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(("row", "image", "caption", "score"))
+        for i in range(len(table)):
+            s = scores[i]
+            w.writerow((i, image_name(table, i), table.captions[i], "" if np.isnan(s) else f"{s:.6g}"))
+
+
+def write_clean(out: Path, final: Path, table: PairTable, removed: np.ndarray) -> None:
+    """The kept pairs as an image-caption CSV whose image paths are relative to ``final`` (the
+    folder ``out`` becomes), so ``--data DIR/clean.csv`` trains on them as they are."""
+    base = str(final.resolve())
+    with atomic_path(out / "clean.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(("image", "caption"))
+        for i in np.flatnonzero(~removed):
+            path = str(table.images[i])
+            w.writerow((path if is_member(path) else Path(os.path.relpath(path, base)).as_posix(), table.captions[i]))
+
+
+def truth_metrics(scores: np.ndarray, removed: np.ndarray, poisoned_file: Path) -> dict[str, Any]:
+    """AUROC over the scored rows, and recall at the poison count: the share of poisoned rows
+    among the ``len(poisoned)`` highest scores; and what the removal took."""
+    indices = read_json(poisoned_file)
+    if not isinstance(indices, list) or not all(isinstance(i, int) and 0 <= i < len(scores) for i in indices):
+        raise TacleanerError(f"{poisoned_file}: not a list of row indices below {len(scores)}")
+    positive = np.zeros(len(scores), dtype=bool)
+    positive[indices] = True
+    scored = ~np.isnan(scores)
+    s, p = scores[scored], positive[scored]
+    top = np.argsort(-s, kind="mergesort")[:int(p.sum())]
+    return {"poisoned": len(indices), "auroc": round(auroc(s, p), 4),
+            "recall_at_poison_count": round(float(p[top].mean()) if len(top) else 0.0, 4),
+            "removed_poisoned": int((removed & positive).sum()),
+            "removed_clean": int((removed & ~positive).sum())}
+
+
+def write_histogram(path: Path, scores: np.ndarray, cut: float, positive: np.ndarray | None = None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scored = ~np.isnan(scores)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    bins = np.histogram_bin_edges(scores[scored], bins=60)
+    if positive is None:
+        ax.hist(scores[scored], bins=bins, color="tab:blue")
+    else:
+        ax.hist(scores[scored & ~positive], bins=bins, color="tab:blue", alpha=0.7, label="clean")
+        ax.hist(scores[scored & positive], bins=bins, color="tab:red", alpha=0.7, label="poisoned")
+        ax.legend()
+    if math.isfinite(cut):
+        ax.axvline(cut, color="black", linestyle="--", linewidth=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("suspicion score")
+    ax.set_ylabel("pairs")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(buf.getvalue())
+
+
+def summary_lines(summary: dict[str, Any]) -> str:
+    lines = [f"scored {summary['scored']} of {summary['rows']} pairs with {summary['detector']} "
+             f"(k {summary['k']}, reference {summary['reference']}); removed {summary['removed']} "
+             f"(score >= {summary['cut']:.4g})" if math.isfinite(summary["cut"]) else
+             f"scored {summary['scored']} of {summary['rows']} pairs; removed none"]
+    if "truth" in summary:
+        t = summary["truth"]
+        lines.append(f"poisoned rows: {t['poisoned']}; AUROC {t['auroc']:.3f}; recall at the poison count "
+                     f"{100 * t['recall_at_poison_count']:.1f}%; removed {t['removed_poisoned']} poisoned and "
+                     f"{t['removed_clean']} clean")
+    return "\n".join(lines)
+

@@ -1,0 +1,196 @@
+"""Poisoned-sample detection: the detectors on hand-made embeddings, the AUROC and removal
+arithmetic, and the streaming scorer on real image files through a real open_clip model."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tacleaner.data.pairs import read_pairs
+from tacleaner.detect import DetectConfig, detect
+from tacleaner.detect.detectors import DETECTORS, Neighbours, lid_mle
+from tacleaner.detect.outputs import auroc, removal_mask
+from tacleaner.detect.score import Reference, reference_rows, score_pairs
+from tacleaner.errors import TacleanerError
+
+
+def cluster_with_outliers(seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+    """300 points in a tight Gaussian blob and 6 scattered far from it and from each other."""
+    g = torch.Generator().manual_seed(seed)
+    blob = 0.05 * torch.randn(300, 8, generator=g)
+    far = 3.0 * torch.randn(6, 8, generator=g) + 2.0
+    points = torch.cat([blob, far])
+    truth = np.zeros(len(points), dtype=bool)
+    truth[300:] = True
+    return points, truth
+
+
+def test_density_ranks_a_tight_cluster_of_many_above_spread_points():
+    """The backdoored model's picture at a high poison rate: 40 near-identical embeddings among
+    300 spread ones; with k < 40 they are each other's neighbours."""
+    g = torch.Generator().manual_seed(1)
+    points = torch.cat([torch.randn(300, 8, generator=g), 0.01 * torch.randn(40, 8, generator=g) + 1.0])
+    truth = np.arange(340) >= 300
+    rows = list(range(340))
+    ref = Reference.build(rows, points, k=8)
+    assert auroc(ref.score("density", rows, points, k=8).numpy(), truth) == 1.0
+    assert auroc(ref.score("k-distance", rows, points, k=8).numpy(), truth) == 0.0
+
+
+@pytest.mark.parametrize("name", ["k-distance", "slof", "dao"])
+def test_each_detector_ranks_isolated_points_above_a_dense_cluster(name):
+    points, truth = cluster_with_outliers()
+    rows = list(range(len(points)))
+    ref = Reference.build(rows, points, k=8)
+    scores = ref.score(name, rows, points, k=8).numpy()
+    assert auroc(scores, truth) == 1.0
+    assert np.isfinite(scores).all()
+
+
+def test_a_point_is_never_its_own_neighbour_but_its_duplicate_is():
+    points, _ = cluster_with_outliers()
+    points = torch.cat([points, points[:1]])  # row 306 duplicates row 0
+    rows = list(range(len(points)))
+    ref = Reference.build(rows, points, k=4)
+    nb_dist, nb_index = torch.cdist(points[:2], points).topk(5, largest=False)
+    assert nb_index[1, 0] == 1 and nb_dist[1, 0] == 0  # what plain cdist gives: itself first
+    scored = ref.score("k-distance", [1], points[1:2], k=4)
+    assert scored.item() == pytest.approx(nb_dist[1, 4].item())  # self excluded: 4th other point
+    assert ref.score("k-distance", [0], points[:1], k=1).item() == 0.0  # the duplicate is a neighbour
+
+
+def test_slof_and_dao_follow_their_definitions_on_a_small_case():
+    dist = torch.tensor([[1.0, 2.0]])
+    index = torch.tensor([[0, 1]])
+    kdist = torch.tensor([4.0, 1.0])
+    lid = torch.tensor([1.0, 3.0])
+    nb = Neighbours(dist, index, kdist, lid)
+    assert DETECTORS.get("k-distance")(nb).item() == 2.0
+    assert DETECTORS.get("slof")(nb).item() == pytest.approx(2.0 / 2.5)
+    dao = ((2 / 4) ** 1 + (2 / 1) ** 3) / 2
+    assert DETECTORS.get("dao")(nb).item() == pytest.approx(math.log(dao))
+
+
+def test_lid_of_points_spread_evenly_on_a_line_is_about_one():
+    d = torch.arange(1, 101, dtype=torch.float64).unsqueeze(0)  # distances 1..100: uniform in 1-D
+    assert lid_mle(d).item() == pytest.approx(1.0, rel=0.05)
+
+
+def test_auroc_matches_counting_every_pair_with_ties_half():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 6, 200).astype(float)
+    truth = rng.random(200) < 0.2
+    pos, neg = scores[truth], scores[~truth]
+    pairs = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    assert auroc(scores, truth) == pytest.approx(pairs / (len(pos) * len(neg)))
+    with pytest.raises(TacleanerError, match="both"):
+        auroc(scores, np.zeros(200, dtype=bool))
+
+
+def test_removal_takes_the_top_fraction_or_a_threshold_and_always_the_unscored():
+    scores = np.array([0.1, 0.9, np.nan, 0.5, 0.7, 0.3, 0.2, 0.8, 0.4, 0.6, 0.05])
+    mask, cut = removal_mask(scores, 0.2, None)  # 10 scored: 2 removed, plus the unscored row
+    assert sorted(np.flatnonzero(mask)) == [1, 2, 7] and cut == 0.8
+    mask, cut = removal_mask(scores, None, 0.65)
+    assert sorted(np.flatnonzero(mask)) == [1, 2, 4, 7] and cut == 0.65
+    mask, cut = removal_mask(scores, 0.0, None)
+    assert list(np.flatnonzero(mask)) == [2] and math.isinf(cut)
+
+
+def test_reference_sample_is_seeded_and_covers_a_small_set():
+    assert reference_rows(10, 20, 0) == list(range(10))
+    a, b = reference_rows(1000, 50, 1), reference_rows(1000, 50, 1)
+    assert a == b and len(set(a)) == 50 and a == sorted(a) and a != reference_rows(1000, 50, 2)
+
+
+def test_bad_settings_are_refused_by_name():
+    with pytest.raises(TacleanerError, match="unknown detector 'lof'"):
+        DetectConfig(detector="lof")
+    with pytest.raises(TacleanerError, match="larger than k"):
+        DetectConfig(k=16, reference=16)
+
+
+@pytest.fixture(scope="module")
+def poisoned(world, tmp_path_factory):
+    """The test world's implant split with a BadNet patch covering 90% of the image on 16 of its
+    160 pairs: those 16 images are nearly one image, a tight cluster to any model."""
+    from tacleaner.attacks import create_attack, poison_dataset
+    from tacleaner.data.zeroshot import read_classes
+
+    out = tmp_path_factory.mktemp("detect") / "poison"
+    poison_dataset(world / "implant.csv", create_attack("badnet", patch_frac=0.9), "yellow star", 16, out, seed=0,
+                   templates=read_classes(world / "classes.json").templates)
+    return out
+
+
+def test_detect_writes_every_row_in_order_and_a_clean_set_that_trains(poisoned, trained, tmp_path):
+    table = read_pairs(poisoned / "data.csv")
+    cfg = DetectConfig(detector="density", k=8, reference=160, batch_size=32)
+    out = tmp_path / "det"
+    summary = detect(trained, table, cfg, out, torch.device("cpu"), remove=0.1,
+                     poisoned=poisoned / "poisoned_indices.json", num_workers=0)
+    with open(out / "scores.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["row"]) for r in rows] == list(range(len(table)))
+    assert [r["caption"] for r in rows] == list(table.captions)
+    assert rows[3]["image"] == table.images.rows[3]  # as the input CSV wrote it
+    scores = np.array([float(r["score"]) for r in rows])
+    kept = read_pairs(out / "clean.csv")
+    assert len(kept) == len(table) - 16 == summary["kept"]
+    top = set(np.argsort(-scores, kind="mergesort")[:16].tolist())
+    assert set(kept.captions) == {c for i, c in enumerate(table.captions) if i not in top}
+    assert all(Path(p).is_file() for p in kept.images)  # paths relative to the output folder resolve
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["removed"] == 16 and saved["truth"]["poisoned"] == 16
+    truth = np.zeros(len(table), dtype=bool)
+    truth[json.loads((poisoned / "poisoned_indices.json").read_text())] = True
+    assert saved["truth"]["auroc"] == pytest.approx(auroc(scores, truth), abs=1e-3)
+    # the scores are the definition's, computed here from the model's embeddings by brute force
+    from tacleaner.detect.score import embed_rows
+
+    _, emb = embed_rows(trained, table, range(len(table)), torch.device("cpu"), 32, 0, {})
+    d = torch.cdist(emb, emb).fill_diagonal_(float("inf"))
+    expected = -torch.log(d.sort(dim=1).values[:, 7]).numpy()
+    np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-5)
+    assert saved["truth"]["removed_poisoned"] == int(truth[sorted(top)].sum())
+    assert (out / "histogram.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_scores_do_not_depend_on_the_chunking(poisoned, trained):
+    table = read_pairs(poisoned / "data.csv")
+    whole, _ = score_pairs(trained, table, DetectConfig(k=8, reference=64, chunk=4096, batch_size=8),
+                           torch.device("cpu"), num_workers=0)
+    pieces, _ = score_pairs(trained, table, DetectConfig(k=8, reference=64, chunk=24, batch_size=8),
+                            torch.device("cpu"), num_workers=0)
+    np.testing.assert_allclose(whole, pieces, rtol=1e-6)
+
+
+def test_an_unreadable_image_is_left_unscored_counted_and_out_of_the_clean_set(poisoned, trained, tmp_path):
+    lines = (poisoned / "data.csv").read_text().splitlines()
+    (poisoned / "broken.png").write_bytes(b"not a png")
+    lines[2] = "broken.png,a broken image"  # data row 1
+    data = poisoned / "with_broken.csv"  # beside data.csv, so that its relative paths hold
+    data.write_text("\n".join(lines) + "\n")
+    table = read_pairs(data)
+    with pytest.warns(UserWarning, match="1 pair.s. not scored .1 unreadable image"):
+        summary = detect(trained, table, DetectConfig(k=8, reference=64), tmp_path / "det", torch.device("cpu"),
+                         remove=0.0, num_workers=0)
+    assert summary["unscored"] == {"unreadable_image": 1}
+    with open(tmp_path / "det" / "scores.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[1]["score"] == "" and all(r["score"] for i, r in enumerate(rows) if i != 1)
+    assert "a broken image" not in read_pairs(tmp_path / "det" / "clean.csv").captions
+
+
+def test_detect_refuses_to_replace_a_folder_it_did_not_make(poisoned, trained, tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(TacleanerError, match="mine"):
+        detect(trained, read_pairs(poisoned / "data.csv"), DetectConfig(k=8, reference=64), tmp_path / "mine",
+               torch.device("cpu"), num_workers=0)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
