@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from tacleaner.cli import main
 from tacleaner.data.pairs import load_image, read_pairs
 from tacleaner.data.shards import expand_shards
+from tacleaner.errors import TacleanerError
 
 
 def add(tar, name, data: bytes):
@@ -47,6 +48,20 @@ def test_shards_read_as_the_same_pairs(world, shards):
         for i in (0, len(table) // 2, len(table) - 1):
             assert load_image(table.images[i]).tobytes() == load_image(csv_table.images[i]).tobytes()
     assert [p.name for p in expand_shards(shards / "{00000..00001}.tar")] == ["00000.tar", "00001.tar"]
+
+
+def test_shard_patterns_expand_as_open_clip_expands_them(tmp_path):
+    """braceexpand's syntax: numeric ranges with their zero padding, several ranges, {a,b}
+    alternatives; a missing shard is named, with how many more are missing."""
+    for name in ("00008.tar", "00009.tar", "00010.tar", "a0.tar", "a1.tar", "b0.tar", "b1.tar"):
+        (tmp_path / name).write_bytes(b"")
+    names = lambda spec: [p.name for p in expand_shards(tmp_path / spec)]  # noqa: E731
+    assert names("{00008..00010}.tar") == ["00008.tar", "00009.tar", "00010.tar"]
+    assert names("{a,b}{0..1}.tar") == ["a0.tar", "a1.tar", "b0.tar", "b1.tar"]
+    with pytest.raises(TacleanerError, match=r"00011.tar: shard not found \(and 1 more\)"):
+        expand_shards(tmp_path / "{00008..00012}.tar")
+    with pytest.raises(TacleanerError, match=r"\{1..2.tar: shard not found$"):  # unbalanced: taken literally
+        expand_shards(tmp_path / "{1..2.tar")
 
 
 @pytest.mark.parametrize("defense", ["finetune", "cleanclip"])

@@ -47,17 +47,16 @@ from .defenses import DEFENSES, create_defense
 from .environment import environment, precision_of
 from .errors import TacleanerError
 from .evaluate import build_classifier, evaluate
-from .fileio import append_line, load_yaml_file, prepare_run_dir, read_json, release_run_dir, write_json, write_yaml
+from .fileio import load_yaml_file, prepare_run_dir, read_json, release_run_dir, write_json, write_yaml
+from .metric_names import KEY_METRICS, METRICS
 from .models import create_model, load_model, read_meta
 from .models.factory import input_size
 from .params import build, path_fields
 from .report import CLEAN_MODEL, per_run_checks, write_reports
+from .runlog import RunLog
 from .scheduler import Task, run_tasks
 from .selection import TEST, TUNE, Candidate, Conditions, create_rule, rule_name, select
 from .train import TrainConfig, is_complete, train, with_defaults
-
-METRICS = ("clean_acc", "asr_at_1", "asr_at_10")
-KEY_METRICS = ("asr_image_only_at_1", "asr_text_only_at_1")  # dual-key attacks (TrojVQA-style)
 
 
 @dataclass
@@ -394,14 +393,8 @@ class Experiment:
             release_run_dir(self.out)
 
     def log(self, msg: str) -> None:
-        from tqdm import tqdm
-
-        if not self.dist.is_main:
-            return
-
-        append_line(self.out / "log.txt", f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}")
-        if self.progress:
-            tqdm.write(msg)
+        """A line to the experiment's log.txt and, with progress shown, to the console (rank 0 only)."""
+        RunLog(self.out / "log.txt", quiet=not self.progress, enabled=self.dist.is_main)(msg)
 
     # -- folders and settings ---------------------------------------------------------------
     def world_dir(self, w: int) -> Path:

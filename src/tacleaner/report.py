@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from .fileio import atomic_path, write_json, write_text
+from .metric_names import KEY_METRICS, LABELS, METRICS
 from .stats import INTERVAL, compare, summarize
 
 CLEAN_MODEL = "clean model"  # rows of the clean (pre-attack) model under each attack's trigger
 NO_DEFENSE = "none"  # rows of the backdoored model
-METRICS = (("clean_acc", "CA"), ("asr_at_1", "ASR@1"), ("asr_at_10", "ASR@10"))
-KEY_METRICS = (("asr_image_only_at_1", "ASR@1, image trigger alone"), ("asr_text_only_at_1", "ASR@1, text key alone"))
-COMPARED = (("asr_at_1", "ASR@1"), ("clean_acc", "CA"))
+COMPARED = ("asr_at_1", "clean_acc")  # the metrics paired comparisons are made on
 CA_TOLERANCE = 5.0  # points of CA a defense may cost against its backdoored model in the per-run checks
 
 
@@ -54,7 +53,7 @@ def summaries(rows: list[dict]) -> list[dict[str, Any]]:
     out = []
     for (attack, defense), rs in groups(rows).items():
         entry: dict[str, Any] = {"attack": attack, "defense": defense}
-        for metric in [m for m, _ in METRICS] + [f"val_{m}" for m, _ in METRICS] + [m for m, _ in KEY_METRICS]:
+        for metric in [*METRICS, *(f"val_{m}" for m in METRICS), *KEY_METRICS]:
             values, unit = unit_values(rs, metric)
             if values:
                 entry[metric] = summarize(values).to_dict()
@@ -97,7 +96,7 @@ def comparisons(rows: list[dict]) -> list[dict[str, Any]]:
         for a, b in pairs:
             if (attack, b) not in g:
                 continue
-            for metric, _ in COMPARED:
+            for metric in COMPARED:
                 matched = paired_values(g[(attack, a)], g[(attack, b)], metric)
                 if matched:
                     out.append({"attack": attack, **compare(a, b, metric, matched).to_dict()})
@@ -173,15 +172,15 @@ def markdown_table(rows: list[dict[str, Any]], cleans: list[dict[str, Any]] | No
     for s in summaries(rows):
         lines.append(f"| {s['attack']} | {s['defense']} | {s.get('n', 0)} | {_cell(s.get('clean_acc'))} | "
                      f"{_cell(s.get('asr_at_1'))} | {_cell(s.get('asr_at_10'))} |")
-    keyed = [s for s in summaries(rows) if any(m in s for m, _ in KEY_METRICS)]
+    keyed = [s for s in summaries(rows) if any(m in s for m in KEY_METRICS)]
     if keyed:
         lines += ["", "Dual-key attacks: ASR@1 with both keys (above) and with each key alone (a dual key "
                       "needs both; either alone should stay near the clean model's rate):", "",
-                  "| attack | defense | n | " + " | ".join(f"{label} %" for _, label in KEY_METRICS) + " |",
+                  "| attack | defense | n | " + " | ".join(f"{LABELS[m]} %" for m in KEY_METRICS) + " |",
                   "|---|---|---:|---:|---:|"]
         for s in keyed:
             lines.append(f"| {s['attack']} | {s['defense']} | {s.get('n', 0)} | "
-                         + " | ".join(_cell(s.get(m)) for m, _ in KEY_METRICS) + " |")
+                         + " | ".join(_cell(s.get(m)) for m in KEY_METRICS) + " |")
     comps = comparisons(rows)
     if comps:
         lines += ["", "Paired comparisons on the same backdoored models and seeds (a − b, percentage points; "
@@ -189,7 +188,7 @@ def markdown_table(rows: list[dict[str, Any]], cleans: list[dict[str, Any]] | No
                   "| attack | a − b | metric | n | difference | 95% CI | verdict |", "|---|---|---|---:|---:|---|---|"]
         for c in comps:
             ci = "—" if c["lo"] is None else f"[{_num(c['lo'])}, {_num(c['hi'])}]"
-            label = dict(COMPARED)[c["metric"]]
+            label = LABELS[c["metric"]]
             lines.append(f"| {c['attack']} | {c['a']} − {c['b']} | {label} | {c['n']} | {c['mean']:+.1f} | {ci} | "
                          f"{c['verdict']} |")
     checks = per_run_checks(rows)
@@ -229,12 +228,12 @@ def write_chart(rows: list[dict[str, Any]], path: str | Path, cleans: list[dict[
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(sums) + 2), 4.2))
     width = 0.27
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for j, (metric, label) in enumerate(METRICS):
+    for j, metric in enumerate(METRICS):
         xs = np.arange(len(sums)) + (j - 1) * width
         means = [100 * s[metric]["mean"] if metric in s else np.nan for s in sums]
         err = np.array([[100 * (s[metric]["mean"] - s[metric]["lo"]), 100 * (s[metric]["hi"] - s[metric]["mean"])]
                         if metric in s and s[metric]["lo"] is not None else [0.0, 0.0] for s in sums]).T
-        ax.bar(xs, means, width=width, label=label, color=colours[j], alpha=0.8)
+        ax.bar(xs, means, width=width, label=LABELS[metric], color=colours[j], alpha=0.8)
         ax.errorbar(xs, means, yerr=err, fmt="none", ecolor="black", capsize=3, lw=1)
         for x, s in zip(xs, sums):
             values, _ = unit_values(g[(s["attack"], s["defense"])], metric)

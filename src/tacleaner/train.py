@@ -29,9 +29,10 @@ from .data.pairs import IMAGE_CACHE_BYTES, SKIP_CAUSES, PairDataset, PairTable, 
 from .defenses import Objective
 from .environment import autocast_for, default_workers, environment, resolve_precision
 from .errors import TacleanerError
-from .fileio import append_line, atomic_path, prepare_run_dir, read_json, release_run_dir, write_json, write_yaml
+from .fileio import atomic_path, prepare_run_dir, read_json, release_run_dir, write_json, write_yaml
 from .metrics_log import MetricSink, require_tensorboard
 from .models import ClipBundle, save_model
+from .runlog import RunLog
 
 MAX_LOGIT_SCALE = math.log(100.0)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -134,20 +135,6 @@ def schedule(cfg: TrainConfig, total: int) -> Callable[[int], float]:
     """The lr multiplier of ``cfg`` over ``total`` optimiser steps."""
     warmup = int(round(cfg.warmup_fraction * total)) if cfg.warmup_fraction > 0 else min(cfg.warmup_steps, total)
     return lr_lambda(warmup, total, cfg.lr_start / cfg.lr, cfg.lr_end / cfg.lr)
-
-
-class RunLog:
-    """Lines to stderr (through tqdm) and to the run folder's ``log.txt`` (rank 0 only)."""
-
-    def __init__(self, path: Path, quiet: bool = False, enabled: bool = True) -> None:
-        self.path, self.quiet, self.enabled = path, quiet, enabled
-
-    def __call__(self, msg: str) -> None:
-        if not self.enabled:
-            return
-        append_line(self.path, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}")
-        if not self.quiet:
-            tqdm.write(msg)
 
 
 def is_complete(out: str | Path) -> bool:

@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import TacleanerError
-from . import stegastamp as st
 from .base import ATTACKS, Attack, PoisonContext
+from .stegastamp import (Encoder, EncoderConfig, apply_encoder, encoder_arrays, encoder_from_arrays, evaluate_encoder,
+                         load_encoder, save_encoder, secret_bits, train_encoder)
 
 WEIGHT_PREFIX = "encoder."
 ENCODER_FILE = "ssba_encoder.safetensors"
@@ -68,13 +69,13 @@ class SSBA(Attack):
             raise TacleanerError(f"ssba strength must be > 0, got {self.strength}")
         if self.encoder is not None and not str(self.encoder).strip():
             raise TacleanerError("ssba encoder must be a file path, got an empty string")
-        self._encoder: st.Encoder | None = None
+        self._encoder: Encoder | None = None
         self._bits: np.ndarray | None = None
 
-    def config(self) -> st.EncoderConfig:
-        return st.EncoderConfig(int(self.n_bits), int(self.width), float(self.max_residual))
+    def config(self) -> EncoderConfig:
+        return EncoderConfig(int(self.n_bits), int(self.width), float(self.max_residual))
 
-    def _adopt(self, encoder: st.Encoder, bits: np.ndarray) -> None:
+    def _adopt(self, encoder: Encoder, bits: np.ndarray) -> None:
         # The encoder's architecture wins over the parameters, so that params() (written to the
         # manifest after prepare) describes the trigger that was actually applied.
         self.n_bits, self.width, self.max_residual = encoder.cfg.n_bits, encoder.cfg.width, encoder.cfg.max_residual
@@ -86,12 +87,12 @@ class SSBA(Attack):
 
     def trigger(self, image: np.ndarray, index: int) -> np.ndarray:
         self.require_prepared()
-        return st.apply_encoder(self._encoder, image, self._bits, self.strength)
+        return apply_encoder(self._encoder, image, self._bits, self.strength)
 
     def state(self) -> dict[str, np.ndarray]:
         self.require_prepared()
         cfg = self._encoder.cfg
-        weights = {WEIGHT_PREFIX + k: v for k, v in st.encoder_arrays(self._encoder).items()}
+        weights = {WEIGHT_PREFIX + k: v for k, v in encoder_arrays(self._encoder).items()}
         config = np.array([cfg.n_bits, cfg.width, cfg.max_residual], dtype=np.float64)
         return {"config": config, "bits": self._bits.astype(np.uint8), **weights}
 
@@ -100,11 +101,11 @@ class SSBA(Attack):
         if config is None or config.shape != (3,) or not np.all(np.isfinite(config)) \
                 or config[0] != int(config[0]) or config[1] != int(config[1]):
             raise TacleanerError("ssba trigger: expected a 'config' array [n_bits, width, max_residual]")
-        cfg = st.EncoderConfig(int(config[0]), int(config[1]), float(config[2]))
+        cfg = EncoderConfig(int(config[0]), int(config[1]), float(config[2]))
         if bits is None or bits.shape != (cfg.n_bits,) or not np.isin(bits, (0, 1)).all():
             raise TacleanerError(f"ssba trigger: expected a 'bits' array of {cfg.n_bits} zeros and ones")
         weights = {k[len(WEIGHT_PREFIX):]: v for k, v in arrays.items() if k.startswith(WEIGHT_PREFIX)}
-        self._adopt(st.encoder_from_arrays(cfg, weights, "ssba trigger"), bits.astype(np.uint8))
+        self._adopt(encoder_from_arrays(cfg, weights, "ssba trigger"), bits.astype(np.uint8))
 
     # -- training -----------------------------------------------------------------------------
     def prepare(self, ctx: PoisonContext) -> dict[str, Any]:
@@ -117,30 +118,30 @@ class SSBA(Attack):
         train_idx = order[n_eval:n_eval + self.train_images] if len(order) > 1 else order
         held_out = [ctx.image(i) for i in held_out_idx]
         if self.encoder is not None:
-            encoder = st.load_encoder(self.encoder)
+            encoder = load_encoder(self.encoder)
             if encoder.cfg != self.config():
                 ctx.log(f"ssba: using the encoder's architecture {encoder.cfg} from {self.encoder}")
-            bits = st.secret_bits(encoder.cfg.n_bits, self.pattern_seed)
+            bits = secret_bits(encoder.cfg.n_bits, self.pattern_seed)
             self._adopt(encoder, bits)
             # Without its decoder the embedded bits cannot be read back: only PSNR is measured.
-            return {"encoder": str(self.encoder), **st.evaluate_encoder(encoder, None, held_out, bits, self.strength),
+            return {"encoder": str(self.encoder), **evaluate_encoder(encoder, None, held_out, bits, self.strength),
                     "n_bits": self.n_bits, "width": self.width, "max_residual": self.max_residual}
         cfg = self.config()
-        bits = st.secret_bits(cfg.n_bits, self.pattern_seed)
+        bits = secret_bits(cfg.n_bits, self.pattern_seed)
         ctx.log(f"ssba: training a {cfg.n_bits}-bit encoder on {len(train_idx)} images "
                 f"({self.train_steps} steps; {len(held_out)} held out)")
         train = [ctx.image(i) for i in train_idx]
-        encoder, _, report = st.train_encoder(
+        encoder, _, report = train_encoder(
             train, held_out, bits, cfg, steps=self.train_steps, batch_size=self.batch_size, lr=self.lr,
             w_image=self.w_image, seed=int(rng.integers(2**62)), log=ctx.log)
         self._adopt(encoder, bits)
         if self.strength != 1.0:
             # The training report measures the residual as learned; poisoning applies it scaled.
-            report["psnr_db_at_strength"] = st.evaluate_encoder(encoder, None, held_out, bits, self.strength)["psnr_db"]
+            report["psnr_db_at_strength"] = evaluate_encoder(encoder, None, held_out, bits, self.strength)["psnr_db"]
         ctx.log(f"ssba: bit accuracy {report['bit_acc']} on held-out images, PSNR {report['psnr_db']} dB, "
                 f"{report['train_seconds']} s")
         saved = "trained"
         if ctx.out is not None:  # reusable by another run: ssba encoder=<this file>
-            st.save_encoder(encoder, ctx.out / ENCODER_FILE)
+            save_encoder(encoder, ctx.out / ENCODER_FILE)
             saved = ENCODER_FILE
         return {"encoder": saved, **report}

@@ -1,9 +1,10 @@
-"""Image-caption pairs from a CSV (CC3M style): reading, validation, a torch Dataset."""
+"""Image-caption pairs from a CSV (CC3M style): reading, validation, a torch Dataset.
+
+:func:`read_pairs` reads a CSV here and hands shard specs to :mod:`.shards`; both fill the
+:class:`~.table.PairTable` of :mod:`.table`, which imports neither reader."""
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -11,6 +12,14 @@ from torch.utils.data import Dataset
 
 from ..errors import TacleanerError
 from .columns import ColumnBuilder, PathColumn
+from .shards import is_member, is_shard_spec, member_bytes, read_shards
+from .table import SKIP_CAUSES, PairTable, describe_skipped
+
+# The table and its skip causes live in .table (shared with the shard reader); they stay
+# importable from here, where the readers' callers have always found them.
+__all__ = ["CSV_ENCODING", "IMAGE_CACHE_BYTES", "SKIP_CAUSES", "MissingImage", "PairDataset", "PairTable",
+           "UnreadableImage", "check_columns", "describe_skipped", "image_size", "image_source", "load_image",
+           "read_csv_rows", "read_pairs"]
 
 
 # "utf-8-sig" reads plain UTF-8 and also drops the byte-order mark that spreadsheet programs
@@ -46,17 +55,6 @@ def read_csv_rows(path: str | Path, columns: tuple[str, ...]) -> list[dict[str, 
     return rows
 
 
-# Why a sample is skipped: counted under these names in log.txt, metrics.jsonl (``skipped_<cause>``),
-# metadata.json and evaluation's JSON. Samples without a caption or an image are dropped when
-# shards are read; images that are missing or do not decode are skipped when loaded (each epoch).
-SKIP_CAUSES = ("missing_caption", "missing_image", "unreadable_image")
-
-
-def describe_skipped(counts: dict[str, int]) -> str:
-    """``2 missing caption, 1 unreadable image`` (causes with a count only)."""
-    return ", ".join(f"{n} {cause.replace('_', ' ')}" for cause, n in counts.items() if n)
-
-
 class MissingImage(TacleanerError):
     """An image file (or shard member) that is not there."""
 
@@ -65,29 +63,11 @@ class UnreadableImage(TacleanerError):
     """An image file that is there but does not decode."""
 
 
-@dataclass
-class PairTable:
-    """Image paths (absolute) and captions, row order preserved. :func:`read_pairs` stores both
-    as compact columns (:mod:`tacleaner.data.columns`: no Python object per row); any
-    sequences work. ``dropped``: samples of the source left out when it was read, by cause
-    (shards with a caption but no image, or an image but no caption)."""
-
-    source: Path
-    images: Sequence[Path]
-    captions: Sequence[str]
-    dropped: dict[str, int] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-
 def read_pairs(path: str | Path, image_col: str = "image", caption_col: str = "caption") -> PairTable:
     """Read an image-caption CSV (image paths relative to the CSV's folder), or WebDataset
     shards (a ``.tar``, a folder of them or a ``{00000..00099}.tar`` pattern; see
     :mod:`tacleaner.data.shards`). Streams the file into two string columns, so a CC3M-size
     CSV costs about its text size in memory."""
-    from .shards import is_shard_spec, read_shards
-
     if is_shard_spec(path):
         return read_shards(path)
     path = Path(path)
@@ -124,8 +104,6 @@ def read_pairs(path: str | Path, image_col: str = "image", caption_col: str = "c
 def image_source(path: str | Path):
     """What ``PIL.Image.open`` takes for ``path``: the path, or the bytes of a shard member
     (``SHARD.tar#MEMBER``)."""
-    from .shards import is_member, member_bytes
-
     return member_bytes(path) if is_member(path) else path
 
 

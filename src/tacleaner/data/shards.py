@@ -19,8 +19,11 @@ import re
 import tarfile
 from pathlib import Path
 
+from braceexpand import UnbalancedBracesError, braceexpand
+
 from ..errors import TacleanerError
 from .columns import ColumnBuilder, PathColumn
+from .table import PairTable, describe_skipped
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 MEMBER_SEP = ".tar#"
@@ -37,23 +40,17 @@ def is_shard_spec(spec: str | Path) -> bool:
 
 
 def expand_shards(spec: str | Path) -> list[Path]:
-    """The shard files of ``spec``: a ``.tar``, a folder of them (sorted), or a pattern with one
-    or more ``{first..last}`` numeric ranges (zero padding kept)."""
+    """The shard files of ``spec``: a ``.tar``, a folder of them (sorted), or a brace pattern
+    expanded as open_clip expands one (the ``braceexpand`` package): one or more
+    ``{first..last}`` numeric ranges, zero padding kept, or ``{a,b}`` alternatives. Backslashes
+    are path separators, not escapes; unbalanced braces are taken literally."""
     s = str(spec)
     if Path(s).is_dir():
         return sorted(Path(s).glob("*.tar"))
-    names = [s]
-    while any(_BRACES.search(n) for n in names):
-        out = []
-        for n in names:
-            m = _BRACES.search(n)
-            if m is None:
-                out.append(n)
-                continue
-            first, last = m.group(1), m.group(2)
-            width = len(first) if first.startswith("0") else 0
-            out += [n[:m.start()] + str(i).zfill(width) + n[m.end():] for i in range(int(first), int(last) + 1)]
-        names = out
+    try:
+        names = list(braceexpand(s, escape=False))
+    except UnbalancedBracesError:
+        names = [s]
     paths = [Path(n) for n in names]
     missing = [p for p in paths if not p.is_file()]
     if missing:
@@ -88,10 +85,8 @@ def _index(shard: Path) -> tuple[dict[str, tuple[int, int]], list[tuple[str, str
     return offsets, [(k, v[0], v[1]) for k, v in samples.items()]
 
 
-def read_shards(spec: str | Path):
-    """A :class:`tacleaner.data.pairs.PairTable` of every complete sample of the shards."""
-    from .pairs import PairTable
-
+def read_shards(spec: str | Path) -> PairTable:
+    """A :class:`~.table.PairTable` of every complete sample of the shards."""
     shards = expand_shards(spec)
     if not shards:
         raise TacleanerError(f"{spec}: no .tar shards")
@@ -115,8 +110,6 @@ def read_shards(spec: str | Path):
             captions.append(caption)
             n += 1
     if n == 0:
-        from .pairs import describe_skipped
-
         found = describe_skipped(dropped)
         raise TacleanerError(f"{spec}: no sample with both an image and a caption in {len(shards)} shard(s)"
                              + (f" ({found})" if found else ""))

@@ -34,7 +34,8 @@ Negatives (m = ``negatives_per_positive`` per positive; from the caption if that
     that is, in any WordNet sense of either word, a synonym, hypernym, hyponym, similar-to or
     also-see of the source, or its near-equivalent in the shipped table
     (``data/near_equivalents.tsv``: boy/man, girl/woman, rest/sit, wear/dress, little/young),
-    is refused, in both negative modes (:func:`.lexicon.near_equivalent`).
+    is refused, in both negative modes (:func:`.lexicon.near_equivalent`; the modes themselves,
+    ours and the paper's random swaps, are in :mod:`.negative_modes`).
   * Inflection is kept: the new word takes the source's form (NNS, VBG, VBZ, VBD, ...). Forms
     observed in the vocabulary with that tag come first; otherwise WordNet's exception lists
     (men, children, sitting, lying) and regular spelling rules are used, and a candidate whose
@@ -51,12 +52,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from .inflection import match_case, plural, verb_form
-from .lexicon import (ABSTRACT_LEXNAMES, PEOPLE, PLACEHOLDERS, SPATIAL, ancestors, antonyms, cohyponyms, colour_words, common_word,
-                      dominant_pos, first_sense, fixed_phrase, is_common, lemma_count, near_equivalent,
-                      sibling_attributes,
-                      random_pool, source_sense, spatial_swaps, unattested_as, wn_lemma, wn_synonyms,
+from .lexicon import (ABSTRACT_LEXNAMES, PEOPLE, PLACEHOLDERS, SPATIAL, ancestors, antonyms, cohyponyms, colour_words,
+                      common_word, dominant_pos, first_sense, fixed_phrase, is_common, lemma_count, near_equivalent,
+                      sibling_attributes, source_sense, spatial_swaps, unattested_as, wn_lemma, wn_synonyms,
                       word_senses)
-from .positives import FRAME_NOUNS, SHOWING_VERBS, frame_word, intraword, nominal, render
+from .tokens import FRAME_NOUNS, SHOWING_VERBS, frame_word, intraword, nominal, render
 from .subtext_config import Negative, SubtextConfig
 
 # Adjectives and nouns that carry no swappable content.
@@ -65,6 +65,7 @@ NON_CONTENT = frozenset({"other", "each", "about", "such", "same", "own", "many"
                           "one", "ones", "lot", "kind", "type", "sort", "way", "part"})
 
 _POS = {"NOUN": "n", "VERB": "v", "ADJ": "a"}
+KIND_OF_POS = {"n": "object", "a": "attribute", "v": "relation"}  # a negative's kind by the replaced word's POS
 
 
 class Vocabulary:
@@ -137,8 +138,9 @@ def in_fixed_phrase(tok: Any) -> bool:
 
 
 class NegativeMaker:
-    """Negatives of a caption's base texts (its positives, or the caption itself), for one
-    config; candidate replacements are cached per lemma."""
+    """The word machinery of negatives for one config: which words of a base text may be
+    replaced, by what, and in which form; candidate replacements are cached per lemma. How
+    replacements are picked is a negative mode (:mod:`.negative_modes`)."""
 
     def __init__(self, cfg: SubtextConfig):
         self.cfg = cfg
@@ -146,63 +148,7 @@ class NegativeMaker:
         self._vocab_index: dict[str, tuple[Any, frozenset[Any]]] | None = None
         self._shares: Counter | None = None
 
-    def negatives(self, doc: Any, span: tuple[int, ...], in_caption: set[str],
-                   vocab: Vocabulary, rng: random.Random) -> list[Negative]:
-        """Up to m negatives of one base text, alternating kinds, no two alike."""
-        if self.cfg.negative_mode == "random":
-            return self.random_negatives(doc, span, in_caption, vocab, rng)
-        base = render(doc, span)
-        slots = [s for s in (self._slot(doc[i], in_caption, vocab, rng) for i in span) if s is not None]
-        rng.shuffle(slots)
-        by_kind: dict[str, list[Slot]] = defaultdict(list)
-        for s in slots:
-            by_kind[s.kind].append(s)
-        kinds = sorted(by_kind)
-        rng.shuffle(kinds)
-        out: list[Negative] = []
-        seen = {base.lower()}
-        # Round-robin over kinds, then over that kind's slots, trying replacements best first.
-        for attempt in range(max((len(s.choices) for s in slots), default=0)):
-            for kind in kinds:
-                for slot in by_kind[kind]:
-                    if len(out) == self.cfg.negatives_per_positive:
-                        return out
-                    if attempt >= len(slot.choices):
-                        continue
-                    neg = self._apply(doc, span, slot, slot.choices[attempt], base, vocab)
-                    if neg is not None and neg.text.lower() not in seen:
-                        seen.add(neg.text.lower())
-                        out.append(neg)
-                        break  # next kind
-        return out
-
-    def random_negatives(self, doc: Any, span: tuple[int, ...], in_caption: set[str], vocab: Vocabulary,
-                         rng: random.Random) -> list[Negative]:
-        """The paper's negatives: a content word (noun, verb or adjective) of the base text,
-        drawn at random, replaced by a common word of the same part of speech drawn at random
-        ("On a blue table were green grapes." -> "On a bad table ...", "... were bananas.",
-        "On a blue table run kiwis."), in the replaced word's form."""
-        base = render(doc, span)
-        slots = [(doc[i], found) for i in span if self._replaceable(doc[i])
-                 for found in [self._content_class(doc[i])] if found is not None]
-        out: list[Negative] = []
-        seen = {base.lower()}
-        for _ in range(20 * self.cfg.negatives_per_positive):
-            if len(out) == self.cfg.negatives_per_positive or not slots:
-                break
-            tok, (pos, tag) = slots[rng.randrange(len(slots))]
-            pool = random_pool(pos, self.cfg.random_min_zipf, self.cfg.blocklist)
-            lemma = pool[rng.randrange(len(pool))]
-            if lemma in in_caption or self._refused(wn_lemma(tok, pos), lemma, pos):
-                continue
-            kind = {"n": "object", "a": "attribute", "v": "relation"}[pos]
-            neg = self._apply(doc, span, Slot(tok.i, kind, pos, tag, []), (lemma, "random"), base, vocab)
-            if neg is not None and neg.text.lower() not in seen:
-                seen.add(neg.text.lower())
-                out.append(neg)
-        return out
-
-    def _replaceable(self, tok: Any) -> bool:
+    def replaceable(self, tok: Any) -> bool:
         """A content word that may be replaced at all: not a frame or placeholder word, not
         half of a hyphenated word or of a fixed phrase."""
         low, doc = tok.lower_, tok.doc
@@ -212,8 +158,10 @@ class NegativeMaker:
             return False  # part of a hyphenated word ("light-colored")
         return not in_fixed_phrase(tok)  # "close up", "ice cream": half of it says nothing about the image
 
-    def _apply(self, doc: Any, span: tuple[int, ...], slot: Slot, choice: tuple[str, str],
-               base: str, vocab: Vocabulary) -> Negative | None:
+    def apply(self, doc: Any, span: tuple[int, ...], slot: Slot, choice: tuple[str, str],
+              base: str, vocab: Vocabulary) -> Negative | None:
+        """The negative of ``base`` with ``slot``'s word replaced by ``choice`` (in the word's
+        form), or None when that form is uncertain or not a common word."""
         tok = doc[slot.index]
         word = self._inflect(choice[0], slot.pos, slot.tag, vocab)
         if word is None or (slot.pos != "r" and not is_common(word)):
@@ -236,27 +184,27 @@ class NegativeMaker:
 
     # -- candidate words ----------------------------------------------------------------------
 
-    def _slot(self, tok: Any, in_caption: set[str], vocab: Vocabulary,
+    def slot(self, tok: Any, in_caption: set[str], vocab: Vocabulary,
               rng: random.Random) -> Slot | None:
         """The token's kind and replacement choices, or None if it is not a content word."""
         low = tok.lower_
-        if not self._replaceable(tok):
+        if not self.replaceable(tok):
             return None
         if low in SPATIAL and (tok.pos_ in ("ADP", "ADV", "PART") or tok.dep_ in ("pobj", "prt")):
             if "antonym" not in self.cfg.negative_sources:
                 return None
             slot = Slot(tok.i, "relation", "r", "", [(w, "antonym") for w in spatial_swaps(low)])
         else:
-            found = self._content_class(tok)
+            found = self.content_class(tok)
             if found is None:
                 return None
             pos, tag = found
-            kind = {"n": "object", "a": "attribute", "v": "relation"}[pos]
+            kind = KIND_OF_POS[pos]
             slot = Slot(tok.i, kind, pos, tag, self._choices_for(tok, pos, vocab, rng))
         slot.choices = [(w, o) for w, o in slot.choices if w not in in_caption]
         return slot if slot.choices else None
 
-    def _content_class(self, tok: Any) -> tuple[str, str] | None:
+    def content_class(self, tok: Any) -> tuple[str, str] | None:
         """:func:`word_class`, without the words no counterfactual should touch: a tag against
         the word's use ("a child clings" read as a noun), nouns too general to swap ("animal",
         "group"), and nouns for what one cannot see ("night", "ways")."""
@@ -318,10 +266,10 @@ class NegativeMaker:
         if person and "people" in cfg.negative_sources and lemma in PEOPLE:
             by_origin["people"] = tuple(w for w in PEOPLE if w != lemma)
         return {o: tuple(w for w in words if w != lemma and self._plausible(w, pos, sense, person)
-                         and not self._refused(lemma, w, pos))[:k]
+                         and not self.refused(lemma, w, pos))[:k]
                 for o, words in by_origin.items()}
 
-    def _refused(self, lemma: str | None, word: str, pos: str) -> bool:
+    def refused(self, lemma: str | None, word: str, pos: str) -> bool:
         """With ``refuse_entailed``, a replacement that a picture of ``lemma`` may still fit
         (:func:`~.lexicon.near_equivalent`: boy -> man, resting -> sitting): the negative
         would push the image away from a right description."""

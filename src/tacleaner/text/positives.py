@@ -30,44 +30,16 @@ Positives (from the spaCy dependency parse of the caption's longest sentence)
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .inflection import article, match_case
-from .lexicon import (ABSTRACT_LEXNAMES, PEOPLE, PLACEHOLDERS, colour_words, dominant_pos, source_sense,
-                      unattested_as)
+from .lexicon import ABSTRACT_LEXNAMES, PEOPLE, PLACEHOLDERS, dominant_pos, source_sense, unattested_as
+from .tokens import SHOWING_VERBS, adjectival, intraword, is_frame, nominal
 
-# Root nouns that frame the real subject: "a photo of X" -> X.
-FRAME_NOUNS = frozenset({"photo", "photograph", "picture", "image", "drawing", "view", "shot",
-                         "closeup", "close-up", "close", "snapshot", "painting", "illustration", "portrait",
-                         "sketch", "render", "footage", "photography", "selfie"})
-# Verbs by which a frame shows its content: "a picture showing a coat", "image may contain: X".
-SHOWING_VERBS = frozenset({"show", "depict", "feature", "contain", "include", "display", "capture"})
 # Subtrees under these dependencies are extra detail and are never kept inside a phrase.
 _DETAIL_DEPS = frozenset({"conj", "cc", "preconj", "appos", "relcl", "acl", "advcl", "parataxis",
                           "prep", "punct", "mark", "dep", "meta"})
-
-
-def intraword(tok: Any) -> bool:
-    """A hyphen or slash inside a word ("tri-colored"): kept with its neighbours."""
-    doc = tok.doc
-    return (0 < tok.i < len(doc) - 1 and tok.text in ("-", "/", "'")
-            and not doc[tok.i - 1].whitespace_ and not tok.whitespace_)
-
-
-def nominal(tok: Any) -> bool:
-    """A noun, or a word the small parser mis-tagged in a noun's place ("a small pink cross"
-    with "cross" as an adjective, lowercase words as proper nouns)."""
-    if tok.pos_ in ("NOUN", "PROPN"):
-        return True
-    scope = tok.subtree if tok.dep_ == "ROOT" else tok.children
-    return tok.pos_ == "ADJ" and any(c.dep_ == "det" for c in scope)
-
-
-def adjectival(tok: Any) -> bool:
-    """An adjective modifier, or a colour word the tagger took for a noun ("a cyan diamond")."""
-    return tok.dep_ == "amod" or (tok.dep_ in ("compound", "nmod") and tok.lower_ in colour_words())
 
 
 def _core(tok: Any, keep_conj: bool = False) -> list[int]:
@@ -219,11 +191,6 @@ def _noun_clause(subject: Any, lead: list[int], extra_head: Any | None = None) -
     return _Clause(lead, subject, rels, verb)
 
 
-def _is_frame(noun: Any) -> bool:
-    """A frame noun, or "up" of "close - up" / "close up"."""
-    return noun.lower_ in FRAME_NOUNS or (noun.lower_ == "up" and any(c.lower_ == "close" for c in noun.children))
-
-
 def _framed(noun: Any) -> Any | None:
     """What a frame noun shows: the object of its "of" (also under "close up"'s particle), or
     the object of a showing participle ("a purple picture showing a coat")."""
@@ -258,7 +225,7 @@ def _follow(noun: Any, holds: Callable[[Any], bool], inner: Callable[[Any], Any 
 
 def _unframe(noun: Any) -> Any:
     """"a photo of a red circle" -> circle (repeatedly, for "a close-up photo of ...")."""
-    return _follow(noun, _is_frame, _framed)
+    return _follow(noun, is_frame, _framed)
 
 
 def _clause(sent: Any) -> _Clause | None:
@@ -283,7 +250,7 @@ def _clause(sent: Any) -> _Clause | None:
     if subject is None:
         return None
     shown = next((c for c in kids if c.dep_ == "dobj" and nominal(c)), None)
-    if _is_frame(subject) and root.lemma_.lower() in SHOWING_VERBS and shown is not None:
+    if is_frame(subject) and root.lemma_.lower() in SHOWING_VERBS and shown is not None:
         return _noun_clause(_unframe(shown), [])  # "image may contain: person, on stage" -> person
     subject = _unframe(subject)
     rels = [lambda adj, v=root: _vp(v, adj)]
@@ -340,21 +307,11 @@ def _fallback_variants(sent: Any) -> list[list[int]]:
     return [core + first, bare + first, core, bare]
 
 
-def frame_word(tok: Any) -> bool:
-    """Words that say how the caption was made rather than what it shows: a frame noun, and the
-    showing verb and auxiliaries of "image may contain: ..."."""
-    if _is_frame(tok) or (tok.lower_ == "close" and tok.head.lower_ == "up"):
-        return True
-    verb = tok if tok.pos_ in ("VERB", "AUX") and tok.dep_ != "aux" else tok.head
-    return (verb.lemma_.lower() in SHOWING_VERBS and (tok is verb or tok.dep_ == "aux")
-            and any(c.dep_ in ("nsubj", "nsubjpass") and _is_frame(c) for c in verb.children))
-
-
 def concrete_noun(tok: Any) -> bool:
     """A noun for something one can see: not a pronoun, a frame ("photo") or an abstract noun
     ("ways", "selection"). Words the small parser mis-tags ("dragonfly" as an adverb) count
     when WordNet knows them mostly as nouns."""
-    if not tok.is_alpha or tok.pos_ == "PRON" or _is_frame(tok):
+    if not tok.is_alpha or tok.pos_ == "PRON" or is_frame(tok):
         return False
     doc = tok.doc
     if any(0 <= j < len(doc) and intraword(doc[j]) for j in (tok.i - 1, tok.i + 1)):
@@ -423,20 +380,3 @@ def positive_spans(doc: Any, max_positives: int) -> list[tuple[int, ...]]:
     if not out and obj is not None:  # no rule kept the object: its own noun phrase
         collect([_np(obj, "all"), _np(obj, "last"), _np(obj, "none")], out)
     return out[:max_positives]
-
-
-def render(doc: Any, span: Iterable[int], replace: dict[int, str] | None = None) -> str:
-    """The text of the tokens ``span`` with original spacing between neighbours, ``replace``d
-    words, and "a"/"an" adjusted where the word after the article changed."""
-    replace = dict(replace or {})
-    idx = sorted(span)
-    for k, i in enumerate(idx[:-1]):
-        nxt = idx[k + 1]
-        if doc[i].lower_ in ("a", "an") and (nxt != i + 1 or nxt in replace):
-            replace[i] = match_case(article(replace.get(nxt, doc[nxt].text)), doc[i].text)
-    parts = []
-    for k, i in enumerate(idx):
-        parts.append(replace.get(i, doc[i].text))
-        if k + 1 < len(idx):
-            parts.append(doc[i].whitespace_ if idx[k + 1] == i + 1 else " ")
-    return "".join(parts).strip()

@@ -5,7 +5,6 @@ from dataclasses import dataclass, field
 
 KINDS = ("object", "attribute", "relation")
 ORIGINS = ("cohyponym", "antonym", "sibling-attribute", "people", "vocabulary")
-NEGATIVE_MODES = ("wordnet", "random")
 NEGATIVE_BASES = ("positives", "caption")  # what a negative is a one-word change of
 
 
@@ -48,7 +47,7 @@ class SubtextConfig:
     physical_senses: int = 2  # a noun's first concrete sense among its first N is its sense
     max_siblings: int = 150  # noun hypernyms with more hyponyms are too general for co-hyponyms
     min_zipf: float = 3.3  # replacements come from the common-word list at this Zipf frequency or more
-    negative_mode: str = "wordnet"  # "wordnet": the sources above; "random": the paper's random swaps
+    negative_mode: str = "wordnet"  # a registered mode (negative_modes.py): "wordnet", the sources above; "random", the paper's random swaps
     # "positives": each positive's negatives (the caption's when they give none); "caption": the
     # whole caption with one word swapped (TA-Cleaner's negatives-only ablation aligns the caption)
     negatives_from: str = "positives"

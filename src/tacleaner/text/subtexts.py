@@ -8,8 +8,10 @@ content word replaced by another word of the same category: "a red circle" -> "a
 The paper gives no algorithm, so what follows is a reconstruction; the tunable parts are fields
 of :class:`SubtextConfig`. The rules live with their code, one concern per module:
 
+- :mod:`.tokens`: token predicates and rendering that both kinds of subtext share;
 - :mod:`.positives`: the dependency-parse rules that shorten a caption;
-- :mod:`.negatives`: which word of a base text is replaced, by what, and in which form;
+- :mod:`.negatives`: which word of a base text may be replaced, by what, and in which form;
+- :mod:`.negative_modes`: how the replacements are picked (ours, the paper's random swaps);
 - :mod:`.lexicon`: the WordNet look-ups (senses, frequencies, co-hyponyms, antonyms, colours);
 - :mod:`.inflection`: plurals, verb forms, articles;
 - :mod:`.quality`: the sanity measures of generated subtexts.
@@ -22,11 +24,13 @@ import random
 from collections.abc import Iterable
 from typing import Any
 
+from .negative_modes import MODES, NEGATIVE_MODES
 from .negatives import NegativeMaker, Vocabulary
-from .positives import depicted_object, intraword, positive_spans, render
+from .positives import depicted_object, positive_spans
 from .quality import quality_report
 from .resources import spacy_pipeline
-from .subtext_config import KINDS, NEGATIVE_BASES, NEGATIVE_MODES, ORIGINS, Negative, SubtextConfig, Subtexts
+from .subtext_config import KINDS, NEGATIVE_BASES, ORIGINS, Negative, SubtextConfig, Subtexts
+from .tokens import intraword, render
 
 __all__ = ["KINDS", "NEGATIVE_MODES", "ORIGINS", "Negative", "SubtextConfig", "SubtextGenerator", "Subtexts", "quality_report"]
 
@@ -55,6 +59,7 @@ class SubtextGenerator:
         self._nlp: Any = None
         self._cache: dict[str, Subtexts] = {}
         self._maker = NegativeMaker(self.cfg)
+        self._mode = MODES[self.cfg.negative_mode]
 
     # -- public -------------------------------------------------------------------------------
 
@@ -98,11 +103,11 @@ class SubtextGenerator:
         in_caption = {t.lower_ for t in doc} | {t.lemma_.lower() for t in doc}
         negatives: list[Negative] = []
         if self.cfg.negatives_from == "caption":  # every token, punctuation too: base == the caption
-            negatives = self._maker.negatives(doc, tuple(range(len(doc))), in_caption, vocab, rng)
+            negatives = self._mode(self._maker, doc, tuple(range(len(doc))), in_caption, vocab, rng)
         else:
             for span in spans:
-                negatives += self._maker.negatives(doc, span, in_caption, vocab, rng)
+                negatives += self._mode(self._maker, doc, span, in_caption, vocab, rng)
             if not negatives:  # no positive, or none with a replaceable word: use the caption
-                negatives = self._maker.negatives(doc, whole, in_caption, vocab, rng)
+                negatives = self._mode(self._maker, doc, whole, in_caption, vocab, rng)
         obj = depicted_object(doc)
         return Subtexts(caption, tuple(render(doc, s) for s in spans), tuple(negatives), obj.text if obj else "")
