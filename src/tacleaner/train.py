@@ -362,7 +362,7 @@ def _epoch(run: _Run, epoch: int, at: EpochProgress) -> EpochProgress:
         size = _global_size(run, batch, at)
         if not size:
             continue
-        losses, loss = _step(run, {k: _to(v, run.device, image_format) for k, v in batch.items()})
+        losses, loss = _step(run, _to(batch, run.device, image_format))
         at.steps += 1
         at.seen += size
         stop = cfg.max_steps and run.scheduler.last_epoch >= cfg.max_steps
@@ -466,6 +466,11 @@ def _dropped(table: PairTable) -> dict[str, int]:
 
 
 def _to(value, device: torch.device, image_format: torch.memory_format | None):
+    """A batch's tensors on ``device`` (those of a combination's parts too)."""
+    if isinstance(value, list):
+        return [_to(v, device, image_format) for v in value]
+    if isinstance(value, dict):
+        return {k: _to(v, device, image_format) for k, v in value.items()}
     if not torch.is_tensor(value):
         return value
     value = value.to(device, non_blocking=True)

@@ -48,12 +48,13 @@ from ..data.pairs import PairTable
 from ..errors import TacleanerError
 from ..models import ClipBundle
 from ..scan import ScanConfig
-from .base import DEFENSES, Objective, features
+from .base import ClipObjective, features
+from .registry import DEFENSES
 
 
 @DEFENSES.register("invert")
 @dataclass
-class InvertTrigger(Objective):
+class InvertTrigger(ClipObjective):
     """Knobs: ``classes`` (a classes JSON or ``imagenet``: the class names the zero-shot
     classifier probes; an experiment passes its world's); ``target`` skips the target search
     (an oracle, for ablations); ``probe_images`` clean images of the set used to probe and

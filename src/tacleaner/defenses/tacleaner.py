@@ -33,9 +33,9 @@ import torch.nn.functional as F
 from ..data.pairs import PairTable
 from ..errors import TacleanerError
 from ..models import ClipBundle
-from .base import DEFENSES
 from .cleanclip import CleanCLIP
 from .infonce import info_nce
+from .registry import DEFENSES
 
 
 # The dataset's own words (replacement candidates, inflections) come from at most this many of
