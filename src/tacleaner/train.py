@@ -268,7 +268,8 @@ def train(
             write_json(out / "metadata.json", {
                 "completed": True, "epochs": cfg.epochs, "steps": run.scheduler.last_epoch,
                 "model": "model.safetensors", "model_name": bundle.model_name, "objective": objective.name,
-                **run.run_info, "pairs": len(table), "skipped": counts, "environment": environment(device, run.precision)})
+                **run.run_info, "pairs": len(table), "skipped": counts,
+                "environment": environment(device, run.precision)})
         dist.barrier()  # no rank reads the run folder before it is complete
         return bundle
     finally:
@@ -352,7 +353,8 @@ def _epoch(run: _Run, epoch: int, at: EpochProgress) -> EpochProgress:
     run.objective.on_epoch_start(epoch)
     loader = _loader(run, epoch, at.batches)
     t0 = time.perf_counter() - at.seconds
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not (run.show_progress and dist.is_main))
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+               disable=not (run.show_progress and dist.is_main))
     # Images keep the layout collate gave them unless channels-last is asked for: forcing NCHW
     # would change which convolution kernels run, and with them the numbers of every earlier run.
     image_format = torch.channels_last if cfg.channels_last else None
