@@ -76,7 +76,7 @@ def main() -> None:
         for samples in batches[1:]:
             for name in names:
                 times[name].append(step(name, samples))
-            selected.append(sum(int(s["index"]) in runs["tacleaner"][1].selected for s in samples))
+            selected.append(sum(int(s["index"]) in runs["tacleaner"][1].subtexts.selected for s in samples))
     med = {n: statistics.median(v) for n, v in times.items()}
     print(json.dumps({
         "model": args.model, "batch_size": args.batch_size, "threads": torch.get_num_threads(),

@@ -43,10 +43,10 @@ def row(grid: Path, attack: str, implant: int, shown: int) -> tuple[list[np.ndar
     image = np.asarray(model_frame(load_image(table.images[0]), frame))
     x01 = torch.from_numpy(image.copy()).permute(2, 0, 1).float() / 255
     tiles = [image, trig.trigger(image, 0)]
-    for m, p in list(zip(inv.masks, inv.patterns))[:shown]:
+    for m, p in list(zip(inv.triggers.masks, inv.triggers.patterns))[:shown]:
         tiles.append(((1 - m) * x01 + m * p).mul(255).round().byte().permute(1, 2, 0).numpy())
-    flips = ", ".join(f"{100 * t['flip_rate']:.0f}%" for t in inv.found["triggers"][:shown])
-    return tiles, f"{attack} (implant {implant}): target found {inv.found['target']!r}; flips {flips}"
+    flips = ", ".join(f"{100 * t['flip_rate']:.0f}%" for t in inv.triggers.found["triggers"][:shown])
+    return tiles, f"{attack} (implant {implant}): target found {inv.triggers.found['target']!r}; flips {flips}"
 
 
 def main() -> None:

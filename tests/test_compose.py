@@ -40,7 +40,7 @@ def test_losses_are_the_first_parts_and_the_others_extra_terms(tiny, world):
     ds = PairDataset(table)
     torch.manual_seed(0)
     batch = combo.collate([ds[i] for i in range(8)])
-    assert not torch.equal(batch["images"], batch["1:images"])  # PAR's noise on its copy only
+    assert not torch.equal(batch["parts"][0]["images"], batch["parts"][1]["images"])  # PAR's noise on its copy only
     with torch.no_grad():  # move the model away from PAR's frozen copy
         for p in tiny.model.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -48,8 +48,8 @@ def test_losses_are_the_first_parts_and_the_others_extra_terms(tiny, world):
     out = combo.losses(tiny.model, batch)
     assert set(out) == {"clip_loss", "inmodal_loss", "par_loss"}
     cc, par = combo.parts
-    own = cc.losses(tiny.model, {k: v for k, v in batch.items() if ":" not in k})
-    theirs = par.losses(tiny.model, {k[2:]: v for k, v in batch.items() if k.startswith("1:")})
+    own = cc.losses(tiny.model, batch["parts"][0])
+    theirs = par.losses(tiny.model, batch["parts"][1])
     for key in ("clip_loss", "inmodal_loss"):
         assert torch.allclose(out[key], own[key])
     assert torch.allclose(out["par_loss"], theirs["par_loss"]) and float(out["par_loss"].detach()) < 0

@@ -27,27 +27,29 @@ def setup_invert(model, world, **params):
 def test_it_reports_a_target_and_one_trigger_per_place(trained, world, tmp_path):
     inv = setup_invert(trained, world)
     classes = json.loads((world / "classes.json").read_text())["classnames"]
-    assert inv.found["target"] in classes and inv.found["attraction_rank"] == 1
-    assert len(inv.found["triggers"]) == 4 and inv.masks.shape[0] == inv.patterns.shape[0] == 4
-    flips = [t["flip_rate"] for t in inv.found["triggers"]]
+    assert inv.triggers.found["target"] in classes and inv.triggers.found["attraction_rank"] == 1
+    assert len(inv.triggers.found["triggers"]) == 4
+    assert inv.triggers.masks.shape[0] == inv.triggers.patterns.shape[0] == 4
+    flips = [t["flip_rate"] for t in inv.triggers.found["triggers"]]
     assert flips == sorted(flips, reverse=True) and all(0 <= f <= 1 for f in flips)  # best first
     inv.write_report(tmp_path)
     report = json.loads((tmp_path / "inversion.json").read_text())
-    assert report["target"] == inv.found["target"] and (tmp_path / "inverted_trigger.png").stat().st_size > 0
+    assert report["target"] == inv.triggers.found["target"] and (tmp_path / "inverted_trigger.png").stat().st_size > 0
     assert [h["epoch"] for h in report["inversions"]] == [0]
     best = setup_invert(trained, world, places="best", target=classes[2])  # the oracle target
-    assert best.found["target"] == classes[2] and best.found["target_given"] and best.masks.shape[0] == 1
+    assert best.triggers.found["target"] == classes[2] and best.triggers.found["target_given"]
+    assert best.triggers.masks.shape[0] == 1
 
 
 def test_stamp_blends_the_trigger_in_pixel_space(trained, world):
     inv = setup_invert(trained, world, places="best")
     x = torch.randn(3, 3, 32, 32)
-    x01 = x * inv.std + inv.mean
-    m, p = inv.masks[0], inv.patterns[0]
-    expected = ((1 - m) * x01 + m * p - inv.mean) / inv.std
-    assert torch.allclose(inv.stamp(x, torch.zeros(3, dtype=torch.long)), expected, atol=1e-5)
+    x01 = x * inv.triggers.std + inv.triggers.mean
+    m, p = inv.triggers.masks[0], inv.triggers.patterns[0]
+    expected = ((1 - m) * x01 + m * p - inv.triggers.mean) / inv.triggers.std
+    assert torch.allclose(inv.triggers.stamp(x, torch.zeros(3, dtype=torch.long)), expected, atol=1e-5)
     outside = m.expand(3, 32, 32) == 0
-    assert torch.allclose(inv.stamp(x)[:, outside], x[:, outside], atol=1e-5)  # untouched outside the patch
+    assert torch.allclose(inv.triggers.stamp(x)[:, outside], x[:, outside], atol=1e-5)  # untouched outside the patch
 
 
 def test_losses_pull_triggered_images_to_their_clean_embedding(trained, world):
@@ -59,7 +61,8 @@ def test_losses_pull_triggered_images_to_their_clean_embedding(trained, world):
     assert set(out) == {"clip_loss", "align_loss", "keep_loss"}
     assert float(out["keep_loss"].detach()) < 1e-8  # the model is its own starting point
     with torch.no_grad():
-        stamped = trained.model.encode_image(inv.stamp(batch["images"], torch.zeros(8, dtype=torch.long)), normalize=True)
+        stamped = trained.model.encode_image(inv.triggers.stamp(batch["images"], torch.zeros(8, dtype=torch.long)),
+                                             normalize=True)
         clean0 = inv.frozen.encode_image(batch["images"], normalize=True)
     assert float(out["align_loss"].detach()) == pytest.approx(float((stamped - clean0).pow(2).sum(1).mean()), rel=1e-4)
     assert float(out["align_loss"].detach()) > 0

@@ -138,7 +138,7 @@ def _batch_with(objective, table, duplicates: bool) -> dict:
     """A batch of 8 selected samples with (or without) two whose positives are equivalent."""
     from tacleaner.data.pairs import PairDataset
 
-    keys = {i: int(objective.pos_key[row]) for i, row in objective.selected.items()}
+    keys = {i: int(objective.subtexts.pos_key[row]) for i, row in objective.subtexts.selected.items()}
     by_key: dict[int, list[int]] = {}
     for i, k in keys.items():
         by_key.setdefault(k, []).append(i)
@@ -153,8 +153,8 @@ def _batch_with(objective, table, duplicates: bool) -> dict:
 def test_objective_masks_duplicates_and_reports_them(drawn, tmp_path):
     table, out = drawn
     (on, bundle), (off, _) = out[True], out[False]
-    stats = on.masking[-1]
-    assert stats["epoch"] == 1 and stats["selected"] == len(on.selected)
+    stats = on.subtexts.masking[-1]
+    assert stats["epoch"] == 1 and stats["selected"] == len(on.subtexts.selected)
     assert stats["duplicate_positive_pairs"] > 0 and stats["distinct_positives"] < stats["selected"]
     batch = _batch_with(on, table, duplicates=True)
     assert batch["ta_pos_key"].dtype == torch.long and len(batch["ta_pos_key"]) == len(batch["ta_batch_pos"])
@@ -165,7 +165,7 @@ def test_objective_masks_duplicates_and_reports_them(drawn, tmp_path):
     assert float(masked["ta_loss"]) < float(plain["ta_loss"])
     on.write_report(tmp_path)
     report = json.loads((tmp_path / "subtext_masking.json").read_text())
-    assert report["mask_false_negatives"] is True and report["epochs"] == on.masking
+    assert report["mask_false_negatives"] is True and report["epochs"] == on.subtexts.masking
 
 
 def test_objective_without_duplicates_gives_the_same_loss_either_way(drawn):

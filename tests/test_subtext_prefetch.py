@@ -25,7 +25,7 @@ def test_prefetched_subtexts_train_the_same_weights(world, trained_checkpoint, t
         torch.manual_seed(0)
         train(load_model(trained_checkpoint), read_pairs(world / "clean.csv"), defense,
               TrainConfig(epochs=3, batch_size=16, threads=1, log_every=1), out, progress=False)
-        assert defense.prefetcher is None  # closed with the run
+        assert defense.subtexts.prefetcher is None  # closed with the run
         runs[name] = out
     a, b = (load_file(runs[n] / "model.safetensors") for n in runs)
     assert all(torch.equal(a[k], b[k]) for k in a)

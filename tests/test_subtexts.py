@@ -315,7 +315,7 @@ def test_tacleaner_takes_the_random_mode(world, tiny):
     table = read_pairs(world / "clean.csv")
     objective.setup(tiny, table, seed=0)
     objective.on_epoch_start(0)
-    assert objective.selected and objective.neg_tokens is not None
+    assert objective.subtexts.selected and objective.subtexts.neg_tokens is not None
     ds = PairDataset(table)
     batch = objective.collate([ds[i] for i in range(16)])
     losses = objective.losses(tiny.model, batch)
@@ -351,20 +351,20 @@ def test_negatives_only_ablation_uses_whole_caption_negatives(world, tiny):
     objective = create_defense("tacleaner", use_positives=False, k=0.5, m=2, prefetch_from=0)
     objective.setup(tiny, table, seed=0)
     objective.on_epoch_start(0)
-    assert objective.selected
+    assert objective.subtexts.selected
     tokens = objective.tokenizer
-    for i, row in objective.selected.items():
+    for i, row in objective.subtexts.selected.items():
         caption = table.captions[i]
-        (sub,) = objective.generator.generate([caption])
+        (sub,) = objective.subtexts.generator.generate([caption])
         assert sub.negatives and all(n.base == caption.strip() and one_word_swap(n) for n in sub.negatives), sub
-        assert torch.equal(objective.pos_tokens[row], tokens([caption])[0])
+        assert torch.equal(objective.subtexts.pos_tokens[row], tokens([caption])[0])
         allowed = {tuple(t.tolist()) for t in tokens([n.text for n in sub.negatives] + [caption])}  # + padding
         for j in range(objective.m):
-            assert tuple(objective.neg_tokens[row * objective.m + j].tolist()) in allowed
-    assert objective.generator.cfg.negatives_from == "caption"
+            assert tuple(objective.subtexts.neg_tokens[row * objective.m + j].tolist()) in allowed
+    assert objective.subtexts.generator.cfg.negatives_from == "caption"
     full = create_defense("tacleaner", k=0.5, m=2, prefetch_from=0)
     full.setup(tiny, table, seed=0)
-    assert full.generator.cfg.negatives_from == "positives"
+    assert full.subtexts.generator.cfg.negatives_from == "positives"
 
 
 # The embedded world's CC3M-like alt-text forms (tacleaner.data.synth._web_caption): every

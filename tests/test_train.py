@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from tacleaner.data.pairs import read_pairs
-from tacleaner.defenses import DEFENSES, Objective, create_defense
+from tacleaner.defenses import DEFENSES, create_defense
+from tacleaner.defenses.finetune import Finetune
 from tacleaner.errors import TacleanerError
 from tacleaner.models import create_model, load_model
 from tacleaner.train import TrainConfig, is_complete, lr_lambda, param_groups, train
@@ -34,7 +35,7 @@ def test_no_decay_on_gains_biases_embeddings_and_logit_scale(tiny):
     assert len(nd) + len(d) == len(list(tiny.model.parameters()))
 
 
-class InterruptAt(Objective):
+class InterruptAt(Finetune):
     """The plain objective, interrupted (as by Ctrl-C) when epoch ``stop`` starts."""
 
     stop: int = 1

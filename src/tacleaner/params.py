@@ -94,7 +94,17 @@ def field_types(cls: type) -> dict[str, Any]:
 def build(cls: type, values: dict[str, Any], where: str) -> Any:
     """``cls(**values)`` with every value converted to its field's type; unknown keys and
     values of the wrong type are one-line errors that start with ``where``."""
-    fields = field_types(cls)
+    typed = convert(field_types(cls), values, where)
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in typed
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise TacleanerError(f"{where}: missing required key {missing[0]!r}")
+    return cls(**typed)
+
+
+def convert(fields: dict[str, Any], values: dict[str, Any], where: str) -> dict[str, Any]:
+    """``values`` converted to the types of ``fields`` (name -> annotation), as :func:`build`
+    does for a dataclass's fields (a combination of defenses has the union of its parts')."""
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise TacleanerError(f"{where} has no parameter {unknown[0]!r}; valid: {', '.join(sorted(fields))}")
@@ -107,11 +117,7 @@ def build(cls: type, values: dict[str, Any], where: str) -> Any:
     for key, value in typed.items():
         if (key == "seed" or key.endswith("_seed")) and isinstance(value, int) and value < 0:
             raise TacleanerError(f"{where} parameter {key}={value}: seeds are >= 0")
-    missing = [f.name for f in dataclasses.fields(cls) if f.name not in typed
-               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    if missing:
-        raise TacleanerError(f"{where}: missing required key {missing[0]!r}")
-    return cls(**typed)
+    return typed
 
 
 def path_fields(cls: type) -> list[str]:

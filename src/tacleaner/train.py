@@ -29,9 +29,11 @@ from .data.pairs import IMAGE_CACHE_BYTES, SKIP_CAUSES, PairDataset, PairTable, 
 from .defenses import Objective
 from .environment import autocast_for, default_workers, environment, resolve_precision
 from .errors import TacleanerError
-from .fileio import atomic_path, prepare_run_dir, read_json, release_run_dir, write_json, write_yaml
+from .fileio import prepare_run_dir, read_json, release_run_dir, write_json, write_yaml
 from .metrics_log import MetricSink, require_tensorboard
-from .models import ClipBundle, save_model
+from .models import ClipBundle
+from .models.checkpoint import load_weights, read_state_dict
+from .progress import Checkpoint, EpochProgress
 from .runlog import RunLog
 
 MAX_LOGIT_SCALE = math.log(100.0)
@@ -167,6 +169,41 @@ def _check_same_settings(out: Path, cfg: TrainConfig, objective: Objective) -> N
                                      "--resume continues a run with its own settings (start a new --out to change them)")
 
 
+@dataclass
+class _Run:
+    """What the epochs of one run share. The first fields are given; :func:`_prepare_model`,
+    :func:`_prepare_optimiser` and :func:`_prepare_data` fill the rest, in that order (the order
+    of the random draws a run makes)."""
+
+    cfg: TrainConfig
+    bundle: ClipBundle
+    table: PairTable
+    objective: Objective
+    out: Path
+    dist: distributed.Dist
+    device: torch.device
+    steps_per_epoch: int
+    log: RunLog
+    show_progress: bool
+    precision: str = "fp32"
+    net: torch.nn.Module | None = None  # the model as the objective calls it: in DDP, compiled
+    workers: int = 0
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
+    scaler: torch.amp.GradScaler | None = None
+    checkpoint: Checkpoint | None = None
+    dataset: PairDataset | None = None
+    sink: MetricSink | None = None
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.bundle.model
+
+    @property
+    def run_info(self) -> dict[str, Any]:
+        return {"processes": self.dist.world_size, "backend": distributed.backend(), "precision": self.precision}
+
+
 def train(
     bundle: ClipBundle,
     table: PairTable,
@@ -189,167 +226,202 @@ def train(
     steps_per_epoch = len(distributed.EpochBatches(len(table), cfg.batch_size, 0, dist))
     out = dist.on_main(lambda: prepare_run_dir(out, resume=resume, overwrite=overwrite))  # locked by rank 0
     try:
-        return _train_locked(bundle, table, objective, cfg, out, dist, device, steps_per_epoch, resume=resume,
-                             progress=progress, extra_config=extra_config)
+        run = _Run(cfg, bundle, table, objective, out, dist, device, steps_per_epoch,
+                   RunLog(out / "log.txt", quiet=not progress, enabled=dist.is_main), progress)
+        if resume:
+            _check_same_settings(out, cfg, objective)
+        if is_complete(out):
+            run.log(f"{out}: already complete; nothing to do")
+            return _load_final(bundle, out)
+        _prepare_model(run, extra_config)
+        _prepare_optimiser(run)
+        resumed = run.checkpoint.resume(run.log, cfg.seed)
+        _prepare_data(run)
+        counts, warned, within = skip_counts(table, 0, 0), False, resumed.within  # counts: the last epoch's
+        try:
+            for epoch in range(resumed.epoch, cfg.epochs):
+                record = _epoch(run, epoch, within or EpochProgress())
+                within = None
+                counts, warned = _end_epoch(run, epoch, record, warned)
+                if cfg.max_steps and run.scheduler.last_epoch >= cfg.max_steps:
+                    run.log(f"stopped after {run.scheduler.last_epoch} steps (max_steps)")
+                    break
+        finally:
+            objective.close()  # background helpers (TA-Cleaner's subtext prefetch) end with the run
+            if run.sink is not None:
+                run.sink.close()
+        if dist.is_main:
+            objective.write_report(out)  # again: what it found during training, too
+            write_json(out / "metadata.json", {
+                "completed": True, "epochs": cfg.epochs, "steps": run.scheduler.last_epoch,
+                "model": "model.safetensors", "model_name": bundle.model_name, "objective": objective.name,
+                **run.run_info, "pairs": len(table), "skipped": counts,
+                "environment": environment(device, run.precision)})
+        dist.barrier()  # no rank reads the run folder before it is complete
+        return bundle
     finally:
         if dist.is_main:
             release_run_dir(out)
 
 
-def _train_locked(bundle: ClipBundle, table: PairTable, objective: Objective, cfg: TrainConfig, out: Path,
-                  dist: distributed.Dist, device: torch.device, steps_per_epoch: int, *, resume: bool,
-                  progress: bool, extra_config: dict[str, Any] | None) -> ClipBundle:
-    """:func:`train` once the run folder is prepared and locked."""
-    log = RunLog(out / "log.txt", quiet=not progress, enabled=dist.is_main)
-    if resume:
-        _check_same_settings(out, cfg, objective)
-    if is_complete(out):
-        log(f"{out}: already complete; nothing to do")
-        return _load_final(bundle, out)
+def _prepare_model(run: _Run, extra_config: dict[str, Any] | None) -> None:
+    """The model on its device, the run's config.yaml, the objective set up, and the model as
+    the objective calls it (DDP, compiled)."""
+    cfg, dist, device, bundle = run.cfg, run.dist, run.device, run.bundle
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    precision = resolve_precision(cfg.precision, device)
+    run.precision = resolve_precision(cfg.precision, device)
     model = bundle.model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    run_info = {"processes": dist.world_size, "backend": distributed.backend(), "precision": precision}
     if dist.is_main:
-        write_yaml(out / "config.yaml", {
-            **_settings(cfg, objective), "model": bundle.model_name, "data": str(table.source), **(extra_config or {}),
-            **({"distributed": run_info} if dist.enabled else {}),
+        write_yaml(run.out / "config.yaml", {
+            **_settings(cfg, run.objective), "model": bundle.model_name, "data": str(run.table.source),
+            **(extra_config or {}), **({"distributed": run.run_info} if dist.enabled else {}),
         })
-    objective.dist = dist
-    objective.setup(bundle, table, cfg.seed)
+    run.objective.dist = dist
+    run.objective.setup(bundle, run.table, cfg.seed)
     if dist.is_main:
-        objective.write_report(out)
+        run.objective.write_report(run.out)
     # DDP wraps the model after the objective's setup (which may freeze parameters or copy the
     # starting model); objectives call the wrapper's forward, which DDP needs to sync gradients.
     net = (torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
            if dist.enabled else model)
-    if cfg.compile:
-        net = torch.compile(net)
+    run.net = torch.compile(net) if cfg.compile else net
     if dist.rank:  # augmentations drawn in this process differ by rank (rank 0 keeps the seed's stream)
         torch.manual_seed(distributed.rank_seed(cfg.seed, dist.rank))
         random.seed(distributed.rank_seed(cfg.seed, dist.rank))
-    workers = cfg.num_workers if cfg.num_workers >= 0 else default_workers(device)
-    # Workers decode, augment and preprocess (the objective's collate runs in them); they are made
-    # anew each epoch, so they see the objective's state for that epoch (TA-Cleaner's draw).
-    loader_kw = dict(collate_fn=objective.collate, num_workers=workers, persistent_workers=False,
-                     pin_memory=device.type == "cuda")
-    total = steps_per_epoch * cfg.epochs
+
+
+def _prepare_optimiser(run: _Run) -> None:
+    """AdamW, the lr schedule over every step of the run, the fp16 loss scaler and the checkpoint
+    that saves them."""
+    cfg, device = run.cfg, run.device
+    run.workers = cfg.num_workers if cfg.num_workers >= 0 else default_workers(device)
+    total = run.steps_per_epoch * cfg.epochs
     # The fused kernel is ~10x faster than the per-tensor loop on CPU (8M parameters: 5 vs 60 ms).
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                                  eps=cfg.eps, fused=device.type in ("cpu", "cuda"))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(cfg, total))
+    run.optimizer = torch.optim.AdamW(param_groups(run.model, cfg.weight_decay), lr=cfg.lr,
+                                      betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=device.type in ("cpu", "cuda"))
+    run.scheduler = torch.optim.lr_scheduler.LambdaLR(run.optimizer, schedule(cfg, total))
     # fp16 scales the loss (steps with inf/NaN gradients skipped); disabled, the scaler passes through.
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    start_epoch, within = _maybe_resume(out, model, optimizer, scheduler, log, dist, cfg.seed, scaler, objective)
-    autocast = autocast_for(precision, device)
+    run.scaler = torch.amp.GradScaler(device.type, enabled=run.precision == "fp16")
+    run.checkpoint = Checkpoint(run.out, run.bundle, run.optimizer, run.scheduler, run.scaler, run.objective, run.dist)
+
+
+def _prepare_data(run: _Run) -> None:
+    """The dataset, the metric sink and the run's first log line."""
+    cfg, table, dist = run.cfg, run.table, run.dist
+    # In process, images no larger than the model's input are decoded once and kept
+    run.dataset = PairDataset(table, cache_bytes=IMAGE_CACHE_BYTES if run.workers == 0 else 0,
+                              cache_max_pixels=run.bundle.image_size ** 2)
+    run.sink = MetricSink(run.out, cfg.tensorboard) if dist.is_main else None
+    run.log(f"training {run.bundle.model_name} on {len(table)} pairs ({table.source}) with {run.objective.name}: "
+            f"{cfg.epochs} epochs x {run.steps_per_epoch} steps, device {run.device} ({run.precision})"
+            + (f", {dist.world_size} processes ({distributed.backend()})" if dist.enabled else "")
+            + (f"; left out when reading: {describe_skipped(_dropped(table))}" if _dropped(table) else ""))
+
+
+def _loader(run: _Run, epoch: int, start: int) -> DataLoader:
+    """The epoch's batches from its ``start``-th on (a resumed epoch skips those it had, unloaded).
+    Workers decode, augment and preprocess (the objective's collate runs in them); they are made
+    anew each epoch, so they see the objective's state for that epoch (TA-Cleaner's draw)."""
+    epoch_seed = run.cfg.seed * 1000 + epoch  # same order on resume
+    # The generator seeds the loader's workers (per rank); the batches' order is the sampler's.
+    gen = torch.Generator().manual_seed(distributed.rank_seed(epoch_seed, run.dist.rank))
+    sampler = distributed.EpochBatches(len(run.table), run.cfg.batch_size, epoch_seed, run.dist, start=start)
+    return DataLoader(run.dataset, batch_sampler=sampler, generator=gen, collate_fn=run.objective.collate,
+                      num_workers=run.workers, persistent_workers=False, pin_memory=run.device.type == "cuda")
+
+
+def _epoch(run: _Run, epoch: int, at: EpochProgress) -> EpochProgress:
+    """Train epoch ``epoch`` on from where ``at`` stands (a fresh record, or one a mid-epoch
+    checkpoint saved); returns the record at the epoch's end."""
+    cfg, dist = run.cfg, run.dist
+    run.objective.on_epoch_start(epoch)
+    loader = _loader(run, epoch, at.batches)
+    t0 = time.perf_counter() - at.seconds
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+               disable=not (run.show_progress and dist.is_main))
     # Images keep the layout collate gave them unless channels-last is asked for: forcing NCHW
     # would change which convolution kernels run, and with them the numbers of every earlier run.
     image_format = torch.channels_last if cfg.channels_last else None
-    # In process, images no larger than the model's input are decoded once and kept
-    dataset = PairDataset(table, cache_bytes=IMAGE_CACHE_BYTES if workers == 0 else 0,
-                          cache_max_pixels=bundle.image_size ** 2)
-    sink = MetricSink(out, cfg.tensorboard) if dist.is_main else None
-    log(f"training {bundle.model_name} on {len(table)} pairs ({table.source}) with {objective.name}: "
-        f"{cfg.epochs} epochs x {steps_per_epoch} steps, device {device} ({precision})"
-        + (f", {dist.world_size} processes ({distributed.backend()})" if dist.enabled else "")
-        + (f"; left out when reading: {describe_skipped(_dropped(table))}" if _dropped(table) else ""))
-    counts, warned = skip_counts(table, 0, 0), False  # the last epoch's, for metadata.json
-    try:
-        for epoch in range(start_epoch, cfg.epochs):
-            objective.on_epoch_start(epoch)
-            epoch_seed = cfg.seed * 1000 + epoch  # same order on resume
-            # The generator seeds the loader's workers (per rank); the batches' order is the sampler's.
-            gen = torch.Generator().manual_seed(distributed.rank_seed(epoch_seed, dist.rank))
-            # Mid-epoch resume: the epoch's first batches are skipped (not loaded) and its sums go on.
-            done = within.pop("batches") if within else 0
-            loader = DataLoader(dataset, batch_sampler=distributed.EpochBatches(len(table), cfg.batch_size,
-                                                                                 epoch_seed, dist, start=done),
-                                generator=gen, **loader_kw)
-            sums: dict[str, float] = within.pop("sums") if within else {}
-            seen, skipped, steps, before = ((within["seen"], within["skipped"], within["steps"], within["seconds"])
-                                            if within else (0, 0, 0, 0.0))
-            missing = within.get("missing", 0) if within else 0  # of the skipped images, those not there
-            within = None
-            t0 = time.perf_counter() - before
-            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                       disable=not (progress and dist.is_main))
-            net.train()
-            for batch in bar:
-                done += 1
-                # [rank][size, skipped, missing]
-                sizes = dist.all_gather_ints([batch["size"], batch["skipped"], batch.get("missing", 0)], device)
-                skipped += sum(s[1] for s in sizes)
-                missing += sum(s[2] for s in sizes)
-                size = sum(s[0] for s in sizes)
-                if size < 2 or min(s[0] for s in sizes) == 0:  # a contrastive loss needs two pairs; DDP, one per rank
-                    continue
-                batch["row_offset"] = sum(s[0] for s in sizes[:dist.rank])  # this rank's rows in the global batch
-                batch = {k: _to(v, device, image_format) for k, v in batch.items()}
-                with autocast:
-                    losses = objective.losses(net, batch)
-                loss = sum(v for k, v in losses.items() if k.endswith("_loss"))
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.grad_clip > 0:
-                    scaler.unscale_(optimizer)  # clipping sees the true gradients
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                with torch.no_grad():
-                    model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-                steps += 1
-                seen += size
-                stop = cfg.max_steps and scheduler.last_epoch >= cfg.max_steps
-                for k, v in losses.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach())
-                sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
-                rate = seen / (time.perf_counter() - t0)
-                bar.set_postfix(loss=f"{float(loss.detach()):.3f}", pairs_s=f"{rate:.0f}")
-                if steps % cfg.log_every == 0 and sink is not None:
-                    sink.step({
-                        "epoch": epoch + 1, "step": scheduler.last_epoch, "lr": scheduler.get_last_lr()[0],
-                        "loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()},
-                        "logit_scale": float(model.logit_scale.detach().exp()), "pairs_per_s": rate,
-                    })
-                if stop:
-                    break
-                if cfg.save_every and scheduler.last_epoch % cfg.save_every == 0 and done < steps_per_epoch:
-                    _save_epoch(out, bundle, optimizer, scheduler, epoch, dist, scaler, objective, within={
-                        "batches": done, "sums": sums, "seen": seen, "skipped": skipped, "missing": missing,
-                        "steps": steps,
-                        "seconds": time.perf_counter() - t0})
-            bar.close()
-            counts = skip_counts(table, skipped, missing)
-            skips = _skips_seen(table, counts, steps, epoch, out, warn=dist.is_main and not warned)
-            warned = warned or bool(skips)
-            elapsed = time.perf_counter() - t0
-            means = {k: v / steps for k, v in sums.items()}
-            if sink is not None:
-                sink.epoch({"epoch": epoch + 1, "summary": True, **means, "pairs": seen, "skipped_images": skipped,
-                            **{f"skipped_{k}": v for k, v in counts.items()},
-                            "seconds": elapsed, "pairs_per_s": seen / elapsed}, scheduler.last_epoch)
-            log(f"epoch {epoch + 1}/{cfg.epochs}: loss {means['loss']:.4f}, {seen / elapsed:.3g} pairs/s{skips}")
-            _save_epoch(out, bundle, optimizer, scheduler, epoch + 1, dist, scaler, objective)
-            if cfg.max_steps and scheduler.last_epoch >= cfg.max_steps:
-                log(f"stopped after {scheduler.last_epoch} steps (max_steps)")
-                break
-    finally:
-        objective.close()  # background helpers (TA-Cleaner's subtext prefetch) end with the run
-        if sink is not None:
-            sink.close()
-    if dist.is_main:
-        objective.write_report(out)  # again: what it found during training, too
-        write_json(out / "metadata.json", {"completed": True, "epochs": cfg.epochs, "steps": scheduler.last_epoch,
-                                           "model": "model.safetensors", "model_name": bundle.model_name,
-                                           "objective": objective.name, **run_info, "pairs": len(table),
-                                           "skipped": counts,
-                                           "environment": environment(device, precision)})
-    dist.barrier()  # no rank reads the run folder before it is complete
-    return bundle
+    run.net.train()
+    for batch in bar:
+        at.batches += 1
+        size = _global_size(run, batch, at)
+        if not size:
+            continue
+        losses, loss = _step(run, _to(batch, run.device, image_format))
+        at.steps += 1
+        at.seen += size
+        stop = cfg.max_steps and run.scheduler.last_epoch >= cfg.max_steps
+        at.add(losses, loss)
+        rate = at.seen / (time.perf_counter() - t0)
+        bar.set_postfix(loss=f"{float(loss.detach()):.3f}", pairs_s=f"{rate:.0f}")
+        if at.steps % cfg.log_every == 0 and run.sink is not None:
+            run.sink.step({
+                "epoch": epoch + 1, "step": run.scheduler.last_epoch, "lr": run.scheduler.get_last_lr()[0],
+                "loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()},
+                "logit_scale": float(run.model.logit_scale.detach().exp()), "pairs_per_s": rate,
+            })
+        if stop:
+            break
+        if cfg.save_every and run.scheduler.last_epoch % cfg.save_every == 0 and at.batches < run.steps_per_epoch:
+            at.seconds = time.perf_counter() - t0
+            run.checkpoint.save(epoch, within=at)
+    bar.close()
+    at.seconds = time.perf_counter() - t0
+    return at
+
+
+def _global_size(run: _Run, batch: dict[str, Any], at: EpochProgress) -> int:
+    """The global batch's size, its skipped images counted into ``at``; 0 when it cannot train
+    (a contrastive loss needs two pairs; DDP, one per rank). Tells the batch where this rank's
+    rows sit in the global batch (``row_offset``)."""
+    dist = run.dist
+    # [rank][size, skipped, missing]
+    sizes = dist.all_gather_ints([batch["size"], batch["skipped"], batch.get("missing", 0)], run.device)
+    at.skipped += sum(s[1] for s in sizes)
+    at.missing += sum(s[2] for s in sizes)
+    size = sum(s[0] for s in sizes)
+    if size < 2 or min(s[0] for s in sizes) == 0:
+        return 0
+    batch["row_offset"] = sum(s[0] for s in sizes[:dist.rank])
+    return size
+
+
+def _step(run: _Run, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """One optimiser step on ``batch``: the objective's named losses and their sum, the loss."""
+    cfg, optimizer, scaler = run.cfg, run.optimizer, run.scaler
+    with autocast_for(run.precision, run.device):
+        losses = run.objective.losses(run.net, batch)
+    loss = sum(v for k, v in losses.items() if k.endswith("_loss"))
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if cfg.grad_clip > 0:
+        scaler.unscale_(optimizer)  # clipping sees the true gradients
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    run.scheduler.step()
+    with torch.no_grad():
+        run.model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+    return losses, loss
+
+
+def _end_epoch(run: _Run, epoch: int, at: EpochProgress, warned: bool) -> tuple[dict[str, int], bool]:
+    """Log the epoch's summary and checkpoint it; returns its skip counts and whether a skip
+    warning has been given in the run."""
+    counts = skip_counts(run.table, at.skipped, at.missing)
+    skips = _skips_seen(run.table, counts, at.steps, epoch, run.out, warn=run.dist.is_main and not warned)
+    means = {k: v / at.steps for k, v in at.sums.items()}
+    if run.sink is not None:
+        run.sink.epoch({"epoch": epoch + 1, "summary": True, **means, "pairs": at.seen, "skipped_images": at.skipped,
+                        **{f"skipped_{k}": v for k, v in counts.items()},
+                        "seconds": at.seconds, "pairs_per_s": at.seen / at.seconds}, run.scheduler.last_epoch)
+    run.log(f"epoch {epoch + 1}/{run.cfg.epochs}: loss {means['loss']:.4f}, {at.seen / at.seconds:.3g} pairs/s{skips}")
+    run.checkpoint.save(epoch + 1)
+    return counts, warned or bool(skips)
 
 
 def skip_counts(table: PairTable, skipped: int, missing: int) -> dict[str, int]:
@@ -383,79 +455,18 @@ def _dropped(table: PairTable) -> dict[str, int]:
 
 
 def _to(value, device: torch.device, image_format: torch.memory_format | None):
+    """A batch's tensors on ``device`` (those of a combination's parts too)."""
+    if isinstance(value, list):
+        return [_to(v, device, image_format) for v in value]
+    if isinstance(value, dict):
+        return {k: _to(v, device, image_format) for k, v in value.items()}
     if not torch.is_tensor(value):
         return value
     value = value.to(device, non_blocking=True)
     return value.contiguous(memory_format=image_format) if image_format is not None and value.ndim == 4 else value
 
 
-def _save_epoch(out: Path, bundle: ClipBundle, optimizer, scheduler, epoch: int,
-                dist: distributed.Dist = distributed.SINGLE, scaler=None, objective: Objective | None = None,
-                within: dict | None = None) -> None:
-    """Checkpoint after ``epoch`` complete epochs and, with ``within``, partway through the next
-    (batches consumed, the epoch's running sums)."""
-    # Every rank's random state (its augmentations), saved by rank 0 with the rest.
-    rngs = dist.all_gather_object((torch.get_rng_state(), random.getstate()))
-    if not dist.is_main:
-        return
-    # The resume state holds its own copy of the weights, so the pair can never disagree.
-    state = {"epoch": epoch, "model": bundle.model.state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "torch_rng": rngs[0][0], "python_rng": rngs[0][1]}
-    if scaler is not None and scaler.is_enabled():
-        state["grad_scaler"] = scaler.state_dict()
-    if within is not None:
-        state["within_epoch"] = within
-    own = objective.state() if objective is not None else None
-    if own is not None:  # what the objective found during training (the invert defense's triggers)
-        state["objective"] = own
-    if dist.enabled:
-        state["rank_torch_rng"] = [r[0] for r in rngs]
-        state["rank_python_rng"] = [r[1] for r in rngs]
-    with atomic_path(out / "train_state.pt") as tmp:
-        torch.save(state, tmp)
-    save_model(bundle, out / "model.safetensors", epoch=epoch)
-
-
-def _maybe_resume(out: Path, model, optimizer, scheduler, log: RunLog,
-                  dist: distributed.Dist = distributed.SINGLE, seed: int = 0,
-                  scaler=None, objective: Objective | None = None) -> tuple[int, dict | None]:
-    """Load the run's checkpoint: the epochs complete and, for one saved mid-epoch, where in the
-    next epoch it stopped."""
-    path = out / "train_state.pt"
-    if not path.is_file():
-        return 0, None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - a truncated or corrupt file raises many kinds
-        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise TacleanerError(f"{path}: unreadable resume state ({first}); remove it to restart the run from its "
-                             "last model, or start a new --out") from None
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if scaler is not None and scaler.is_enabled() and "grad_scaler" in state:
-        scaler.load_state_dict(state["grad_scaler"])
-    if objective is not None and state.get("objective") is not None:
-        objective.load_state(state["objective"])
-    ranks = state.get("rank_torch_rng") or [state["torch_rng"]]
-    if dist.rank < len(ranks):  # this rank's own stream
-        torch.set_rng_state(ranks[dist.rank])
-        random.setstate((state.get("rank_python_rng") or [state["python_rng"]])[dist.rank])
-    else:  # a rank the saved run did not have: a fresh stream of its own
-        fresh = distributed.rank_seed(seed, dist.rank) * 1_000 + int(state["epoch"])
-        torch.manual_seed(fresh)
-        random.seed(fresh)
-    within = state.get("within_epoch")
-    where = (f"in epoch {state['epoch'] + 1} after {within['batches']} batches" if within
-             else f"after epoch {state['epoch']}")
-    log(f"resuming {where}"
-        + (f" on {dist.world_size} processes (saved by {len(ranks)})" if len(ranks) != dist.world_size else ""))
-    return int(state["epoch"]), (dict(within) if within else None)
-
-
 def _load_final(bundle: ClipBundle, out: Path) -> ClipBundle:
-    from .models.checkpoint import load_weights, read_state_dict
-
     path = out / "model.safetensors"
     load_weights(bundle.model, read_state_dict(path), path, bundle.model_name)
     return bundle

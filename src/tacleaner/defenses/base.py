@@ -5,7 +5,7 @@ a measure it logs and averages per epoch without adding it, such as TA-Cleaner's
 
 Objectives encode through the model's forward (:func:`features`), so that the same code runs
 on a bare model and on one wrapped in DDP, and pass every embedding their loss compares across
-the batch through :meth:`Objective.gather`: under several processes each rank then computes the
+the batch through :meth:`ClipObjective.gather`: under several processes each rank then computes the
 loss of the global batch (:mod:`tacleaner.distributed`); in one process it is the identity."""
 from __future__ import annotations
 
@@ -19,20 +19,17 @@ from ..data.pairs import PairTable
 from ..distributed import SINGLE, Dist
 from ..errors import TacleanerError
 from ..models import ClipBundle
-from ..registry import Registry
 
 
-@dataclass
 class Objective:
-    """The CLIP contrastive objective; defenses subclass it and add terms.
+    """What the training loop calls: a batch from raw samples (:meth:`collate`), the named
+    losses of a batch (:meth:`losses`), and the run's lifecycle around them, each a no-op
+    unless a defense needs it. A defense is a :class:`ClipObjective`; a combination of
+    defenses (:mod:`tacleaner.defenses.compose`) is an objective made of several."""
 
-    ``w_clip`` weighs the image<->text InfoNCE over the batch.
-    """
-
-    w_clip: float = 1.0
-    name = "finetune"
-    relative_cost = 1.0  # time per pair against plain fine-tuning; orders parallel stages
-    description = "CLIP contrastive loss alone (plain fine-tuning)"
+    name: ClassVar[str] = ""
+    relative_cost: ClassVar[float] = 1.0  # time per pair against plain fine-tuning; orders parallel stages
+    description: ClassVar[str] = ""
     dist: ClassVar[Dist] = SINGLE  # the training loop sets each objective's own (not a knob)
     # Training settings this objective's authors use, applied under the user's own (config file,
     # command line): e.g. PAR's learning-rate schedule.
@@ -41,20 +38,8 @@ class Objective:
     # unset: parameter -> data key (``classes``, ``zeroshot_val``, ...).
     world_files: ClassVar[dict[str, str]] = {}
 
-    def __post_init__(self) -> None:
-        from dataclasses import fields
-
-        for f in fields(self):  # every loss weight: w_clip, w_inmodal, w_ta, w_dist
-            if f.name.startswith("w_") and not getattr(self, f.name) >= 0:
-                raise TacleanerError(f"{self.name} {f.name}={getattr(self, f.name)}: loss weights are >= 0")
-
     def setup(self, bundle: ClipBundle, table: PairTable, seed: int) -> None:
         """Called once before training with the model and the whole dataset."""
-        self.bundle = bundle
-        self.tokenizer = bundle.tokenizer
-        self._clip_loss = ClipLoss()
-        # Captions are fixed, so tokenise them once rather than in every batch of every epoch.
-        self.tokens = tokenize_all(bundle.tokenizer, table.captions)
 
     def check_ready(self) -> None:
         """Raise a one-line error for what setup would need and lacks (a file, a setting), so
@@ -72,10 +57,40 @@ class Objective:
         """Restore :meth:`state` when a run resumes (after :meth:`setup`)."""
 
     def on_epoch_start(self, epoch: int) -> None:
-        """Hook for objectives that redraw something per epoch (augmentations, subsets)."""
+        """Prepare what this epoch's batches need (TA-Cleaner's subtexts, inverted triggers)."""
 
     def close(self) -> None:
         """Called when training ends (or fails): stop any background work."""
+
+    def collate(self, samples: list[dict]) -> dict[str, Any]:
+        """Turn dataset samples into a batch with its ``size``, ``skipped`` and ``missing`` counts."""
+        raise NotImplementedError
+
+    def losses(self, model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Named losses of ``batch``: the loop sums every ``*_loss`` entry and logs the others."""
+        raise NotImplementedError
+
+    def params(self) -> dict[str, Any]:
+        """The objective's parameters, as its run folder's config.yaml records them."""
+        raise NotImplementedError
+
+
+@dataclass
+class ClipObjective(Objective):
+    """What every defense shares: image-caption batches and the CLIP contrastive loss over
+    them, weighed by ``w_clip``; a defense adds its own terms (``finetune`` adds none)."""
+
+    w_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_weights(self.name, asdict(self))
+
+    def setup(self, bundle: ClipBundle, table: PairTable, seed: int) -> None:
+        self.bundle = bundle
+        self.tokenizer = bundle.tokenizer
+        self._clip_loss = ClipLoss()
+        # Captions are fixed, so tokenise them once rather than in every batch of every epoch.
+        self.tokens = tokenize_all(bundle.tokenizer, table.captions)
 
     def collate(self, samples: list[dict]) -> dict[str, Any]:
         """Turn dataset samples into a batch, dropping (and counting) unreadable images."""
@@ -104,13 +119,15 @@ class Objective:
     def clip_loss(self, image_features: torch.Tensor, text_features: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         return self._clip_loss(image_features, text_features, scale)
 
-    def losses(self, model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        img, txt, scale = features(model, batch["images"], batch["texts"])
-        img, txt = self.gather(img, txt)
-        return {"clip_loss": self.w_clip * self.clip_loss(img, txt, scale)}
-
     def params(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def check_weights(name: str, params: dict[str, Any]) -> None:
+    """Every loss weight (``w_clip``, ``w_inmodal``, ``w_ta``, ``w_dist``, ...) is >= 0."""
+    for key, value in params.items():
+        if key.startswith("w_") and not value >= 0:
+            raise TacleanerError(f"{name} {key}={value}: loss weights are >= 0")
 
 
 def features(model: torch.nn.Module, images: torch.Tensor | None,
@@ -139,18 +156,3 @@ def tokenize_all(tokenizer, texts, chunk: int = 4096) -> torch.Tensor:
 def batch_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Rows ``index`` of a :func:`tokenize_all` table as the int64 ids the text tower takes."""
     return tokens[index].long()
-
-
-def _compose(name: str, lookup):
-    from .compose import composite_class
-
-    return composite_class(name, lookup)
-
-
-DEFENSES: Registry[Objective] = Registry("defense", compose=_compose)
-DEFENSES.register("finetune")(Objective)
-
-
-def create_defense(name: str, **params: Any) -> Objective:
-    """Build a registered defense objective from its parameters."""
-    return DEFENSES.create(name, **params)

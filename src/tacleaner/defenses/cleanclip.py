@@ -18,8 +18,9 @@ from ..data.pairs import PairTable
 from ..errors import TacleanerError
 from ..models import ClipBundle
 from ..text.eda import EdaView
-from .base import DEFENSES, Objective, batch_tokens, features, tokenize_all
+from .base import ClipObjective, batch_tokens, features, tokenize_all
 from .infonce import info_nce
+from .registry import DEFENSES
 
 
 INTERPOLATIONS = {"nearest": InterpolationMode.NEAREST, "bilinear": InterpolationMode.BILINEAR}
@@ -27,7 +28,7 @@ INTERPOLATIONS = {"nearest": InterpolationMode.NEAREST, "bilinear": Interpolatio
 
 @DEFENSES.register("cleanclip")
 @dataclass
-class CleanCLIP(Objective):
+class CleanCLIP(ClipObjective):
     """Knobs: ``w_inmodal`` weighs the in-modal terms; ``eda_alpha`` is the rate of each EDA
     operation; ``eda_redraw`` draws every caption's augmentation anew each epoch (the public
     implementation fixes it once, the default here); ``aug_interpolation`` is AutoAugment's

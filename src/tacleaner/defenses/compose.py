@@ -8,8 +8,9 @@ model, without a class of its own. How the parts combine:
   parameter that several parts have (``w_clip``) goes to each of them, and its default is the
   first part's.
 - **Batches**: each part builds its own batch from the same samples (its own augmentations:
-  PAR's noise and erasing do not touch TA-Cleaner's images), and computes its losses on it
-  with its own forward pass, so a composite costs about the sum of its parts.
+  PAR's noise and erasing do not touch TA-Cleaner's images), held in the combination's batch
+  as the list ``parts``, and computes its losses on it with its own forward pass, so a
+  combination costs about the sum of its parts.
 - **Losses**: the first part's, then each later part's except ``clip_loss``; a name that is
   already taken is prefixed with the part's name.
 - **Training defaults** (PAR's learning-rate schedule, for one) are the union, the first part
@@ -18,33 +19,80 @@ model, without a class of its own. How the parts combine:
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
-import typing
-from typing import Any, ClassVar
+from typing import Any, Callable
 
 import torch
 
 from ..data.pairs import PairTable
 from ..errors import TacleanerError
 from ..models import ClipBundle
-from .base import Objective
+from ..params import convert, default_of, field_types
+from .base import ClipObjective, Objective, check_weights
 
 SEPARATOR = "+"
 
 
-@dataclasses.dataclass
-class Composite(Objective):
-    """Base of the generated ``a+b`` classes (see the module docstring)."""
+class Recipe:
+    """The registry's entry for ``"a+b[+c...]"``: the parts' classes, what the combination
+    takes from them (training defaults, world files, cost), and, called with the union of their
+    parameters, the :class:`Combination` itself. ``dataclasses.fields`` of a recipe lists that
+    union, as it lists a single defense's parameters (path parameters, ``tacleaner defenses``)."""
 
-    parts_classes: ClassVar[tuple[type[Objective], ...]] = ()
+    _made: dict[str, Recipe] = {}
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.parts = [cls(**{f.name: getattr(self, f.name) for f in dataclasses.fields(cls)})
-                      for cls in self.parts_classes]
+    def __init__(self, name: str, classes: tuple[type[ClipObjective], ...]) -> None:
+        self.name, self.classes = name, classes
+        fields: dict[str, dataclasses.Field] = {}
+        for cls in classes:  # a parameter several parts have: the first part's field
+            for f in dataclasses.fields(cls):
+                fields.setdefault(f.name, f)
+        self.__dataclass_fields__ = fields
+        self.train_defaults: dict[str, Any] = {}
+        self.world_files: dict[str, str] = {}
+        for cls in reversed(classes):  # the first part wins
+            self.train_defaults.update(cls.train_defaults)
+            self.world_files.update(cls.world_files)
+        self.relative_cost = sum(c.relative_cost for c in classes)
+        self.description = " plus ".join(f"[{c.description}]" for c in classes) + " (terms summed, the CLIP loss once)"
+
+    @classmethod
+    def of(cls, name: str, lookup: Callable[[str], type[ClipObjective]]) -> Recipe:
+        """The recipe for ``name``; ``lookup`` maps a part's name to its class."""
+        if name not in cls._made:
+            names = [n.strip() for n in name.split(SEPARATOR)]
+            if len(names) < 2 or not all(names):
+                raise TacleanerError(f"defense {name!r}: a combination is two or more defense names joined by "
+                                     f"'{SEPARATOR}', e.g. tacleaner{SEPARATOR}par")
+            if len(set(names)) != len(names):
+                raise TacleanerError(f"defense {name!r} names a part twice")
+            cls._made[name] = cls(name, tuple(lookup(n) for n in names))  # an unknown part is the registry's error
+        return cls._made[name]
+
+    def __call__(self, **values: Any) -> Combination:
+        """The combination with ``values`` (converted to the parameters' types; every parameter
+        a part has goes to it, a shared one to each)."""
+        fields = self.__dataclass_fields__
+        typed = convert({k: t for cls in reversed(self.classes) for k, t in field_types(cls).items()},
+                        values, f"defense {self.name!r}")
+        params = {k: typed[k] if k in typed else default_of(f) for k, f in fields.items()}
+        check_weights(self.name, params)
+        parts = [cls(**{f.name: params[f.name] for f in dataclasses.fields(cls)}) for cls in self.classes]
+        return Combination(self, params, parts)
+
+
+class Combination(Objective):
+    """Objective of several defenses (see the module docstring): the parts' lifecycles in turn,
+    a batch of each part's own, and their losses together, the CLIP loss once."""
+
+    def __init__(self, recipe: Recipe, params: dict[str, Any], parts: list[ClipObjective]) -> None:
+        self.recipe, self._params, self.parts = recipe, params, parts
+        self.name = recipe.name
+        self.train_defaults, self.world_files = recipe.train_defaults, recipe.world_files
+        self.relative_cost, self.description = recipe.relative_cost, recipe.description
 
     def setup(self, bundle: ClipBundle, table: PairTable, seed: int) -> None:
-        self.bundle = bundle
         for part in self.parts:
             part.dist = self.dist
             part.setup(bundle, table, seed)
@@ -75,72 +123,22 @@ class Composite(Objective):
             part.close()
 
     def collate(self, samples: list[dict]) -> dict[str, Any]:
-        """The first part's batch as is; the others' keys prefixed ``<i>:``."""
-        batch = dict(self.parts[0].collate(samples))
-        for i, part in enumerate(self.parts[1:], start=1):
-            for key, value in part.collate(samples).items():
-                batch[f"{i}:{key}"] = value
-        return batch
-
-    def _part_batch(self, batch: dict[str, Any], i: int) -> dict[str, Any]:
-        prefix = f"{i}:"
-        own = {k[len(prefix):]: v for k, v in batch.items() if k.startswith(prefix)}
-        own["row_offset"] = batch.get("row_offset", 0)  # set by the training loop, on the whole batch
-        return own
+        """Each part's batch of the samples, in ``parts``; the counts are the first part's."""
+        parts = [part.collate(samples) for part in self.parts]
+        return {"size": parts[0]["size"], "skipped": parts[0]["skipped"], "missing": parts[0].get("missing", 0),
+                "parts": parts}
 
     def losses(self, model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        first = {k: v for k, v in batch.items() if not (k[:1].isdigit() and ":" in k)}
-        out = dict(self.parts[0].losses(model, first))
-        for i, part in enumerate(self.parts[1:], start=1):
-            for key, value in part.losses(model, self._part_batch(batch, i)).items():
-                if key == "clip_loss":
+        """The first part's losses, then each later part's but its ``clip_loss``; a name already
+        taken is prefixed with the part's name."""
+        out: dict[str, torch.Tensor] = {}
+        for i, (part, own) in enumerate(zip(self.parts, batch["parts"])):
+            own = {**own, "row_offset": batch.get("row_offset", 0)}  # set by the loop, on the whole batch
+            for key, value in part.losses(model, own).items():
+                if i and key == "clip_loss":
                     continue  # counted once, by the first part
                 out[key if key not in out else f"{part.name}_{key}"] = value
         return out
 
-
-_MADE: dict[str, type[Composite]] = {}
-
-
-def composite_class(name: str, lookup) -> type[Composite]:
-    """The objective class for ``"a+b[+c...]"``; ``lookup`` maps a part's name to its class."""
-    if name in _MADE:
-        return _MADE[name]
-    names = [n.strip() for n in name.split(SEPARATOR)]
-    if len(names) < 2 or not all(names):
-        raise TacleanerError(f"defense {name!r}: a combination is two or more defense names joined by "
-                             f"'{SEPARATOR}', e.g. tacleaner{SEPARATOR}par")
-    if len(set(names)) != len(names):
-        raise TacleanerError(f"defense {name!r} names a part twice")
-    classes = tuple(lookup(n) for n in names)  # an unknown part is the registry's error
-    fields: dict[str, tuple[str, Any, dataclasses.Field]] = {}
-    for cls in classes:
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            if f.name not in fields:
-                kw = {"metadata": f.metadata}
-                if f.default_factory is not dataclasses.MISSING:
-                    kw["default_factory"] = f.default_factory
-                else:
-                    kw["default"] = f.default
-                fields[f.name] = (f.name, hints[f.name], dataclasses.field(**kw))
-    defaults: dict[str, Any] = {}
-    world: dict[str, str] = {}
-    for cls in reversed(classes):  # the first part wins
-        defaults.update(cls.train_defaults)
-        world.update(cls.world_files)
-    namespace = {
-        "name": name,
-        "parts_classes": classes,
-        "train_defaults": defaults,
-        "world_files": world,
-        "relative_cost": sum(c.relative_cost for c in classes),
-        "description": " plus ".join(f"[{c.description}]" for c in classes) + " (terms summed, the CLIP loss once)",
-        "__module__": __name__,
-    }
-    made = dataclasses.make_dataclass("Composite_" + "_".join(n.replace("-", "_") for n in names),
-                                      list(fields.values()), bases=(Composite,), namespace=namespace)
-    made.__doc__ = (f"Knobs: those of {', '.join(names)} (a knob several have goes to each). "
-                    "Combination of defenses; see tacleaner.defenses.compose.")
-    _MADE[name] = made
-    return made
+    def params(self) -> dict[str, Any]:
+        return copy.deepcopy(self._params)

@@ -44,16 +44,21 @@ from typing import Any
 
 import torch
 
-from ..data.pairs import PairTable
+from ..data.pairs import PairTable, load_image
+from ..data.zeroshot import read_classes
 from ..errors import TacleanerError
+from ..evaluate import build_classifier
+from ..fileio import read_json, write_json
 from ..models import ClipBundle
-from ..scan import ScanConfig
-from .base import DEFENSES, Objective, features
+from ..scan import (ScanConfig, ZeroShotLogits, frame_tensor, invert_patches, invert_trigger, rank_classes,
+                    save_triggers, spaced)
+from .base import ClipObjective, features
+from .registry import DEFENSES
 
 
 @DEFENSES.register("invert")
 @dataclass
-class InvertTrigger(Objective):
+class InvertTrigger(ClipObjective):
     """Knobs: ``classes`` (a classes JSON or ``imagenet``: the class names the zero-shot
     classifier probes; an experiment passes its world's); ``target`` skips the target search
     (an oracle, for ablations); ``probe_images`` clean images of the set used to probe and
@@ -98,8 +103,6 @@ class InvertTrigger(Objective):
             raise TacleanerError(f"invert settings out of range: {self.params()}")
 
     def check_ready(self) -> None:
-        from ..data.zeroshot import read_classes
-
         if self.classes is None:
             raise TacleanerError("invert needs classes=PATH: the class names (a classes JSON, or imagenet) whose "
                                  "zero-shot classifier it probes for the backdoor's target")
@@ -108,27 +111,60 @@ class InvertTrigger(Objective):
             raise TacleanerError(f"invert target={self.target!r} is not a class of {self.classes}")
 
     def setup(self, bundle: ClipBundle, table: PairTable, seed: int) -> None:
-        from ..data.zeroshot import read_classes
-        from ..scan import frame_tensor, spaced
-
         super().setup(bundle, table, seed)
         self.check_ready()
-        self.seed = seed
-        device = next(bundle.model.parameters()).device
         self.frozen = copy.deepcopy(bundle.model).eval().requires_grad_(False)
+        self.triggers = TriggerInversion(self, bundle, table, seed)  # inverted on the starting model
+
+    def on_epoch_start(self, epoch: int) -> None:
+        if self.reinvert and epoch != self.triggers.inverted_at:
+            self.triggers.invert(epoch)
+
+    def write_report(self, out) -> None:
+        self.triggers.write_report(out)
+
+    def state(self) -> dict[str, Any]:
+        return self.triggers.state()
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.triggers.load_state(state)
+
+    def losses(self, model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        n = batch["size"]
+        images = batch["images"]
+        both, txt, scale = features(model, torch.cat([images, self.triggers.stamp(images)]), batch["texts"])
+        img, stamped = both[:n], both[n:]
+        with torch.no_grad():
+            img0 = self.frozen.encode_image(images, normalize=True).to(img.dtype)
+        # Means over the global batch under several processes, as PAR's distances.
+        img, stamped, img0, txt = self.gather(img, stamped, img0, txt)
+        align = (stamped - img0).pow(2).sum(dim=1).mean()
+        keep = (img - img0).pow(2).sum(dim=1).mean()
+        return {"clip_loss": self.w_clip * self.clip_loss(img, txt, scale),
+                "align_loss": self.w_align * align, "keep_loss": self.w_keep * keep}
+
+    def close(self) -> None:
+        self.frozen = None
+
+
+class TriggerInversion:
+    """What the invert defense prepares for its batches: the suspected target and the patch
+    triggers inverted toward it, on the model as it is at an epoch's start (:meth:`invert`),
+    and the stamping of them onto images (:meth:`stamp`); ``knobs`` are the defense's settings."""
+
+    def __init__(self, knobs: InvertTrigger, bundle: ClipBundle, table: PairTable, seed: int) -> None:
+        self.knobs, self.bundle, self.seed = knobs, bundle, seed
         self.mean = torch.tensor(bundle.mean).view(1, 3, 1, 1)
         self.std = torch.tensor(bundle.std).view(1, 3, 1, 1)
-        self.class_list = read_classes(self.classes)
-        self.probe = frame_tensor(bundle, _readable(table, spaced(len(table), self.probe_images)))
+        self.class_list = read_classes(knobs.classes)
+        self.probe = frame_tensor(bundle, _readable(table, spaced(len(table), knobs.probe_images)))
         self.history: list[dict[str, Any]] = []
         self.inverted_at = 0
-        self._invert(0)
+        self.invert(0)
 
-    def _invert(self, epoch: int) -> None:
+    def invert(self, epoch: int) -> None:
         """Find the target and invert its triggers on the model as it is now."""
-        from ..evaluate import build_classifier
-        from ..scan import ScanConfig, ZeroShotLogits, invert_patches, invert_trigger, rank_classes
-
+        k = self.knobs
         model = self.bundle.model
         device = next(model.parameters()).device
         was_training = model.training
@@ -136,24 +172,24 @@ class InvertTrigger(Objective):
         model.eval().requires_grad_(False)
         try:
             logits = ZeroShotLogits(self.bundle, build_classifier(self.bundle, self.class_list, device).float()).to(device)
-            cfg = ScanConfig(images=len(self.probe), eps=self.eps, steps=self.steps, step_size=self.step_size,
-                             invert_steps=self.invert_steps, invert_lr=self.invert_lr, mask_weight=self.mask_weight,
+            cfg = ScanConfig(images=len(self.probe), eps=k.eps, steps=k.steps, step_size=k.step_size,
+                             invert_steps=k.invert_steps, invert_lr=k.invert_lr, mask_weight=k.mask_weight,
                              seed=self.seed * 1000 + epoch)
             x = self.probe.to(device)
             with torch.no_grad():
                 own = torch.cat([logits(x[i:i + cfg.batch_size]).argmax(1) for i in range(0, len(x), cfg.batch_size)])
             rows, _ = rank_classes(logits, x, own, cfg, self.class_list.classnames)
-            if self.target is not None:  # given (an oracle, for ablations)
-                chosen = next(r for r in rows if r.index == self.class_list.index(self.target))
-            elif epoch > 0 and not self.retarget:  # the target found on the starting model
+            if k.target is not None:  # given (an oracle, for ablations)
+                chosen = next(r for r in rows if r.index == self.class_list.index(k.target))
+            elif epoch > 0 and not k.retarget:  # the target found on the starting model
                 chosen = next(r for r in rows if r.name == self.history[0]["target"])
             else:
                 chosen = rows[0]
             gen = torch.Generator().manual_seed(cfg.seed)
-            if self.shape == "patch":
-                found = invert_patches(logits, x, own, chosen.index, self.patch_frac, self.patch_grid,
-                                       self.patch_steps, self.invert_lr, cfg.batch_size, gen)
-                if self.places == "best":
+            if k.shape == "patch":
+                found = invert_patches(logits, x, own, chosen.index, k.patch_frac, k.patch_grid,
+                                       k.patch_steps, k.invert_lr, cfg.batch_size, gen)
+                if k.places == "best":
                     found = found[:1]
             else:
                 area, flip, m, p = invert_trigger(logits, x, own, chosen.index, cfg, gen)
@@ -165,34 +201,31 @@ class InvertTrigger(Objective):
         if not found:
             raise TacleanerError(f"invert: every probe image is already classified as {chosen.name!r}; "
                                  "no trigger to invert (probe with more images or other classes)")
+        self._keep(epoch, chosen, rows, found)
+
+    def _keep(self, epoch: int, chosen, rows: list, found: list[dict[str, Any]]) -> None:
+        """Hold the triggers ``found`` for ``chosen`` (of the ranked ``rows``) and record them."""
         self.masks = torch.stack([f["mask"] for f in found])  # [P, 1, H, W]
         self.patterns = torch.stack([f["pattern"] for f in found])  # [P, 3, H, W]
         self.inverted_at = epoch
-        self.found = {"epoch": epoch, "target": chosen.name, "target_given": self.target is not None,
+        self.found = {"epoch": epoch, "target": chosen.name, "target_given": self.knobs.target is not None,
                       "attraction": chosen.attraction, "anomaly": chosen.anomaly,
                       "attraction_rank": 1 + [r.index for r in rows].index(chosen.index),
-                      "shape": self.shape, "probe_images": len(self.probe),
+                      "shape": self.knobs.shape, "probe_images": len(self.probe),
                       "triggers": [{"place": f["place"], "mask_area": float(f["mask"].mean()), "flip_rate": f["flip"],
                                     "loss": f["loss"]} for f in found],
                       "top_classes": [asdict(r) for r in rows[:5]]}
         self.history.append(self.found)
 
-    def on_epoch_start(self, epoch: int) -> None:
-        if self.reinvert and epoch != self.inverted_at:
-            self._invert(epoch)
-
     def write_report(self, out) -> None:
         """``inversion.json``: every inversion of the run (a resumed run keeps the earlier ones);
         ``inverted_trigger.png``: the latest triggers, one row per place."""
-        from ..fileio import read_json, write_json
-        from ..scan import save_triggers
-
         out = Path(out)
         path = out / "inversion.json"
         earlier = read_json(path).get("inversions", []) if path.is_file() else []
         mine = {h["epoch"] for h in self.history}
         history = sorted([h for h in earlier if h.get("epoch") not in mine] + self.history, key=lambda h: h["epoch"])
-        write_json(path, {"classes": str(self.classes), "target": self.found["target"], "inversions": history})
+        write_json(path, {"classes": str(self.knobs.classes), "target": self.found["target"], "inversions": history})
         names = [f"{self.found['target']} @{t['place']}" for t in self.found["triggers"]]
         save_triggers(dict(zip(names, zip(self.masks, self.patterns))), self.probe[0], out / "inverted_trigger.png")
 
@@ -217,28 +250,9 @@ class InvertTrigger(Objective):
         x01 = images * std + mean
         return ((1 - m) * x01 + m * p - mean) / std
 
-    def losses(self, model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        n = batch["size"]
-        images = batch["images"]
-        both, txt, scale = features(model, torch.cat([images, self.stamp(images)]), batch["texts"])
-        img, stamped = both[:n], both[n:]
-        with torch.no_grad():
-            img0 = self.frozen.encode_image(images, normalize=True).to(img.dtype)
-        # Means over the global batch under several processes, as PAR's distances.
-        img, stamped, img0, txt = self.gather(img, stamped, img0, txt)
-        align = (stamped - img0).pow(2).sum(dim=1).mean()
-        keep = (img - img0).pow(2).sum(dim=1).mean()
-        return {"clip_loss": self.w_clip * self.clip_loss(img, txt, scale),
-                "align_loss": self.w_align * align, "keep_loss": self.w_keep * keep}
-
-    def close(self) -> None:
-        self.frozen = None
-
 
 def _readable(table: PairTable, idx: list[int]) -> list:
     """The images of ``idx`` that open, opened once (a broken file is skipped, as training skips it)."""
-    from ..data.pairs import load_image
-
     good = []
     for i in idx:
         try:

@@ -31,12 +31,13 @@ import torch
 from ..data.pairs import PairTable
 from ..errors import TacleanerError
 from ..models import ClipBundle
-from .base import DEFENSES, Objective, features
+from .base import ClipObjective, features
+from .registry import DEFENSES
 
 
 @DEFENSES.register("par")
 @dataclass
-class PAR(Objective):
+class PAR(ClipObjective):
     """Knobs: ``tau`` (2.15) switches a distance term off above it; ``w_dist`` (0.5) weighs the
     distance terms (subtracted); ``noise_p`` / ``noise_std`` (0.5, 0.2) the Gaussian noise,
     ``noise_clip`` (true) its clipping to [0, 1] before it is added, as in the public code;

@@ -33,9 +33,10 @@ import torch.nn.functional as F
 from ..data.pairs import PairTable
 from ..errors import TacleanerError
 from ..models import ClipBundle
-from .base import DEFENSES
 from .cleanclip import CleanCLIP
 from .infonce import info_nce
+from .registry import DEFENSES
+from .subtext_draw import SubtextDraw
 
 
 # The dataset's own words (replacement candidates, inflections) come from at most this many of
@@ -115,13 +116,12 @@ class TACleaner(CleanCLIP):
                             negative_mode=self.negative_mode, n_process=self._parse_processes(),
                             negatives_from="positives" if self.use_positives else "caption")
         n = len(table.captions)
-        self.vocabulary = (list(table.captions) if n <= VOCABULARY_CAPTIONS else  # an even sample of a large set
-                           [table.captions[int(i)] for i in np.linspace(0, n - 1, VOCABULARY_CAPTIONS)])
-        self.generator = SubtextGenerator(cfg, vocabulary=self.vocabulary)
-        self.prefetcher = None
-        self.selected: dict[int, int] = {}  # dataset index -> row in this epoch's subtext tensors
-        self.pos_key = torch.zeros(0, dtype=torch.long)  # per row: equal for equivalent positives
-        self.masking: list[dict[str, int]] = []  # per epoch: what the masking found (write_report)
+        vocabulary = (list(table.captions) if n <= VOCABULARY_CAPTIONS else  # an even sample of a large set
+                      [table.captions[int(i)] for i in np.linspace(0, n - 1, VOCABULARY_CAPTIONS)])
+        self.subtexts = SubtextDraw(
+            table.captions, self.tokenizer, SubtextGenerator(cfg, vocabulary=vocabulary), vocabulary, seed, k=self.k,
+            k_count=self.k_count, m=self.m, use_positives=self.use_positives, use_negatives=self.use_negatives,
+            mask_false_negatives=self.mask_false_negatives, prefetch_from=self.prefetch_from)
 
     def _parse_processes(self) -> int:
         if self.parse_processes:
@@ -129,103 +129,22 @@ class TACleaner(CleanCLIP):
         cores = os.cpu_count() or 1
         return min(8, cores - 1) if cores >= 4 else 1
 
-    def _draw(self, epoch: int) -> tuple[list[int], np.random.Generator]:
-        """The samples of ``epoch`` (sorted) and the generator that goes on to draw their subtexts."""
-        n = len(self.captions)
-        count = min(n, self.k_count) if self.k_count else max(1, int(round(self.k * n)))
-        rng = np.random.default_rng([self.seed, epoch, 1])
-        return sorted(int(i) for i in rng.choice(n, size=count, replace=False)), rng
-
-    def _prefetch(self, epoch: int) -> None:
-        from ..text.prefetch import SubtextPrefetcher
-
-        if self.prefetcher is None:
-            self.prefetcher = SubtextPrefetcher(self.generator.cfg, self.vocabulary)
-        self.prefetcher.submit(epoch, [self.captions[i] for i in self._draw(epoch)[0]])
-
-    def close(self) -> None:
-        if getattr(self, "prefetcher", None) is not None:
-            self.prefetcher.close()
-            self.prefetcher = None
-
     def on_epoch_start(self, epoch: int) -> None:
         super().on_epoch_start(epoch)
-        chosen, rng = self._draw(epoch)
-        subtexts = self.prefetcher.take(epoch) if self.prefetcher is not None else None
-        if subtexts is None:
-            subtexts = self.generator.generate([self.captions[i] for i in chosen])
-        if self.prefetch_from and len(chosen) >= self.prefetch_from:
-            self._prefetch(epoch + 1)  # parsed while this epoch trains
-        positives, negatives, masks, self.selected = [], [], [], {}
-        dropped = 0
-        for i, sub in zip(chosen, subtexts):
-            if (self.use_positives and not sub.positives) or (self.uses_negatives and not sub.negatives):
-                continue  # the generator found nothing usable for this caption
-            pos = sub.positives[rng.integers(len(sub.positives))] if self.use_positives else self.captions[i]
-            if self.uses_negatives:
-                negs, same = self._negatives_for(sub, pos, rng)
-                dropped += same
-                masks.append([True] * len(negs) + [False] * (self.m - len(negs)))
-                negatives += negs + [pos] * (self.m - len(negs))  # padding, masked out of the loss
-            positives.append(pos)
-            self.selected[i] = len(positives) - 1
-        self.pos_tokens = self.tokenizer(positives) if positives else None
-        self.neg_tokens = self.tokenizer(negatives) if negatives else None
-        self.neg_mask = torch.tensor(masks, dtype=torch.bool).view(len(masks), self.m)
-        self._key_positives(epoch, positives, dropped)
+        self.subtexts.start_epoch(epoch)
 
-    def _key_positives(self, epoch: int, positives: list[str], dropped: int) -> None:
-        """Give equivalent positives one id (``pos_key``, by first appearance) and record the
-        epoch's counts for :meth:`write_report`: pairs of selected samples whose positives are
-        equivalent (the loss masks them when they share a batch) and negatives dropped for
-        saying the same as their own positive."""
-        from ..text.normalise import subtext_key
-
-        ids: dict[str, int] = {}
-        self.pos_key = torch.tensor([ids.setdefault(subtext_key(p), len(ids)) for p in positives], dtype=torch.long)
-        sizes = torch.bincount(self.pos_key, minlength=1)
-        self.masking = [e for e in self.masking if e["epoch"] != epoch + 1] + [{
-            "epoch": epoch + 1, "selected": len(positives), "distinct_positives": len(ids),
-            "duplicate_positive_pairs": int((sizes * (sizes - 1) // 2).sum()),
-            "negatives_equal_to_positive": dropped,
-        }]
+    def close(self) -> None:
+        if getattr(self, "subtexts", None) is not None:
+            self.subtexts.close()
 
     @property
     def uses_negatives(self) -> bool:
         return self.use_negatives and self.m > 0
 
-    def _negatives_for(self, sub, pos: str, rng: np.random.Generator) -> tuple[list[str], int]:
-        """Up to ``m`` negatives, those made from the chosen positive first (they differ from it
-        in exactly one word, the contrast the loss is meant to teach), and how many of the
-        sample's negatives say the same as ``pos`` (a negative made from another positive can:
-        it would push the image away from a right description). With
-        ``mask_false_negatives`` those are dropped before the ``m`` are taken."""
-        from ..text.normalise import subtext_key
-
-        order = rng.permutation(len(sub.negatives))
-        own = [sub.negatives[j].text for j in order if sub.negatives[j].base == pos]
-        other = [sub.negatives[j].text for j in order if sub.negatives[j].base != pos]
-        key = subtext_key(pos)
-        same = sum(subtext_key(text) == key for text in own + other)
-        if self.mask_false_negatives and same:
-            own = [t for t in own if subtext_key(t) != key]
-            other = [t for t in other if subtext_key(t) != key]
-        return (own + other)[:self.m], same
-
     def collate(self, samples: list[dict]) -> dict[str, Any]:
         batch = super().collate(samples)
-        if not batch["size"]:
-            return batch
-        rows = [(j, self.selected[int(i)]) for j, i in enumerate(batch["index"].tolist()) if int(i) in self.selected]
-        batch["ta_batch_pos"] = torch.tensor([j for j, _ in rows], dtype=torch.long)
-        batch["ta_pos_key"] = self.pos_key[torch.tensor([r for _, r in rows], dtype=torch.long)]
-        if rows:
-            ids = torch.tensor([r for _, r in rows])
-            batch["ta_pos"] = self.pos_tokens[ids]
-            if self.uses_negatives:
-                neg_ids = (ids[:, None] * self.m + torch.arange(self.m)[None, :]).flatten()
-                batch["ta_neg"] = self.neg_tokens[neg_ids]
-                batch["ta_neg_mask"] = self.neg_mask[ids]
+        if batch["size"]:
+            batch.update(self.subtexts.batch_fields(batch["index"]))
         return batch
 
     def losses(self, model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -260,19 +179,8 @@ class TACleaner(CleanCLIP):
         return out
 
     def write_report(self, out) -> None:
-        """``subtext_masking.json``: per epoch, the selected samples, their distinct positives,
-        the pairs of them whose positives are equivalent (masked where they share a batch) and
-        the negatives equivalent to their own positive (dropped when ``mask_false_negatives``).
-        A resumed run keeps the epochs written before it stopped."""
-        from pathlib import Path
-
-        from ..fileio import read_json, write_json
-
-        path = Path(out) / "subtext_masking.json"
-        earlier = read_json(path).get("epochs", []) if path.is_file() else []
-        mine = {e["epoch"] for e in self.masking}
-        epochs = sorted([e for e in earlier if e.get("epoch") not in mine] + self.masking, key=lambda e: e["epoch"])
-        write_json(path, {"mask_false_negatives": self.mask_false_negatives, "epochs": epochs})
+        """``subtext_masking.json`` (:meth:`SubtextDraw.write_report`)."""
+        self.subtexts.write_report(out)
 
 
 def false_negative_masks(sel: torch.Tensor, pos_key: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:

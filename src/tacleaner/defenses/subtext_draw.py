@@ -1,0 +1,156 @@
+"""What TA-Cleaner prepares for an epoch's batches: the samples drawn for it, and for each one
+positive subtext and ``m`` negatives, as token rows its batches take (:mod:`.tacleaner` holds
+the loss over their embeddings).
+
+Each epoch draws anew from its own seeded generator (the same subtexts on any machine and
+after a resume); with ``prefetch_from`` the next epoch's captions are parsed in a background
+process while this one trains. Equivalent positives get one id, so that the loss masks them
+as negatives of each other; what the masking finds is counted per epoch for the run folder's
+``subtext_masking.json``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..fileio import read_json, write_json
+from ..text.normalise import subtext_key
+from ..text.prefetch import SubtextPrefetcher
+
+if TYPE_CHECKING:  # the generator's module (and its parser) loads when a run sets one up
+    from ..text.subtexts import SubtextGenerator
+
+
+@dataclass
+class SubtextDraw:
+    """The subtexts of the current epoch (:meth:`start_epoch`) and the rows of them a batch
+    takes (:meth:`batch_fields`). The settings are TA-Cleaner's knobs of the same names."""
+
+    captions: Sequence[str]
+    tokenizer: Callable[[list[str]], torch.Tensor]
+    generator: SubtextGenerator
+    vocabulary: list[str]
+    seed: int
+    k: float
+    k_count: int
+    m: int
+    use_positives: bool
+    use_negatives: bool
+    mask_false_negatives: bool
+    prefetch_from: int
+    prefetcher: SubtextPrefetcher | None = None
+    selected: dict[int, int] = field(default_factory=dict)  # dataset index -> row in this epoch's subtext tensors
+    pos_tokens: torch.Tensor | None = None  # [rows, context]
+    neg_tokens: torch.Tensor | None = None  # [rows * m, context]: row r's negatives at r*m .. r*m+m-1
+    neg_mask: torch.Tensor | None = None  # [rows, m]: False = padding
+    # per row: an id, equal for equivalent positives
+    pos_key: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    masking: list[dict[str, int]] = field(default_factory=list)  # per epoch: what the masking found (write_report)
+
+    @property
+    def uses_negatives(self) -> bool:
+        return self.use_negatives and self.m > 0
+
+    def draw(self, epoch: int) -> tuple[list[int], np.random.Generator]:
+        """The samples of ``epoch`` (sorted) and the generator that goes on to draw their subtexts."""
+        n = len(self.captions)
+        count = min(n, self.k_count) if self.k_count else max(1, int(round(self.k * n)))
+        rng = np.random.default_rng([self.seed, epoch, 1])
+        return sorted(int(i) for i in rng.choice(n, size=count, replace=False)), rng
+
+    def _prefetch(self, epoch: int) -> None:
+        if self.prefetcher is None:
+            self.prefetcher = SubtextPrefetcher(self.generator.cfg, self.vocabulary)
+        self.prefetcher.submit(epoch, [self.captions[i] for i in self.draw(epoch)[0]])
+
+    def close(self) -> None:
+        if self.prefetcher is not None:
+            self.prefetcher.close()
+            self.prefetcher = None
+
+    def start_epoch(self, epoch: int) -> None:
+        """Draw ``epoch``'s samples and their subtexts."""
+        chosen, rng = self.draw(epoch)
+        subtexts = self.prefetcher.take(epoch) if self.prefetcher is not None else None
+        if subtexts is None:
+            subtexts = self.generator.generate([self.captions[i] for i in chosen])
+        if self.prefetch_from and len(chosen) >= self.prefetch_from:
+            self._prefetch(epoch + 1)  # parsed while this epoch trains
+        positives, negatives, masks, self.selected = [], [], [], {}
+        dropped = 0
+        for i, sub in zip(chosen, subtexts):
+            if (self.use_positives and not sub.positives) or (self.uses_negatives and not sub.negatives):
+                continue  # the generator found nothing usable for this caption
+            pos = sub.positives[rng.integers(len(sub.positives))] if self.use_positives else self.captions[i]
+            if self.uses_negatives:
+                negs, same = self._negatives_for(sub, pos, rng)
+                dropped += same
+                masks.append([True] * len(negs) + [False] * (self.m - len(negs)))
+                negatives += negs + [pos] * (self.m - len(negs))  # padding, masked out of the loss
+            positives.append(pos)
+            self.selected[i] = len(positives) - 1
+        self.pos_tokens = self.tokenizer(positives) if positives else None
+        self.neg_tokens = self.tokenizer(negatives) if negatives else None
+        self.neg_mask = torch.tensor(masks, dtype=torch.bool).view(len(masks), self.m)
+        self._key_positives(epoch, positives, dropped)
+
+    def _key_positives(self, epoch: int, positives: list[str], dropped: int) -> None:
+        """Give equivalent positives one id (``pos_key``, by first appearance) and record the
+        epoch's counts for :meth:`write_report`: pairs of selected samples whose positives are
+        equivalent (the loss masks them when they share a batch) and negatives dropped for
+        saying the same as their own positive."""
+        ids: dict[str, int] = {}
+        self.pos_key = torch.tensor([ids.setdefault(subtext_key(p), len(ids)) for p in positives], dtype=torch.long)
+        sizes = torch.bincount(self.pos_key, minlength=1)
+        self.masking = [e for e in self.masking if e["epoch"] != epoch + 1] + [{
+            "epoch": epoch + 1, "selected": len(positives), "distinct_positives": len(ids),
+            "duplicate_positive_pairs": int((sizes * (sizes - 1) // 2).sum()),
+            "negatives_equal_to_positive": dropped,
+        }]
+
+    def _negatives_for(self, sub, pos: str, rng: np.random.Generator) -> tuple[list[str], int]:
+        """Up to ``m`` negatives, those made from the chosen positive first (they differ from it
+        in exactly one word, the contrast the loss is meant to teach), and how many of the
+        sample's negatives say the same as ``pos`` (a negative made from another positive can:
+        it would push the image away from a right description). With
+        ``mask_false_negatives`` those are dropped before the ``m`` are taken."""
+        order = rng.permutation(len(sub.negatives))
+        own = [sub.negatives[j].text for j in order if sub.negatives[j].base == pos]
+        other = [sub.negatives[j].text for j in order if sub.negatives[j].base != pos]
+        key = subtext_key(pos)
+        same = sum(subtext_key(text) == key for text in own + other)
+        if self.mask_false_negatives and same:
+            own = [t for t in own if subtext_key(t) != key]
+            other = [t for t in other if subtext_key(t) != key]
+        return (own + other)[:self.m], same
+
+    def batch_fields(self, index: torch.Tensor) -> dict[str, Any]:
+        """What a batch of the dataset rows ``index`` takes: the batch positions of the selected
+        samples in it (``ta_batch_pos``), their positives' ids and, when any is selected, their
+        positive and negative tokens and the negatives' mask."""
+        rows = [(j, self.selected[int(i)]) for j, i in enumerate(index.tolist()) if int(i) in self.selected]
+        out = {"ta_batch_pos": torch.tensor([j for j, _ in rows], dtype=torch.long),
+               "ta_pos_key": self.pos_key[torch.tensor([r for _, r in rows], dtype=torch.long)]}
+        if rows:
+            ids = torch.tensor([r for _, r in rows])
+            out["ta_pos"] = self.pos_tokens[ids]
+            if self.uses_negatives:
+                neg_ids = (ids[:, None] * self.m + torch.arange(self.m)[None, :]).flatten()
+                out["ta_neg"] = self.neg_tokens[neg_ids]
+                out["ta_neg_mask"] = self.neg_mask[ids]
+        return out
+
+    def write_report(self, out: str | Path) -> None:
+        """``subtext_masking.json``: per epoch, the selected samples, their distinct positives,
+        the pairs of them whose positives are equivalent (masked where they share a batch) and
+        the negatives equivalent to their own positive (dropped when ``mask_false_negatives``).
+        A resumed run keeps the epochs written before it stopped."""
+        path = Path(out) / "subtext_masking.json"
+        earlier = read_json(path).get("epochs", []) if path.is_file() else []
+        mine = {e["epoch"] for e in self.masking}
+        epochs = sorted([e for e in earlier if e.get("epoch") not in mine] + self.masking, key=lambda e: e["epoch"])
+        write_json(path, {"mask_false_negatives": self.mask_false_negatives, "epochs": epochs})
