@@ -316,7 +316,7 @@ def test_yaml_paths_resolve_against_the_yaml_folder(world, tmp_path, monkeypatch
 
 
 def test_warnings_are_one_line_without_source_paths(capsys):
-    from tacleaner.cli import show_warning
+    from tacleaner.console import show_warning
 
     show_warning(UserWarning("ASR@10 over 3 classes says little\nsecond line"), UserWarning, "/x/evaluate.py", 104)
     err = capsys.readouterr().err

@@ -31,7 +31,7 @@ class Task:
 
 def _init_worker(parent: int) -> None:
     # The same quieting as the CLI's main(): open_clip's random-init notices, torch's FutureWarnings.
-    from .cli import show_warning
+    from .console import show_warning
 
     logging.getLogger().setLevel(logging.ERROR)
     warnings.simplefilter("ignore", FutureWarning)

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..errors import TacleanerError
 from ..fileio import staged_dir, write_json
+from .synth_config import SynthConfig
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
@@ -53,7 +53,6 @@ FRAMES = ("a photo of ", "a picture of ", "an image of ", "a drawing of ")
 RELATIONS = ("left", "above", "next")
 RELATION_PHRASES = {"left": "to the left of", "above": "above", "next": "next to"}
 VERBS = ("sits", "floats", "rests", "lies", "hovers", "stands")
-CAPTION_STYLES = ("web", "plain")
 WEB_SHARE = 0.4  # share of captions rewritten in a web alt-text form in the "web" style
 WEB_STREAM = 7  # seed-stream id of the rewrite draws: images and plain captions keep their own draws
 SPLIT_IDS = {"pretrain": 1, "implant": 2, "clean": 3, "zeroshot": 4, "zeroshot_val": 5}
@@ -62,32 +61,6 @@ SPLIT_IDS = {"pretrain": 1, "implant": 2, "clean": 3, "zeroshot": 4, "zeroshot_v
 def class_names() -> list[str]:
     """The zero-shot classes: every colour x shape pair, e.g. ``"red circle"``."""
     return [f"{c} {s}" for s in SHAPES for c in COLOURS]
-
-
-@dataclass(frozen=True)
-class SynthConfig:
-    """Sizes of the generated world. Defaults are the demo's."""
-
-    seed: int = 0
-    image_size: int = 32  # side of the stored PNGs in pixels
-    pretrain: int = 20000  # clean pairs for pretraining the tiny CLIP
-    implant: int = 10000  # pairs from which the attack poisons a subset
-    clean: int = 5000  # clean pairs for the fine-tuning defenses (disjoint)
-    zeroshot_per_class: int = 20  # single-object test images per class (what reports show)
-    zeroshot_val_per_class: int = 10  # single-object validation images per class (for choosing settings)
-    # "web": 40% of the pair captions in CC3M-like alt-text forms ("close - up of red circle on
-    # dark background", "image may contain : blue star , light background", "how to draw a green
-    # cross"); "plain": the first world's sentences only. Images are the same in both.
-    captions: str = "web"
-
-    def __post_init__(self) -> None:
-        if self.captions not in CAPTION_STYLES:
-            raise TacleanerError(f"world captions={self.captions!r}: choose one of {', '.join(CAPTION_STYLES)}")
-        if not 16 <= self.image_size <= 1024:
-            raise TacleanerError(f"world image_size={self.image_size}: must be 16 to 1024 pixels")
-        for name in ("pretrain", "implant", "clean", "zeroshot_per_class", "zeroshot_val_per_class"):
-            if getattr(self, name) < 0:
-                raise TacleanerError(f"world {name}={getattr(self, name)}: must be >= 0")
 
 
 @dataclass

@@ -1,0 +1,52 @@
+"""The ``tacleaner`` parser, assembled from the command families; each family module builds
+its own commands' parsers beside their handlers (``add_parsers``)."""
+from __future__ import annotations
+
+import argparse
+
+from . import catalog, evaluate, experiment, export, poison, scan, show_trigger, subtexts, synth, training
+from .options import Handler, add_global_options
+
+# in the order --help lists their commands
+FAMILIES = (synth, catalog, poison, training, evaluate, scan, export, show_trigger, subtexts, experiment)
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr (exit 2), pointing at the command's --help. Options are
+    spelled out: an abbreviation (``--check`` for ``--checkpoint``) is an unknown option."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's default in its help line (flags and options documented otherwise excepted)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text or action.default in (None, argparse.SUPPRESS) or action.required
+                or isinstance(action, (argparse._StoreTrueAction, argparse._HelpAction))):
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every command's parser; the parsed namespace carries the command's ``handler``."""
+    p = Parser(prog="tacleaner", formatter_class=HelpFormatter,
+               description="Backdoor attacks on CLIP and the fine-tuning defenses that remove them.")
+    add_global_options(p, top=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, helptext: str, handler: Handler) -> argparse.ArgumentParser:
+        s = sub.add_parser(name, help=helptext, description=helptext, formatter_class=HelpFormatter)
+        add_global_options(s, top=False)
+        s.set_defaults(handler=handler)
+        return s
+
+    for family in FAMILIES:
+        family.add_parsers(add)
+    return p

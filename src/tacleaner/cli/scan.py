@@ -1,0 +1,48 @@
+"""``tacleaner scan``: audit a model for a backdoor target without knowing the trigger."""
+from __future__ import annotations
+
+import argparse
+
+from ..fileio import check_inputs_outside
+from .common import load_bundle, parse_params
+from .options import AddCommand, add_device_option, add_model_options, add_param_option
+
+SETTINGS_HELP = ("scan setting, repeatable (defaults: images 256, eps 8/255, steps 10, step_size 2/255, top 3, "
+                 "invert_steps 200, invert_lr 0.1, mask_weight 0.05, batch_size 128, seed 0)")
+
+
+def add_parsers(add: AddCommand) -> None:
+    s = add("scan", "audit a model for a backdoor target: per class, how strongly adversarial probes are drawn to "
+            "it, and the smallest trigger that sends other images there", scan)
+    add_model_options(s, checkpoint_required=True)
+    s.add_argument("--data", required=True, help="zero-shot CSV (image, label) or ImageFolder tree of clean images")
+    s.add_argument("--classes", default="imagenet", help="classes JSON, or 'imagenet'")
+    add_param_option(s, help=SETTINGS_HELP)
+    s.add_argument("--out", help="folder for scan.json and inverted_triggers.png (default: print only)")
+    s.add_argument("--overwrite", action="store_true", help="replace an --out folder tacleaner created")
+    add_device_option(s)
+
+
+def scan(args: argparse.Namespace) -> int:
+    from .. import scan as scanning
+    from ..data.zeroshot import read_classes, read_zeroshot
+    from ..environment import resolve_device
+    from ..fileio import prepare_run_dir, write_json
+    from ..params import build
+
+    classes = read_classes(args.classes)
+    data = read_zeroshot(args.data, classes)
+    cfg = build(scanning.ScanConfig, parse_params(args.param), "scan --param")
+    device = resolve_device(args.device)
+    bundle = load_bundle(args)
+    if args.out:
+        check_inputs_outside(args.out, [args.checkpoint, args.data, args.classes])
+    out = prepare_run_dir(args.out, overwrite=args.overwrite, resumable=False) if args.out else None
+    report, triggers = scanning.scan(bundle, data, classes, cfg, device)
+    print(scanning.format_report(report))
+    if out is not None:
+        write_json(out / "scan.json", report.to_json())
+        example, _ = scanning.frame_images(bundle, data, 1)
+        scanning.save_triggers(triggers, example[0], out / "inverted_triggers.png")
+        print(f"wrote {out / 'scan.json'} and {out / 'inverted_triggers.png'}")
+    return 0
