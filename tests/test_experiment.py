@@ -187,3 +187,67 @@ def test_a_grid_with_the_inversion_defense_a_combination_and_a_dual_key(tmp_path
     assert {r["defense"] for r in rows} == {"clean model", "none", "invert", "cleanclip+invert"}
     assert all(0 <= r["asr_image_only_at_1"] <= 1 and 0 <= r["asr_text_only_at_1"] <= 1 for r in rows)
     assert "ASR@1, image trigger alone" in (out / "results.md").read_text()
+
+
+BAD_CONFIGS = {
+    # one fault each; the message names the key, as it did before the config became typed
+    "unknown top-level key": ({"bogus": 1}, "config: unknown key 'bogus'; valid: attacks, conditions, data, defenses, "
+                                            "eval_batch_size, model, name, pretrain, seeds, select, train"),
+    "model key": ({"model": {"name": "tacleaner-tiny-rn", "weights": "x"}},
+                  "config: model: unknown key 'weights'; valid: name, seed, pretrained, init"),
+    "model seed": ({"model": {"name": "tacleaner-tiny-rn", "seed": -1}}, "config: model.seed=-1: expected an integer >= 0"),
+    "model name": ({"model": {}}, "config: model: give a 'name' (see `tacleaner models`) or an 'init' checkpoint"),
+    "data key": ({"data": {"synth": {}, "bogus": 1}}, "config: data: unknown key 'bogus'; valid: pretrain, implant, "
+                                                       "clean, zeroshot, zeroshot_val, classes, synth, allow_overlap"),
+    "data overlap": ({"data": {"synth": {}, "allow_overlap": "yes"}},
+                     "config: data.allow_overlap='yes': expected true or false"),
+    "data synth": ({"data": {"synth": {"pretrain": "many"}}},
+                   "config: data.synth parameter pretrain='many': expected an integer"),
+    "data file": ({"data": {"implant": "/nope.csv"}}, "config: data.implant /nope.csv: file not found"),
+    "eval batch": ({"eval_batch_size": 0}, "config: eval_batch_size=0: expected a positive integer"),
+    "seeds key": ({"seeds": {"implants": [0]}}, "config: seeds: unknown key 'implants'; valid: clean, implant, world"),
+    "seeds value": ({"seeds": [0, 0]}, "config: seeds.implant: repeated seed in [0, 0]"),
+    "seeds type": ({"seeds": "0,1"}, "config: seeds: expected a list of seeds or a mapping with world / implant / clean"),
+    "train": ({"train": {"lr": "fast"}}, "config: training settings parameter lr='fast': expected a finite number"),
+    "attack num": ({"attacks": [{"name": "blended", "target": "red circle", "num": -1}]},
+                   "config: attacks[0].num: must be >= 0, got -1"),
+    "missing": ({"model": None}, "config: missing required key 'model'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_bad_configs_name_the_key(case):
+    import re
+
+    from tacleaner.errors import TacleanerError
+    from tacleaner.experiment import parse_config
+
+    change, message = BAD_CONFIGS[case]
+    raw = {**CONFIG, **change}
+    raw = {k: v for k, v in raw.items() if v is not None}
+    with pytest.raises(TacleanerError, match=f"^{re.escape(message)}$"):
+        parse_config(raw)
+
+
+def test_typed_sections_read_like_their_mappings():
+    """cfg.model / cfg.data are dataclasses that still read like the YAML's mappings."""
+    from tacleaner.experiment import parse_config
+
+    cfg = parse_config(CONFIG)
+    assert cfg.model.name == "tacleaner-tiny-rn" and cfg.model.get("init") is None and cfg.model.seed == 0
+    assert cfg.data.is_synth and cfg.data.synth.seed == 2 and not [v for v in cfg.data.values() if isinstance(v, str)]
+    assert cfg.seed_plan.implant == (0, 1) and cfg.seed_plan.clean == (0, 1)
+
+
+def test_tasks_start_in_list_order_among_ready_ones():
+    from tacleaner.scheduler import Task, run_tasks
+
+    ran = []
+    tasks = [Task("b", ran.append, ("b",), ("a",)), Task("a", ran.append, ("a",)), Task("c", ran.append, ("c",)),
+             Task("d", ran.append, ("d",), ("b", "c"))]
+    run_tasks(tasks)
+    assert ran == ["a", "b", "c", "d"]
+    with pytest.raises(ValueError, match="unknown task"):
+        run_tasks([Task("x", ran.append, ("x",), ("nope",))])
+    with pytest.raises(ValueError, match="unmet dependencies"):
+        run_tasks([Task("x", ran.append, ("x",), ("y",)), Task("y", ran.append, ("y",), ("x",))])

@@ -15,7 +15,10 @@ import time
 import warnings
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
+from graphlib import CycleError, TopologicalSorter
 from typing import Any, Callable
+
+from .console import show_warning
 
 
 @dataclass
@@ -31,8 +34,6 @@ class Task:
 
 def _init_worker(parent: int) -> None:
     # The same quieting as the CLI's main(): open_clip's random-init notices, torch's FutureWarnings.
-    from .console import show_warning
-
     logging.getLogger().setLevel(logging.ERROR)
     warnings.simplefilter("ignore", FutureWarning)
     warnings.showwarning = show_warning
@@ -48,6 +49,42 @@ def _exit_with_parent(parent: int) -> None:
             os._exit(1)
 
 
+class _Order:
+    """The tasks whose dependencies are done, first in list order (``graphlib`` tracks the
+    dependencies; the list order decides among the ready ones, so a grid's order is kept)."""
+
+    def __init__(self, tasks: list[Task]) -> None:
+        keys = {t.key for t in tasks}
+        for t in tasks:
+            missing = [d for d in t.deps if d not in keys]
+            if missing:
+                raise ValueError(f"task {t.key} depends on unknown task {missing[0]}")
+        self._tasks = {t.key: t for t in tasks}
+        self._index = {t.key: n for n, t in enumerate(tasks)}
+        self._sorter: TopologicalSorter[str] = TopologicalSorter({t.key: t.deps for t in tasks})
+        try:
+            self._sorter.prepare()
+        except CycleError as e:
+            raise ValueError(f"tasks with unmet dependencies: {', '.join(e.args[1])}") from None
+        self._ready: set[str] = set()
+
+    def __bool__(self) -> bool:
+        """Some task is not done yet."""
+        return self._sorter.is_active()
+
+    def pop(self) -> Task | None:
+        """The first ready task in list order, now running; None when none is ready."""
+        self._ready.update(self._sorter.get_ready())
+        if not self._ready:
+            return None
+        key = min(self._ready, key=self._index.__getitem__)
+        self._ready.remove(key)
+        return self._tasks[key]
+
+    def done(self, task: Task) -> None:
+        self._sorter.done(task.key)
+
+
 def run_tasks(tasks: list[Task], jobs: int = 1) -> None:
     """Run ``tasks`` respecting ``deps``; with ``jobs`` > 1 in that many spawned processes.
 
@@ -55,34 +92,24 @@ def run_tasks(tasks: list[Task], jobs: int = 1) -> None:
     re-raised after the tasks already running have finished (their run folders stay
     resumable); nothing new starts after it.
     """
-    keys = {t.key for t in tasks}
-    for t in tasks:
-        missing = [d for d in t.deps if d not in keys]
-        if missing:
-            raise ValueError(f"task {t.key} depends on unknown task {missing[0]}")
+    order = _Order(tasks)
     if jobs <= 1:
-        done: set[str] = set()
-        for t in _topological(tasks):
+        while (t := order.pop()) is not None:
             t.fn(*t.args)
-            done.add(t.key)
+            order.done(t)
         return
-    pending = list(tasks)
-    done = set()
+    _run_parallel(order, jobs)
+
+
+def _run_parallel(order: _Order, jobs: int) -> None:
     running: dict[Future, Task] = {}
     error: BaseException | None = None
     pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
                                initargs=(os.getpid(),))
     try:
-        while (pending and error is None) or running:
-            if error is None:
-                for t in list(pending):
-                    if len(running) >= jobs:
-                        break
-                    if all(d in done for d in t.deps):
-                        running[pool.submit(t.fn, *t.args)] = t
-                        pending.remove(t)
-            if not running:
-                raise ValueError(f"tasks with unmet dependencies: {', '.join(t.key for t in pending)}")
+        while (order and error is None) or running:
+            while error is None and len(running) < jobs and (t := order.pop()) is not None:
+                running[pool.submit(t.fn, *t.args)] = t
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for f in finished:
                 t = running.pop(f)
@@ -90,7 +117,7 @@ def run_tasks(tasks: list[Task], jobs: int = 1) -> None:
                 if exc is not None:
                     error = error or exc
                 else:
-                    done.add(t.key)
+                    order.done(t)
         if error is not None:
             raise error
     except KeyboardInterrupt:
@@ -100,18 +127,3 @@ def run_tasks(tasks: list[Task], jobs: int = 1) -> None:
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _topological(tasks: list[Task]) -> list[Task]:
-    """List order, moving each task after its dependencies."""
-    done: set[str] = set()
-    out: list[Task] = []
-    pending = list(tasks)
-    while pending:
-        ready = next((t for t in pending if all(d in done for d in t.deps)), None)
-        if ready is None:
-            raise ValueError(f"tasks with unmet dependencies: {', '.join(t.key for t in pending)}")
-        out.append(ready)
-        done.add(ready.key)
-        pending.remove(ready)
-    return out
