@@ -45,6 +45,19 @@ def trained_checkpoint(world, tmp_path_factory) -> Path:
     return out / "model.safetensors"
 
 
+@pytest.fixture(scope="session")
+def grids(tmp_path_factory) -> tuple[Path, Path]:
+    """test_experiment's grid run twice, with ``--jobs 2`` and serially (made once a session:
+    test_experiment and test_cli_faults read it; test_experiment's resume test, the last user,
+    removes and redoes one defense of the serial one)."""
+    from test_experiment import CONFIG, run_grid
+
+    d = tmp_path_factory.mktemp("grid")
+    _, parallel = run_grid(d, "parallel", CONFIG, "--jobs", "2")
+    _, serial = run_grid(d, "serial", CONFIG)
+    return parallel, serial
+
+
 @pytest.fixture
 def trained(trained_checkpoint):
     from tacleaner.models import load_model

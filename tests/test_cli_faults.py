@@ -303,21 +303,14 @@ def test_a_lock_left_by_a_killed_process_is_taken_over_with_a_warning(world, tmp
     assert not list(tmp_path.glob(".p.*")) and (poisoned / "manifest.json").is_file()
 
 
-def test_parallel_experiment_stages_do_not_wait_on_the_experiment_lock(tmp_path):
-    """`run --jobs 2`: the parent holds the experiment folder, worker processes write the stage
-    folders inside it; the grid completes and leaves no lock behind."""
-    import yaml
-
-    from test_cli_contract import GOOD_RUN
-
-    cfg = {**GOOD_RUN, "train": {"epochs": 1, "batch_size": 16, "threads": 1, "max_steps": 2},
-           "pretrain": {"epochs": 1}, "defenses": [{"name": "finetune"}, {"name": "cleanclip"}]}
-    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(cfg))
-    done = tacleaner("--quiet", "run", str(tmp_path / "grid.yaml"), "--out", str(tmp_path / "exp"), "--jobs", "2",
-                     timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert (tmp_path / "exp" / "results.json").is_file()
-    assert not list((tmp_path / "exp").rglob("*.lock"))
+def test_parallel_experiment_stages_do_not_wait_on_the_experiment_lock(grids):
+    """`run --jobs 2` (the shared grid of conftest.py, made with --jobs 2): the parent holds the
+    experiment folder, worker processes write the stage folders inside it; the grid completes
+    and leaves no lock behind."""
+    parallel = grids[0]
+    assert (parallel / "results.json").is_file()
+    assert (parallel / "world0" / "blended" / "implant1" / "cleanclip" / "clean1" / "metadata.json").is_file()
+    assert not list(parallel.rglob("*.lock"))
 
 
 # -- 2. every skipped sample counted where a user looks ---------------------------------------
