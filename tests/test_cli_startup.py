@@ -42,3 +42,7 @@ def test_light_name_lists_match_the_library():
     from tacleaner.models import EXPORT_FORMATS
 
     assert sorted(FORMATS) == sorted(EXPORT_FORMATS)
+    from tacleaner.cli.subtexts import NEGATIVE_MODES
+    from tacleaner.text.negative_modes import NEGATIVE_MODES as REGISTERED
+
+    assert NEGATIVE_MODES == REGISTERED

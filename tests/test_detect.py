@@ -194,3 +194,45 @@ def test_detect_refuses_to_replace_a_folder_it_did_not_make(poisoned, trained, t
         detect(trained, read_pairs(poisoned / "data.csv"), DetectConfig(k=8, reference=64), tmp_path / "mine",
                torch.device("cpu"), num_workers=0)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
+def test_the_command_writes_its_folder_and_refuses_bad_options_in_one_line(poisoned, trained_checkpoint, tmp_path,
+                                                                           capsys):
+    from tacleaner.cli import main
+    from tacleaner.cli.detect import DETECTOR_NAMES
+
+    assert list(DETECTOR_NAMES) == DETECTORS.names()  # the parser's light list is the registry's
+    base = ["--quiet", "detect", "--checkpoint", str(trained_checkpoint), "--data", str(poisoned / "data.csv"),
+            "--k", "8", "--reference", "64"]
+    assert main([*base, "--out", str(tmp_path / "d"), "--poisoned", str(poisoned / "poisoned_indices.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "scored 160 of 160 pairs with dao" in printed and "AUROC" in printed
+    assert len(read_pairs(tmp_path / "d" / "clean.csv")) == 160 - 1  # the default: 1% of 160, rounded down
+    for bad, says in ((["--remove", "1.5"], "argument --remove: must be a fraction in [0, 1), got 1.5"),
+                      (["--remove", "0.1", "--threshold", "2"], "not allowed with argument"),
+                      (["--detector", "lof"], "invalid choice: 'lof'")):
+        assert main([*base, "--out", str(tmp_path / "x"), *bad]) == 2
+        err = capsys.readouterr().err
+        assert says in err and err.count("\n") == 1
+    assert main([*base[:5], str(tmp_path / "none.csv"), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: {tmp_path / 'none.csv'}: file not found"
+    assert not (tmp_path / "x").exists()
+
+
+def test_torchrun_scores_each_share_on_its_process_and_agrees_with_one(poisoned, trained_checkpoint, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    args = ["-m", "tacleaner", "--quiet", "detect", "--checkpoint", str(trained_checkpoint), "--data",
+            str(poisoned / "data.csv"), "--k", "8", "--reference", "64", "--batch-size", "16", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], capture_output=True, text=True,
+                         env=env, timeout=300)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          *args, "--out", str(tmp_path / "two")], capture_output=True, text=True, env=env, timeout=300)
+    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
+    read = lambda run: [float(r["score"]) for r in csv.DictReader(open(run / "scores.csv", newline=""))]  # noqa: E731
+    np.testing.assert_allclose(read(tmp_path / "one"), read(tmp_path / "two"), rtol=1e-5)
+    assert json.loads((tmp_path / "two" / "summary.json").read_text())["rows"] == 160

@@ -14,7 +14,7 @@ from ..errors import SharedError, TacleanerError
 from ..fileio import release_all_locks
 from .parser import build_parser
 
-MULTI_PROCESS = ("train", "clean", "evaluate", "run", "demo")  # the commands torchrun may start on several processes
+MULTI_PROCESS = ("train", "clean", "evaluate", "detect", "run", "demo")  # the commands torchrun may start on several processes
 RESUMABLE = ("train", "clean", "run", "demo")  # the commands whose interrupted run folder --resume continues
 REPEAT_GRACE_S = 5.0  # how long torchrun's other processes hold back an error line
 

@@ -58,6 +58,14 @@ def positive_float(text: str) -> float:
     return value
 
 
+def fraction(text: str) -> float:
+    """argparse type: a number in [0, 1)."""
+    value = finite_float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1), got {value}")
+    return value
+
+
 # -- option groups -----------------------------------------------------------------------------
 PAIRS_HELP = ("image-caption CSV, or WebDataset shards: a .tar, a folder of them, or a {00000..00099}.tar "
               "pattern")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from . import catalog, evaluate, experiment, export, poison, scan, show_trigger, subtexts, synth, training
+from . import catalog, detect, evaluate, experiment, export, poison, scan, show_trigger, subtexts, synth, training
 from .options import Handler, add_global_options
 
 # in the order --help lists their commands
-FAMILIES = (synth, catalog, poison, training, evaluate, scan, export, show_trigger, subtexts, experiment)
+FAMILIES = (synth, catalog, poison, training, evaluate, scan, detect, export, show_trigger, subtexts, experiment)
 
 
 class Parser(argparse.ArgumentParser):

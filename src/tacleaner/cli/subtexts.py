@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 from ..errors import TacleanerError
-from ..text.subtext_config import NEGATIVE_MODES
 from .options import AddCommand, non_negative_int, seed_int
+
+NEGATIVE_MODES = ("wordnet", "random")  # tacleaner.text.negative_modes' registry, named without importing spaCy
 
 
 def add_parsers(add: AddCommand) -> None:
