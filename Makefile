@@ -25,6 +25,7 @@ demo-quick: $(STAMP)
 	$(BIN)/tacleaner demo --quick
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from tacleaner.data.synth import make_pair
-from tacleaner.text.resources import spacy_pipeline, wordnet
 from tacleaner.text.quality import labelled_report, plausibility_report
+from tacleaner.text.resources import spacy_pipeline, wordnet
 from tacleaner.text.subtexts import SubtextConfig, SubtextGenerator, quality_report
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"

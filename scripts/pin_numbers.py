@@ -22,8 +22,8 @@ import torch
 
 from tacleaner.attacks import create_attack, poison_dataset
 from tacleaner.data.pairs import read_pairs
-from tacleaner.data.zeroshot import read_classes
 from tacleaner.data.synth import SynthConfig, generate
+from tacleaner.data.zeroshot import read_classes
 from tacleaner.defenses import create_defense
 from tacleaner.models import create_model, load_model
 from tacleaner.models.checkpoint import read_state_dict

@@ -1,8 +1,8 @@
 """Experiment grids through the CLI: seeds as an axis, statistics in every report, parallel
 stages that give the same numbers, resume, and bit-identical reruns on one machine."""
 import json
-from pathlib import Path
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml

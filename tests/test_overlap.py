@@ -4,7 +4,6 @@ import csv
 import json
 import shutil
 
-import pytest
 import yaml
 
 from tacleaner.cli import main

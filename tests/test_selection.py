@@ -6,11 +6,9 @@ import json
 import pytest
 import yaml
 
-from tacleaner.cli import main
 from tacleaner.errors import TacleanerError
 from tacleaner.experiment import parse_config
 from tacleaner.selection import Candidate, create_rule, select
-
 from test_experiment import CONFIG, run_grid
 
 HELD_OUT = {

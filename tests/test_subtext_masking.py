@@ -9,8 +9,12 @@ import torch
 import torch.nn.functional as F
 
 from tacleaner.defenses.infonce import info_nce
-from tacleaner.defenses.tacleaner import (false_negative_masks, image_to_subtext_logits, masked_count,
-                                          subtext_alignment_loss)
+from tacleaner.defenses.tacleaner import (
+    false_negative_masks,
+    image_to_subtext_logits,
+    masked_count,
+    subtext_alignment_loss,
+)
 from tacleaner.text.normalise import fold_plural, subtext_key
 
 SCALE = torch.tensor(10.0)

@@ -21,8 +21,8 @@ the triggers in this toolkit do.
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -180,7 +180,7 @@ def invert_trigger(logits: ZeroShotLogits, x: torch.Tensor, y: torch.Tensor, tar
     pattern_logit = (torch.randn(1, 3, h, w, generator=gen) * 0.1).to(x.device).requires_grad_(True)
     opt = torch.optim.Adam([mask_logit, pattern_logit], lr=cfg.invert_lr)
     tgt = torch.full((len(others),), target, dtype=torch.long, device=x.device)
-    for step in range(cfg.invert_steps):
+    for _step in range(cfg.invert_steps):
         j = torch.randint(0, len(others), (min(cfg.batch_size, len(others)),), generator=gen).to(x.device)
         m, p = torch.sigmoid(mask_logit), torch.sigmoid(pattern_logit)
         out = logits((1 - m) * others[j] + m * p)

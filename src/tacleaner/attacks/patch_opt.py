@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..data.pairs import load_image
-from .frame import model_frame
 from ..errors import TacleanerError
 from .badnet import BadNet
 from .base import PoisonContext, mentions
+from .frame import model_frame
 
 # (patched, clean) normalised image embeddings [B, D] -> per-image loss [B]
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -14,8 +14,18 @@ import numpy as np
 
 from ..errors import TacleanerError
 from .base import ATTACKS, Attack, PoisonContext
-from .stegastamp import (Encoder, EncoderConfig, apply_encoder, encoder_arrays, encoder_from_arrays, evaluate_encoder,
-                         load_encoder, save_encoder, secret_bits, train_encoder)
+from .stegastamp import (
+    Encoder,
+    EncoderConfig,
+    apply_encoder,
+    encoder_arrays,
+    encoder_from_arrays,
+    evaluate_encoder,
+    load_encoder,
+    save_encoder,
+    secret_bits,
+    train_encoder,
+)
 
 WEIGHT_PREFIX = "encoder."
 ENCODER_FILE = "ssba_encoder.safetensors"

@@ -5,8 +5,17 @@ import argparse
 
 from ..fileio import check_inputs_outside
 from .common import load_bundle
-from .options import (AddCommand, add_data_columns, add_device_option, add_model_options, add_pairs_option,
-                      finite_float, fraction, int_at_least, seed_int)
+from .options import (
+    AddCommand,
+    add_data_columns,
+    add_device_option,
+    add_model_options,
+    add_pairs_option,
+    finite_float,
+    fraction,
+    int_at_least,
+    seed_int,
+)
 
 DETECTOR_NAMES = ("dao", "density", "k-distance", "slof")  # equal to tacleaner.detect.DETECTORS (tested): help needs no torch
 
@@ -42,7 +51,8 @@ def add_parsers(add: AddCommand) -> None:
 def detect(args: argparse.Namespace) -> int:
     from .. import distributed
     from ..data.pairs import read_pairs
-    from ..detect import DetectConfig, detect as run_detect, summary_lines
+    from ..detect import DetectConfig, summary_lines
+    from ..detect import detect as run_detect
 
     cfg = DetectConfig(detector=args.detector, k=args.k, reference=args.reference, seed=args.seed,
                        batch_size=args.batch_size)

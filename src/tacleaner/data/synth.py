@@ -128,7 +128,7 @@ def _background(rng: np.random.Generator, size: int) -> tuple[str, np.ndarray]:
 
 def _place(rng: np.random.Generator, objs: list[_Obj], relation: str | None) -> None:
     """Positions in [0, 1]^2 for the objects, honouring ``relation`` between the first two."""
-    for attempt in range(50):
+    for _attempt in range(50):
         for o in objs:
             o.x, o.y = rng.uniform(o.r, 1 - o.r), rng.uniform(o.r, 1 - o.r)
         if len(objs) >= 2 and relation is not None:

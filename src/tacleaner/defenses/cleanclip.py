@@ -22,7 +22,6 @@ from .base import ClipObjective, batch_tokens, features, tokenize_all
 from .infonce import info_nce
 from .registry import DEFENSES
 
-
 INTERPOLATIONS = {"nearest": InterpolationMode.NEAREST, "bilinear": InterpolationMode.BILINEAR}
 
 

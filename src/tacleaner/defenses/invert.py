@@ -50,8 +50,16 @@ from ..errors import TacleanerError
 from ..evaluate import build_classifier
 from ..fileio import read_json, write_json
 from ..models import ClipBundle
-from ..scan import (ScanConfig, ZeroShotLogits, frame_tensor, invert_patches, invert_trigger, rank_classes,
-                    save_triggers, spaced)
+from ..scan import (
+    ScanConfig,
+    ZeroShotLogits,
+    frame_tensor,
+    invert_patches,
+    invert_trigger,
+    rank_classes,
+    save_triggers,
+    spaced,
+)
 from .base import ClipObjective, features
 from .registry import DEFENSES
 

@@ -38,7 +38,6 @@ from .infonce import info_nce
 from .registry import DEFENSES
 from .subtext_draw import SubtextDraw
 
-
 # The dataset's own words (replacement candidates, inflections) come from at most this many of
 # its captions: tagging all of CC3M's 3M would take the tagger most of an hour; 50,000 captions
 # already hold nearly every common word.

@@ -14,7 +14,6 @@ from .grid import Unit, chosen, units
 from .layout import Layout
 
 
-
 def collect(cfg: ExperimentConfig, layout: Layout, complete_only: bool = False) -> tuple[list[dict], list[dict]]:
     """Rows from every stage's ``eval.json``: the clean model under each trigger, the
     backdoored model (``none``) and each defense; and the clean models' own evaluations.

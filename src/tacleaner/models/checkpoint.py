@@ -18,8 +18,8 @@ from typing import Any
 
 import open_clip
 import torch
-from safetensors.torch import load_file, save_file
 from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from ..errors import TacleanerError
 from ..fileio import atomic_path

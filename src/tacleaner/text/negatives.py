@@ -52,12 +52,32 @@ from dataclasses import dataclass
 from typing import Any
 
 from .inflection import match_case, plural, verb_form
-from .lexicon import (ABSTRACT_LEXNAMES, PEOPLE, PLACEHOLDERS, SPATIAL, ancestors, antonyms, cohyponyms, colour_words,
-                      common_word, dominant_pos, first_sense, fixed_phrase, is_common, lemma_count, near_equivalent,
-                      sibling_attributes, source_sense, spatial_swaps, unattested_as, wn_lemma, wn_synonyms,
-                      word_senses)
-from .tokens import FRAME_NOUNS, SHOWING_VERBS, frame_word, intraword, nominal, render
+from .lexicon import (
+    ABSTRACT_LEXNAMES,
+    PEOPLE,
+    PLACEHOLDERS,
+    SPATIAL,
+    ancestors,
+    antonyms,
+    cohyponyms,
+    colour_words,
+    common_word,
+    dominant_pos,
+    first_sense,
+    fixed_phrase,
+    is_common,
+    lemma_count,
+    near_equivalent,
+    sibling_attributes,
+    source_sense,
+    spatial_swaps,
+    unattested_as,
+    wn_lemma,
+    wn_synonyms,
+    word_senses,
+)
 from .subtext_config import Negative, SubtextConfig
+from .tokens import FRAME_NOUNS, SHOWING_VERBS, frame_word, intraword, nominal, render
 
 # Adjectives and nouns that carry no swappable content.
 NON_CONTENT = frozenset({"other", "each", "about", "such", "same", "own", "many", "several", "few",
