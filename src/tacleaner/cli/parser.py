@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import argparse
 
-from . import catalog, detect, evaluate, experiment, export, poison, scan, show_trigger, subtexts, synth, training
+from .catalog import add_parsers as add_catalog
+from .detect import add_parsers as add_detect
+from .evaluate import add_parsers as add_evaluate
+from .experiment import add_parsers as add_experiment
+from .export import add_parsers as add_export
 from .options import Handler, add_global_options
+from .poison import add_parsers as add_poison
+from .scan import add_parsers as add_scan
+from .show_trigger import add_parsers as add_show_trigger
+from .subtexts import add_parsers as add_subtexts
+from .synth import add_parsers as add_synth
+from .training import add_parsers as add_training
 
 # in the order --help lists their commands
-FAMILIES = (synth, catalog, poison, training, evaluate, scan, detect, export, show_trigger, subtexts, experiment)
+FAMILIES = (add_synth, add_catalog, add_poison, add_training, add_evaluate, add_scan, add_detect, add_export,
+            add_show_trigger, add_subtexts, add_experiment)
 
 
 class Parser(argparse.ArgumentParser):
@@ -47,6 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
         s.set_defaults(handler=handler)
         return s
 
-    for family in FAMILIES:
-        family.add_parsers(add)
+    for add_family in FAMILIES:
+        add_family(add)
     return p
