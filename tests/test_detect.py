@@ -236,3 +236,42 @@ def test_torchrun_scores_each_share_on_its_process_and_agrees_with_one(poisoned,
     read = lambda run: [float(r["score"]) for r in csv.DictReader(open(run / "scores.csv", newline=""))]  # noqa: E731
     np.testing.assert_allclose(read(tmp_path / "one"), read(tmp_path / "two"), rtol=1e-5)
     assert json.loads((tmp_path / "two" / "summary.json").read_text())["rows"] == 160
+
+
+def test_a_grid_compares_filter_then_train_with_a_fine_tuning_defense_on_the_same_seeds(tmp_path):
+    """The ``filter`` defense in an experiment: the implant set scored with the backdoored model,
+    the most suspicious pairs removed, the clean model trained again on the rest; its rows sit
+    beside fine-tuning's in results.json and the report."""
+    import yaml
+
+    from tacleaner.cli import main
+
+    config = {
+        "name": "filter", "model": {"name": "tacleaner-tiny-rn"},
+        "data": {"synth": {"seed": 2, "pretrain": 96, "implant": 96, "clean": 64, "zeroshot_per_class": 1,
+                           "zeroshot_val_per_class": 1}},
+        "pretrain": {"epochs": 1, "lr": 2e-3}, "train": {"batch_size": 32, "warmup_steps": 2, "threads": 1},
+        "attacks": [{"name": "badnet", "target": "red circle", "num": 16, "params": {"patch_frac": 0.9},
+                     "implant": {"epochs": 1}}],
+        "defenses": [{"name": "filter", "params": {"detector": "density", "k": 8, "reference": 96, "remove": 0.25}},
+                     {"name": "finetune", "train": {"epochs": 1, "lr": 1e-4}}],
+        "seeds": {"implant": [0], "clean": [0]},
+    }
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "run"
+    assert main(["--quiet", "run", str(path), "--out", str(out)]) == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert [r["defense"] for r in rows] == ["clean model", "none", "filter", "finetune"]
+    unit = out / "world0" / "badnet" / "implant0"
+    summary = json.loads((unit / "filter" / "detect" / "summary.json").read_text())
+    assert summary["removed"] == 24 and summary["kept"] == 72 and summary["truth"]["poisoned"] == 16
+    assert len(read_pairs(unit / "filter" / "detect" / "clean.csv")) == 72
+    trained = yaml.safe_load((unit / "filter" / "clean0" / "config.yaml").read_text())
+    assert trained["train"]["epochs"] == 1 and trained["train"]["lr"] == 5e-4  # the implant's settings
+    assert trained["data"] == str(unit / "filter" / "detect" / "clean.csv")
+    assert json.loads((unit / "filter" / "clean0" / "metadata.json").read_text())["pairs"] == 72
+    assert "| filter |" in (out / "results.md").read_text()
+    bad = {**config, "defenses": [{"name": "filter", "params": {"remove": 1.0}}]}
+    path.write_text(yaml.safe_dump(bad))
+    assert main(["--quiet", "run", str(path), "--out", str(tmp_path / "bad")]) == 2

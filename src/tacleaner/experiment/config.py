@@ -14,13 +14,14 @@ from typing import Annotated, Any
 
 from ..attacks import ATTACKS, create_attack
 from ..data.zeroshot import BUILTIN_CLASSES
-from ..defenses import DEFENSES, create_defense
+from ..defenses import DEFENSES
 from ..errors import TacleanerError
 from ..fileio import load_yaml_file
 from ..params import build, path_fields
 from ..selection import Conditions, create_rule
 from ..train import TrainConfig
 from .convert import Loc, as_given, from_mapping, positive_int, section
+from .filtering import check_defense
 from .sections import DATA_PATHS, DataConfig, ModelConfig
 from .seeds import SeedPlan
 from .specs import RESERVED, AttackSpec, DefenseSpec, attack_list, check_folder_name, defense_list, folder_name
@@ -160,7 +161,7 @@ def check_config(cfg: ExperimentConfig, raw: dict, where: str) -> None:
     for a in cfg.attacks:
         create_attack(a.name, **a.params)
     for d in cfg.defenses:
-        create_defense(d.name, **d.params)
+        check_defense(d.name, d.params)
 
 
 def _check_targets(cfg: ExperimentConfig, where: str) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from ..fileio import read_json
 from ..selection import TEST, TUNE
 from .config import ExperimentConfig
+from .filtering import DATA_DEFENSES
 from .layout import Layout
 from .settings import defense_cost
 
@@ -87,7 +88,8 @@ def _unit_steps(cfg: ExperimentConfig, unit: Unit, i: int, order: list[int], tun
             if d.group and unit.split == TEST:
                 continue
             key = f"defense/{name}/{d.id}/{c}"
-            out.append(Step(key, "clean", (b, k, c), (f"implant/{name}",)))
+            stage = "filter" if d.name in DATA_DEFENSES else "clean"  # on the data, or on the model
+            out.append(Step(key, stage, (b, k, c), (f"implant/{name}",)))
             if d.group:
                 tuned[d.group].append(key)
         if unit.split == TEST:

@@ -8,10 +8,10 @@ from typing import Any
 
 import torch
 
-from ..defenses import DEFENSES
 from ..params import build
 from ..train import TrainConfig, with_defaults
 from .config import ExperimentConfig
+from .filtering import defense_entry
 from .specs import AttackSpec, DefenseSpec
 
 
@@ -37,14 +37,14 @@ def implant_config(cfg: ExperimentConfig, spec: AttackSpec, i: int) -> TrainConf
 def defense_config(cfg: ExperimentConfig, d: DefenseSpec, c: int) -> TrainConfig:
     """A defense's own defaults lowest, then ``train``, the clean seed, the entry's ``train``."""
     settings = {**cfg.train, "seed": c, **(d.train if isinstance(d.train, dict) else {})}
-    base = with_defaults(DEFENSES.get(d.name).train_defaults, settings)
+    base = with_defaults(defense_entry(d.name).train_defaults, settings)
     return train_config(base, d.train, f"{d.id}.train")
 
 
 def defense_cost(cfg: ExperimentConfig, k: int) -> float:
     """A defense stage's relative cost: the objective's cost per pair times its epochs."""
     d = cfg.defenses[k]
-    return DEFENSES.get(d.name).relative_cost * defense_config(cfg, d, 0).epochs
+    return defense_entry(d.name).relative_cost * defense_config(cfg, d, 0).epochs
 
 
 def for_jobs(tcfg: TrainConfig, jobs: int) -> TrainConfig:

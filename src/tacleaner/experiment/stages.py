@@ -14,7 +14,8 @@ import torch
 from ..attacks import create_attack, load_attack, poison_dataset
 from ..data.pairs import read_pairs
 from ..data.zeroshot import read_classes, read_zeroshot
-from ..defenses import DEFENSES, create_defense
+from ..defenses import create_defense
+from ..detect import detect
 from ..environment import environment, precision_of
 from ..errors import TacleanerError
 from ..evaluate import build_classifier, evaluate
@@ -25,9 +26,18 @@ from ..registry import Registry
 from ..selection import TUNE, Candidate, create_rule, rule_name, select
 from ..train import TrainConfig, is_complete, train
 from .context import Context
+from .filtering import DATA_DEFENSES, defense_entry
 from .grid import Backdoor, chosen, units
 from .layout import MODEL
-from .settings import defense_config, for_jobs, implant_config, pretrain_config, set_threads, shared_config
+from .settings import (
+    defense_config,
+    for_jobs,
+    implant_config,
+    pretrain_config,
+    set_threads,
+    shared_config,
+    train_config,
+)
 from .world import base_model, check_overlap, data_paths
 
 STAGES: Registry[Callable[..., None]] = Registry("stage")
@@ -105,10 +115,35 @@ def clean(exp: Context, b: Backdoor, k: int, c: int, folder: str = "") -> None:
     tcfg = for_jobs(defense_config(exp.cfg, d, c), exp.jobs)
     set_threads(tcfg)
     out = unit.cleaned(folder or d.id, c)
-    world = {p: str(paths[key]) for p, key in DEFENSES.get(d.name).world_files.items()
+    world = {p: str(paths[key]) for p, key in defense_entry(d.name).world_files.items()
              if d.params.get(p) is None and paths.get(key)}
     ckpt = train_stage(exp, out, unit.backdoored_model, paths["clean"], d.name, {**world, **d.params}, tcfg,
                        f"world{b.world}/{spec.id}/implant{b.implant} {folder or d.id} clean{c}")
+    attack, target = load_attack(unit.poison)
+    eval_stage(exp, ckpt, unit.cleaned_eval(folder or d.id, c), paths, attack, target)
+
+
+@STAGES.register("filter")
+def filter_data(exp: Context, b: Backdoor, k: int, c: int, folder: str = "") -> None:
+    """A data defense: score the implant set with the backdoored model into ``<id>/detect``
+    (once per backdoored model), then train the clean model again on the pairs kept, with the
+    implant's settings and the clean seed, into ``<id>/clean<c>``."""
+    spec, d = exp.cfg.attacks[b.attack], exp.cfg.defenses[k]
+    unit, paths = exp.layout.unit(b.world, spec.id, b.implant), data_paths(exp, b.world)
+    label = f"world{b.world}/{spec.id}/implant{b.implant} {folder or d.id}"
+    settings = DATA_DEFENSES.create(d.name, **d.params)
+    found = unit.cleaned(folder or d.id, c).parent / "detect"
+    set_threads(for_jobs(shared_config(exp.cfg), exp.jobs))
+    if not exp.dist.on_main((found / "summary.json").is_file):
+        exp.log(f"stage {label}: scoring the implant set")
+        bundle = load_model(unit.backdoored_model)
+        bundle.model.to(exp.device)
+        detect(bundle, read_pairs(unit.poisoned_pairs), settings.detect_config(), found, exp.device,
+               remove=settings.remove, poisoned=unit.poison / "poisoned_indices.json", overwrite=True)
+    tcfg = for_jobs(train_config({**exp.cfg.train, "seed": c}, {**spec.implant, **d.train}, f"{d.id}.train"), exp.jobs)
+    set_threads(tcfg)
+    ckpt = train_stage(exp, unit.cleaned(folder or d.id, c), exp.layout.clean_checkpoint(b.world, exp.cfg.pretrain
+                       is not None), found / "clean.csv", "finetune", {}, tcfg, f"{label} clean{c}")
     attack, target = load_attack(unit.poison)
     eval_stage(exp, ckpt, unit.cleaned_eval(folder or d.id, c), paths, attack, target)
 
@@ -139,7 +174,9 @@ def select_group(exp: Context, group: str) -> None:
 @STAGES.register("chosen")
 def chosen_defense(exp: Context, b: Backdoor, group: str, c: int) -> None:
     """A test unit's cleaning with the candidate its group's selection chose, under the group's name."""
-    clean(exp, b, chosen(exp.cfg, exp.layout, group), c, folder=group)
+    k = chosen(exp.cfg, exp.layout, group)
+    stage = filter_data if exp.cfg.defenses[k].name in DATA_DEFENSES else clean
+    stage(exp, b, k, c, folder=group)
 
 
 def val_ca(path: Path) -> float:

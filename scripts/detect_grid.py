@@ -1,0 +1,125 @@
+"""Measure the detectors on the poisoned sets of a finished experiment grid: for every unit
+(world, attack, implant seed), the implant set's poisoned rows are known; each detector scores
+that set with the backdoored model and with the clean model from before the attack.
+
+    python scripts/detect_grid.py RUN_FOLDER OUT_JSON [--page docs/results-detect.md] \
+        [--tune-world 4] [--threads 1]
+
+Embeddings are computed once per (unit, model) and shared by every detector setting. The
+settings compared are fixed in SETTINGS below: the paper's (k 16 against a 4096-row
+reference) for k-distance, SLOF and DAO, and ``density`` at k 64 against 1024 rows. The
+latter was picked by looking at AUROC on one unit (world 4, BadNet: ``--tune-world``), so that
+world is reported apart and the summary is over the other worlds only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tacleaner.data.pairs import read_pairs
+from tacleaner.detect.outputs import auroc
+from tacleaner.detect.score import Reference, embed_rows, reference_rows
+from tacleaner.models import load_model
+from tacleaner.stats import summarize
+
+SETTINGS = [("k-distance", 16, 4096), ("slof", 16, 4096), ("dao", 16, 4096), ("density", 64, 1024)]
+
+
+def units(run: Path):
+    """(world, attack, implant folder) of every finished implant in the run."""
+    for world in sorted(run.glob("world*")):
+        for unit in sorted(world.glob("*/implant*")):
+            if (unit / "backdoored" / "model.safetensors").is_file() and (unit / "poison" / "poisoned_indices.json").is_file():
+                yield int(world.name[5:]), unit.parent.name, unit
+
+
+def measure(world_dir: Path, unit: Path) -> dict:
+    table = read_pairs(unit / "poison" / "data.csv")
+    truth = np.zeros(len(table), dtype=bool)
+    truth[json.loads((unit / "poison" / "poisoned_indices.json").read_text())] = True
+    out: dict = {"rows": len(table), "poisoned": int(truth.sum())}
+    for which, ck in (("backdoored", unit / "backdoored" / "model.safetensors"),
+                      ("clean", world_dir / "pretrain" / "model.safetensors")):
+        t = time.perf_counter()
+        _, emb = embed_rows(load_model(ck), table, range(len(table)), torch.device("cpu"), 256, 0, {})
+        for name, k, size in SETTINGS:
+            rows = reference_rows(len(table), size, 0)
+            ref = Reference.build(rows, emb[rows], k)
+            scores = torch.cat([ref.score(name, list(range(lo, min(lo + 2048, len(table)))), emb[lo:lo + 2048], k)
+                                for lo in range(0, len(table), 2048)]).numpy()
+            top = np.argsort(-scores, kind="mergesort")[:int(truth.sum())]
+            out[f"{which}/{name}"] = {"auroc": round(auroc(scores, truth), 4),
+                                      "recall_at_poison_count": round(float(truth[top].mean()), 4)}
+        out[f"{which}/seconds"] = round(time.perf_counter() - t, 1)
+    return out
+
+
+def page(results: list[dict], tune_world: int, command: str) -> str:
+    lines = ["# Finding the poison: detectors on the shipped grids' poisoned sets", "",
+             f"Produced by `{command}` (CPU, torch {torch.__version__}). AUROC of each detector's score for telling",
+             "the poisoned rows of an implant set from the clean ones (1 = every poisoned row scores above",
+             "every clean one; 0.5 = chance; below 0.5 = the detector ranks the poison *last*), with the",
+             "backdoored model (trained on that set) and with the clean model from before the attack.",
+             f"`density`'s k and reference were picked on world {tune_world} (shown apart); the means are",
+             "over the other worlds. Embeddings differ in the last digits between CPU models; AUROC over",
+             "10,000 rows moves by about 0.001 with them.", ""]
+    for attack in sorted({r["attack"] for r in results}):
+        test = [r for r in results if r["attack"] == attack and r["world"] != tune_world]
+        tune = [r for r in results if r["attack"] == attack and r["world"] == tune_world]
+        lines += [f"## {attack} (n = {len(test)} worlds: {', '.join(str(r['world']) for r in test)}; "
+                  f"{test[0]['poisoned'] if test else '?'} of {test[0]['rows'] if test else '?'} rows poisoned)", "",
+                  "| model | detector (k, reference) | AUROC mean [95% CI] | min | recall at the poison count |"
+                  + (f" world {tune_world} (tune) |" if tune else ""),
+                  "|---|---|---|---|---|" + ("---|" if tune else "")]
+        for which in ("backdoored", "clean"):
+            for name, k, size in SETTINGS:
+                key = f"{which}/{name}"
+                vals = [r[key]["auroc"] for r in test]
+                rec = [r[key]["recall_at_poison_count"] for r in test]
+                if len(vals) >= 2:
+                    sm = summarize(vals)
+                    cell = f"{sm.mean:.3f} [{sm.lo:.3f}, {sm.hi:.3f}]"
+                else:
+                    cell = f"{vals[0]:.3f}" if vals else "—"
+                lines.append(f"| {which} | {name} ({k}, {size}) | {cell} | {min(vals):.3f} | "
+                             f"{100 * statistics.mean(rec):.1f}% |" + (f" {tune[0][key]['auroc']:.3f} |" if tune else "")
+                             if vals else f"| {which} | {name} | — | — | — |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("run", type=Path)
+    p.add_argument("out", type=Path)
+    p.add_argument("--page", type=Path)
+    p.add_argument("--tune-world", type=int, default=4)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    logging.getLogger().setLevel(logging.ERROR)
+    torch.set_num_threads(args.threads)
+    done = {(r["world"], r["attack"], r["unit"]): r for r in json.loads(args.out.read_text())} if args.out.exists() else {}
+    for world, attack, unit in units(args.run):
+        key = (world, attack, unit.name)
+        if key in done:
+            continue
+        done[key] = {"world": world, "attack": attack, "unit": unit.name, **measure(unit.parent.parent, unit)}
+        args.out.write_text(json.dumps(list(done.values()), indent=1) + "\n")  # resumable: one unit at a time
+        print(world, attack, unit.name, {k: v for k, v in done[key].items() if "/" in k and "seconds" not in k},
+              flush=True)
+    if args.page:
+        command = f"python scripts/detect_grid.py {args.run} {args.out} --tune-world {args.tune_world}"
+        args.page.write_text(page(list(done.values()), args.tune_world, command) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

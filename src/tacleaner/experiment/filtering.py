@@ -1,0 +1,62 @@
+"""Defenses that act on the data instead of the model: ``filter`` scores the poisoned implant
+set with the backdoored model (:mod:`tacleaner.detect`), removes the most suspicious pairs, and
+trains the clean model from before the attack again on what is left, with the implant's
+settings. In a grid it is a defense entry like the fine-tuning ones (``defenses: [{name:
+filter, params: {detector: density, remove: 0.1}}]``), so "filter, then train" and the
+fine-tuning defenses are compared on the same seeds, with the same intervals."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ..errors import TacleanerError
+from ..registry import Registry
+
+
+@dataclass
+class Filter:
+    """``detector``, ``k``, ``reference``, ``seed``: as ``tacleaner detect``; ``remove`` the
+    fraction of the implant set left out before training again."""
+
+    detector: str = "dao"
+    k: int = 16
+    reference: int = 4096
+    seed: int = 0
+    remove: float = 0.01
+    name: ClassVar[str] = "filter"
+    relative_cost: ClassVar[float] = 1.2  # embedding the implant set once, then training as the implant did (not measured)
+    train_defaults: ClassVar[dict[str, Any]] = {}  # it trains with the implant's settings, not a defense's
+    world_files: ClassVar[dict[str, str]] = {}
+    description: ClassVar[str] = ("scores the poisoned set with the backdoored model, removes the most suspicious pairs, trains the "
+                   "clean model again on the rest (tacleaner detect, then the implant's training)")
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.remove < 1:
+            raise TacleanerError(f"filter remove={self.remove}: must be a fraction in [0, 1)")
+        self.detect_config()  # a bad detector, k or reference fails when the config is read
+
+    def detect_config(self):
+        from ..detect import DetectConfig
+
+        return DetectConfig(detector=self.detector, k=self.k, reference=self.reference, seed=self.seed)
+
+
+DATA_DEFENSES: Registry[Filter] = Registry("data defense")
+DATA_DEFENSES.register("filter")(Filter)
+
+
+def defense_entry(name: str) -> Any:
+    """The registry entry of a grid's defense: a data defense's, else the fine-tuning objective's."""
+    from ..defenses import DEFENSES
+
+    return DATA_DEFENSES.get(name) if name in DATA_DEFENSES else DEFENSES.get(name)
+
+
+def check_defense(name: str, params: dict[str, Any]) -> None:
+    """Build the entry once, so that a bad name or parameter fails when the config is read."""
+    from ..defenses import create_defense
+
+    if name in DATA_DEFENSES:
+        DATA_DEFENSES.create(name, **params)
+    else:
+        create_defense(name, **params)
