@@ -38,7 +38,7 @@ def add_parsers(add: AddCommand) -> None:
     which = s.add_mutually_exclusive_group()
     which.add_argument("--remove", type=fraction, help="leave this fraction of the scored pairs, the most "
                        "suspicious, out of clean.csv (default 0.01)")
-    which.add_argument("--threshold", type=finite_float, help="leave the pairs scoring at least this out instead")
+    which.add_argument("--threshold", type=finite_float, help="leave the pairs scoring at least this out instead (default: none: --remove decides)")
     s.add_argument("--poisoned", help="a poisoning run's poisoned_indices.json: add AUROC and recall at the poison "
                    "count to summary.json (for measuring a detector; default none)")
     s.add_argument("--batch-size", type=int_at_least(1), default=256, help="images per forward pass")
