@@ -124,3 +124,32 @@ def test_a_run_that_inverts_every_epoch_resumes_mid_epoch_to_the_same_weights(wo
     report = json.loads((tmp_path / "b" / "inversion.json").read_text())
     assert [h["epoch"] for h in report["inversions"]] == [0, 1]
     assert report == json.loads((tmp_path / "a" / "inversion.json").read_text())
+
+
+def test_rectangular_masks_keep_the_square_area():
+    wide = dict(patch_masks(32, 32, 0.25, 2, aspect=4.0))
+    assert all(float(m.sum()) == 64 for m in wide.values())  # 16 x 4 px, as the 8 x 8 square
+    rows, cols = wide["0,0"][0].nonzero(as_tuple=True)
+    assert (int(cols.max()) - int(cols.min()) + 1, int(rows.max()) - int(rows.min()) + 1) == (16, 4)
+
+
+def test_several_candidates_are_inverted_and_the_one_that_flips_most_is_kept(trained, world, tmp_path):
+    inv = setup_invert(trained, world, candidates=3, sizes="0.125,0.25", aspects="1,2")
+    found = inv.triggers.found
+    search = found["target_search"]
+    assert [s["attraction_rank"] for s in search] == [1, 2, 3]
+    best = max(search, key=lambda s: s["best_flip"])
+    assert found["target"] == best["class"] and found["triggers"][0]["flip_rate"] == best["best_flip"]
+    flips = sorted((s["best_flip"] for s in search), reverse=True)
+    assert found["margin"] == pytest.approx(flips[0] - flips[1])
+    assert len(found["triggers"]) == 2 * 2 * 4  # two sides x two ratios x 2 x 2 places
+    assert {(t["side"], t["aspect"]) for t in found["triggers"]} == {(0.125, 1.0), (0.125, 2.0), (0.25, 1.0),
+                                                                     (0.25, 2.0)}
+    areas = {t["side"]: t["mask_area"] for t in found["triggers"] if t["aspect"] == 1.0}
+    assert areas == {0.125: 16 / 1024, 0.25: 64 / 1024}
+    inv.write_report(tmp_path)
+    assert json.loads((tmp_path / "inversion.json").read_text())["inversions"][0]["target_search"] == search
+    one = setup_invert(trained, world)  # the default: the first class only, no margin
+    assert len(one.triggers.found["target_search"]) == 1 and one.triggers.found["margin"] is None
+    with pytest.raises(TacleanerError, match="invert sizes='0.5,2'"):
+        create_defense("invert", classes=str(world / "classes.json"), sizes="0.5,2")

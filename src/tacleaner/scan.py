@@ -196,23 +196,27 @@ def invert_trigger(logits: ZeroShotLogits, x: torch.Tensor, y: torch.Tensor, tar
     return float(m.mean()), flips / len(others), m[0].detach(), p[0].detach()
 
 
-def patch_masks(h: int, w: int, frac: float, grid: int) -> list[tuple[str, torch.Tensor]]:
-    """Square masks of side ``frac`` x the shorter side at ``grid`` x ``grid`` places spread over
-    the frame (corners included), named ``row,col`` in [0, 1] units."""
+def patch_masks(h: int, w: int, frac: float, grid: int, aspect: float = 1.0) -> list[tuple[str, torch.Tensor]]:
+    """Masks of side ``frac`` x the shorter side (a square; ``aspect`` = width / height makes it a
+    rectangle of the same area) at ``grid`` x ``grid`` places spread over the frame (corners
+    included), named ``row,col`` in [0, 1] units."""
     side = max(1, round(frac * min(h, w)))
+    tall = min(h, max(1, round(side / aspect ** 0.5)))
+    wide = min(w, max(1, round(side * aspect ** 0.5)))
     out = []
     for r in range(grid):
         for c in range(grid):
-            top = round(r * (h - side) / max(1, grid - 1))
-            left = round(c * (w - side) / max(1, grid - 1))
+            top = round(r * (h - tall) / max(1, grid - 1))
+            left = round(c * (w - wide) / max(1, grid - 1))
             m = torch.zeros(1, h, w)
-            m[:, top:top + side, left:left + side] = 1
+            m[:, top:top + tall, left:left + wide] = 1
             out.append((f"{r / max(1, grid - 1):.2g},{c / max(1, grid - 1):.2g}", m))
     return out
 
 
 def invert_patches(logits: ZeroShotLogits, x: torch.Tensor, y: torch.Tensor, target: int, frac: float, grid: int,
-                   steps: int, lr: float, batch_size: int, gen: torch.Generator) -> list[dict[str, Any]]:
+                   steps: int, lr: float, batch_size: int, gen: torch.Generator,
+                   aspect: float = 1.0) -> list[dict[str, Any]]:
     """A patch-shaped inversion: for a square of side ``frac`` at each of ``grid`` x ``grid``
     places, the pattern that sends the images not of ``target`` to it (Adam on the pattern's
     logits, ``steps`` steps). One dict per place: ``place``, ``flip`` (share of those images
@@ -226,7 +230,7 @@ def invert_patches(logits: ZeroShotLogits, x: torch.Tensor, y: torch.Tensor, tar
         return []
     tgt = torch.full((len(others),), target, dtype=torch.long, device=x.device)
     found = []
-    for place, mask in patch_masks(h, w, frac, grid):
+    for place, mask in patch_masks(h, w, frac, grid, aspect):
         m = mask.to(x.device)
         pattern_logit = (torch.randn(1, 3, h, w, generator=gen) * 0.1).to(x.device).requires_grad_(True)
         opt = torch.optim.Adam([pattern_logit], lr=lr)

@@ -11,9 +11,13 @@ other classes):
    own zero-shot classifier over ``classes``; the class the probes fall into most often is the
    suspected target (:mod:`tacleaner.scan`'s attraction, InverTune's target identification).
    There are no labels in an image-caption set, so a probe "moves" when it leaves the model's
-   own prediction for the clean image.
-2. **Triggers**: for a square patch (side ``patch_frac`` of the frame) at each of
-   ``patch_grid`` x ``patch_grid`` places, the pattern that sends the probe images the model
+   own prediction for the clean image. With ``candidates`` > 1 the most attracting classes are
+   each inverted and the one whose best trigger flips the most probe images is kept: the probe
+   alone can name the wrong class (a held-out BadCLIP condition put the true target second);
+   ``inversion.json`` lists every candidate's flip rate and the margin of the winner.
+2. **Triggers**: for a square patch (side ``patch_frac`` of the frame, or each side of
+   ``sizes`` and each width/height ratio of ``aspects``, without being told the trigger's) at
+   each of ``patch_grid`` x ``patch_grid`` places, the pattern that sends the probe images the model
    does not already put in the target to it (``shape: free`` inverts one Neural-Cleanse mask
    and pattern instead; at 32 px that finds a sparse adversarial perturbation, not a patch).
 
@@ -76,7 +80,10 @@ class InvertTrigger(ClipObjective):
     ``patch_steps``; ``places`` ``all`` trains against every place's patch, ``best`` against
     the one that flips most) or ``free`` (one Neural-Cleanse mask); ``reinvert`` inverts again
     at the start of every epoch, toward the target found on the starting model unless
-    ``retarget`` searches for it again too."""
+    ``retarget`` searches for it again too. ``candidates``: how many of the most attracting
+    classes are inverted, the target being the one whose trigger flips most; ``sizes`` /
+    ``aspects``: comma-separated patch sides (fractions of the frame) and width/height ratios
+    inverted instead of ``patch_frac`` alone, every one kept (empty: ``patch_frac``, square)."""
 
     classes: str | None = field(default=None, metadata={"path": True})
     target: str | None = None
@@ -94,6 +101,9 @@ class InvertTrigger(ClipObjective):
     patch_grid: int = 3
     patch_steps: int = 50
     places: str = "all"
+    candidates: int = 1
+    sizes: str = ""
+    aspects: str = ""
     reinvert: bool = True
     retarget: bool = False
     name = "invert"
@@ -107,8 +117,20 @@ class InvertTrigger(ClipObjective):
         if not (self.probe_images >= 2 and self.eps > 0 and self.steps >= 1 and self.step_size > 0
                 and self.invert_steps >= 1 and self.invert_lr > 0 and self.mask_weight >= 0
                 and self.shape in ("patch", "free") and 0 < self.patch_frac < 1 and self.patch_grid >= 1
-                and self.patch_steps >= 1 and self.places in ("all", "best")):
+                and self.patch_steps >= 1 and self.places in ("all", "best") and self.candidates >= 1):
             raise TacleanerError(f"invert settings out of range: {self.params()}")
+        for name, ok in (("sizes", lambda v: 0 < v < 1), ("aspects", lambda v: v > 0)):
+            try:
+                values = _floats(getattr(self, name))
+            except ValueError:
+                values = [float("nan")]
+            if not all(ok(v) for v in values):
+                raise TacleanerError(f"invert {name}={getattr(self, name)!r}: expected comma-separated numbers "
+                                     + ("in (0, 1)" if name == "sizes" else "> 0"))
+
+    def shapes(self) -> list[tuple[float, float]]:
+        """(side, aspect) of every patch shape inverted."""
+        return [(f, a) for f in (_floats(self.sizes) or [self.patch_frac]) for a in (_floats(self.aspects) or [1.0])]
 
     def check_ready(self) -> None:
         if self.classes is None:
@@ -155,6 +177,17 @@ class InvertTrigger(ClipObjective):
         self.frozen = None
 
 
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in str(text).split(",") if v.strip()]
+
+
+def _margin(search: list[dict[str, Any]]) -> float | None:
+    """How sure the target search is: the winner's best flip rate minus the runner-up's (None
+    with one candidate)."""
+    flips = sorted((s["best_flip"] for s in search if s["best_flip"] is not None), reverse=True)
+    return None if len(flips) < 2 else flips[0] - flips[1]
+
+
 class TriggerInversion:
     """What the invert defense prepares for its batches: the suspected target and the patch
     triggers inverted toward it, on the model as it is at an epoch's start (:meth:`invert`),
@@ -188,20 +221,18 @@ class TriggerInversion:
                 own = torch.cat([logits(x[i:i + cfg.batch_size]).argmax(1) for i in range(0, len(x), cfg.batch_size)])
             rows, _ = rank_classes(logits, x, own, cfg, self.class_list.classnames)
             if k.target is not None:  # given (an oracle, for ablations)
-                chosen = next(r for r in rows if r.index == self.class_list.index(k.target))
+                pool = [next(r for r in rows if r.index == self.class_list.index(k.target))]
             elif epoch > 0 and not k.retarget:  # the target found on the starting model
-                chosen = next(r for r in rows if r.name == self.history[0]["target"])
+                pool = [next(r for r in rows if r.name == self.history[0]["target"])]
             else:
-                chosen = rows[0]
+                pool = rows[:k.candidates]
             gen = torch.Generator().manual_seed(cfg.seed)
-            if k.shape == "patch":
-                found = invert_patches(logits, x, own, chosen.index, k.patch_frac, k.patch_grid,
-                                       k.patch_steps, k.invert_lr, cfg.batch_size, gen)
-                if k.places == "best":
-                    found = found[:1]
-            else:
-                area, flip, m, p = invert_trigger(logits, x, own, chosen.index, cfg, gen)
-                found = [{"place": None, "flip": flip, "loss": None, "mask": m.cpu(), "pattern": p.cpu()}]
+            tried = [(r, self._triggers(logits, x, own, r.index, cfg, gen)) for r in pool]
+            best = max(range(len(tried)), key=lambda i: (max((f["flip"] for f in tried[i][1]), default=-1.0), -i))
+            chosen, found = tried[best]
+            search = [{"class": r.name, "attraction_rank": 1 + [q.index for q in rows].index(r.index),
+                       "attraction": r.attraction, "best_flip": max((f["flip"] for f in fs), default=None)}
+                      for r, fs in tried]
         finally:
             for prm in trainable:
                 prm.requires_grad_(True)
@@ -209,9 +240,24 @@ class TriggerInversion:
         if not found:
             raise TacleanerError(f"invert: every probe image is already classified as {chosen.name!r}; "
                                  "no trigger to invert (probe with more images or other classes)")
-        self._keep(epoch, chosen, rows, found)
+        self._keep(epoch, chosen, rows, found, search)
 
-    def _keep(self, epoch: int, chosen, rows: list, found: list[dict[str, Any]]) -> None:
+    def _triggers(self, logits, x, own, target: int, cfg: ScanConfig, gen: torch.Generator) -> list[dict[str, Any]]:
+        """The triggers inverted toward ``target``, best first: patches of every shape at every
+        place (``places: best`` keeps the best one), or one free mask."""
+        k = self.knobs
+        if k.shape != "patch":
+            area, flip, m, p = invert_trigger(logits, x, own, target, cfg, gen)
+            return [{"place": None, "flip": flip, "loss": None, "mask": m.cpu(), "pattern": p.cpu()}]
+        found = []
+        for side, aspect in k.shapes():
+            for f in invert_patches(logits, x, own, target, side, k.patch_grid, k.patch_steps, k.invert_lr,
+                                    cfg.batch_size, gen, aspect):
+                found.append({**f, "side": side, "aspect": aspect})
+        found.sort(key=lambda r: (-r["flip"], r["loss"]))
+        return found[:1] if k.places == "best" else found
+
+    def _keep(self, epoch: int, chosen, rows: list, found: list[dict[str, Any]], search: list[dict[str, Any]]) -> None:
         """Hold the triggers ``found`` for ``chosen`` (of the ranked ``rows``) and record them."""
         self.masks = torch.stack([f["mask"] for f in found])  # [P, 1, H, W]
         self.patterns = torch.stack([f["pattern"] for f in found])  # [P, 3, H, W]
@@ -221,7 +267,9 @@ class TriggerInversion:
                       "attraction_rank": 1 + [r.index for r in rows].index(chosen.index),
                       "shape": self.knobs.shape, "probe_images": len(self.probe),
                       "triggers": [{"place": f["place"], "mask_area": float(f["mask"].mean()), "flip_rate": f["flip"],
-                                    "loss": f["loss"]} for f in found],
+                                    "loss": f["loss"], **({"side": f["side"], "aspect": f["aspect"]} if "side" in f
+                                                          else {})} for f in found],
+                      "target_search": search, "margin": _margin(search),
                       "top_classes": [asdict(r) for r in rows[:5]]}
         self.history.append(self.found)
 
