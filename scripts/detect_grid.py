@@ -63,14 +63,19 @@ def measure(world_dir: Path, unit: Path) -> dict:
 
 
 def page(results: list[dict], tune_world: int, command: str) -> str:
+    import platform
+
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor() or "unknown CPU") if Path("/proc/cpuinfo").exists() else platform.processor()
     lines = ["# Finding the poison: detectors on the shipped grids' poisoned sets", "",
-             f"Produced by `{command}` (CPU, torch {torch.__version__}). AUROC of each detector's score for telling",
+             f"Produced by `{command}` after the grid's own `tacleaner run` (one {cpu}, CPU only, "
+             f"torch {torch.__version__}, one thread). AUROC of each detector's score for telling",
              "the poisoned rows of an implant set from the clean ones (1 = every poisoned row scores above",
              "every clean one; 0.5 = chance; below 0.5 = the detector ranks the poison *last*), with the",
              "backdoored model (trained on that set) and with the clean model from before the attack.",
              f"`density`'s k and reference were picked on world {tune_world} (shown apart); the means are",
-             "over the other worlds. Embeddings differ in the last digits between CPU models; AUROC over",
-             "10,000 rows moves by about 0.001 with them.", ""]
+             "over the other worlds. Another machine's arithmetic changes the models themselves (the grid is",
+             "retrained there), so expect the spread across worlds shown here, not these digits.", ""]
     for attack in sorted({r["attack"] for r in results}):
         test = [r for r in results if r["attack"] == attack and r["world"] != tune_world]
         tune = [r for r in results if r["attack"] == attack and r["world"] == tune_world]
@@ -103,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--page", type=Path)
     p.add_argument("--tune-world", type=int, default=4)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--label", help="how the run folder is named on the page (default: its path)")
     args = p.parse_args(argv)
     logging.getLogger().setLevel(logging.ERROR)
     torch.set_num_threads(args.threads)
@@ -116,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         print(world, attack, unit.name, {k: v for k, v in done[key].items() if "/" in k and "seconds" not in k},
               flush=True)
     if args.page:
-        command = f"python scripts/detect_grid.py {args.run} {args.out} --tune-world {args.tune_world}"
+        command = (f"python scripts/detect_grid.py {args.label or args.run} DETECTORS.json "
+                   f"--tune-world {args.tune_world}")
         args.page.write_text(page(list(done.values()), args.tune_world, command) + "\n")
     return 0
 
