@@ -121,7 +121,8 @@ def test_unreadable_images_are_skipped_and_counted(world, tiny, tmp_path):
     csv_path = world / "with_broken.csv"  # image paths are relative to the CSV's folder
     csv_path.write_text("\n".join(rows) + "\n")
     cfg = TrainConfig(epochs=1, **{**FAST, "batch_size": 64})  # one batch holds every row
-    train(tiny, read_pairs(csv_path), create_defense("finetune"), cfg, tmp_path / "s", progress=False)
+    with pytest.warns(UserWarning, match=r"skipped 2 of 41 samples \(1 missing image, 1 unreadable image\)"):
+        train(tiny, read_pairs(csv_path), create_defense("finetune"), cfg, tmp_path / "s", progress=False)
     summary = [json.loads(line) for line in open(tmp_path / "s" / "metrics.jsonl") if '"summary"' in line][0]
     assert summary["skipped_images"] == 2
     assert summary["skipped_missing_image"] == 1 and summary["skipped_unreadable_image"] == 1
