@@ -275,3 +275,20 @@ def test_a_grid_compares_filter_then_train_with_a_fine_tuning_defense_on_the_sam
     bad = {**config, "defenses": [{"name": "filter", "params": {"remove": 1.0}}]}
     path.write_text(yaml.safe_dump(bad))
     assert main(["--quiet", "run", str(path), "--out", str(tmp_path / "bad")]) == 2
+
+
+def test_later_clean_seeds_of_a_filter_wait_for_the_first_which_scores_the_implant_set():
+    """Two seeds' filter stages would otherwise score into the same <id>/detect folder at once."""
+    from tacleaner.experiment import parse_config
+    from tacleaner.experiment.grid import steps
+
+    cfg = parse_config({
+        "name": "g", "model": {"name": "tacleaner-tiny-rn"}, "data": {"synth": {"seed": 0}},
+        "attacks": [{"name": "badnet", "target": "red circle", "num": 16}],
+        "defenses": [{"name": "filter"}, {"name": "finetune"}],
+        "seeds": {"implant": [0], "clean": [0, 1]},
+    })
+    deps = {s.key: s.deps for s in steps(cfg)}
+    assert deps["defense/0/badnet/0/filter/1"] == ("implant/0/badnet/0", "defense/0/badnet/0/filter/0")
+    assert deps["defense/0/badnet/0/filter/0"] == ("implant/0/badnet/0",)
+    assert deps["defense/0/badnet/0/finetune/1"] == ("implant/0/badnet/0",)  # fine-tuning seeds stay parallel

@@ -51,7 +51,7 @@ def add_parsers(add: AddCommand) -> None:
 def detect(args: argparse.Namespace) -> int:
     from .. import distributed
     from ..data.pairs import read_pairs
-    from ..detect import DetectConfig, summary_lines
+    from ..detect import DEFAULT_REMOVE, DetectConfig, summary_lines
     from ..detect import detect as run_detect
 
     cfg = DetectConfig(detector=args.detector, k=args.k, reference=args.reference, seed=args.seed,
@@ -59,7 +59,7 @@ def detect(args: argparse.Namespace) -> int:
     table = read_pairs(args.data, args.image_col, args.caption_col)
     check_inputs_outside(args.out, [args.checkpoint, args.data, args.poisoned])
     _, device = distributed.setup(args.device)
-    remove = 0.01 if args.remove is None and args.threshold is None else args.remove
+    remove = DEFAULT_REMOVE if args.remove is None and args.threshold is None else args.remove
     summary = run_detect(load_bundle(args), table, cfg, args.out, device, remove=remove, threshold=args.threshold,
                          poisoned=args.poisoned, overwrite=args.overwrite, progress=not args.quiet,
                          num_workers=args.num_workers, meta={"checkpoint": args.checkpoint, "data": str(args.data)})

@@ -5,6 +5,7 @@ call :func:`detect`."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -14,17 +15,27 @@ import torch
 from .. import distributed
 from ..data.pairs import PairTable, describe_skipped
 from ..errors import TacleanerError
-from ..fileio import read_json, staged_dir, write_json
+from ..fileio import staged_dir, write_json
 from ..models import ClipBundle
 from .detectors import DETECTORS
-from .outputs import removal_mask, summary_lines, truth_metrics, write_clean, write_histogram, write_scores
+from .outputs import (
+    read_poisoned,
+    removal_mask,
+    summary_lines,
+    truth_metrics,
+    write_clean,
+    write_histogram,
+    write_scores,
+)
 from .score import DetectConfig, score_pairs
 
-__all__ = ["DETECTORS", "DetectConfig", "detect", "summary_lines"]
+__all__ = ["DEFAULT_REMOVE", "DETECTORS", "DetectConfig", "detect", "summary_lines"]
+
+DEFAULT_REMOVE = 0.01  # the fraction of scored pairs left out unless told otherwise
 
 
 def detect(bundle: ClipBundle, table: PairTable, cfg: DetectConfig, out: str | Path, device: torch.device, *,
-           remove: float | None = 0.01, threshold: float | None = None, poisoned: str | Path | None = None,
+           remove: float | None = DEFAULT_REMOVE, threshold: float | None = None, poisoned: str | Path | None = None,
            overwrite: bool = False, progress: bool = False, num_workers: int | None = None,
            meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """Score ``table``, then (rank 0) write ``out`` as one staged folder: nothing is left half
@@ -35,17 +46,14 @@ def detect(bundle: ClipBundle, table: PairTable, cfg: DetectConfig, out: str | P
         raise TacleanerError("detect: give exactly one of remove (a fraction) and threshold (a score)")
     if remove is not None and not 0 <= remove < 1:
         raise TacleanerError(f"detect: remove must be a fraction in [0, 1), got {remove}")
-    if poisoned is not None:
-        read_json(poisoned)  # a missing or broken file fails before the scoring
+    positive = None if poisoned is None else read_poisoned(Path(poisoned), len(table))  # fails before the scoring
     t = time.perf_counter()
     scores, skipped = score_pairs(bundle, table, cfg, device, progress=progress, num_workers=num_workers)
     seconds = time.perf_counter() - t
     if not distributed.current().is_main:
         return {}
     removed, cut = removal_mask(scores, remove, threshold)
-    causes: dict[str, int] = {}
-    for cause in skipped.values():
-        causes[cause] = causes.get(cause, 0) + 1
+    causes = dict(Counter(skipped.values()))
     scored = scores[~np.isnan(scores)]
     summary: dict[str, Any] = {
         **(meta or {}), "rows": len(table), "scored": int(len(scored)), "unscored": causes,
@@ -56,11 +64,8 @@ def detect(bundle: ClipBundle, table: PairTable, cfg: DetectConfig, out: str | P
         if len(scored) else {},
         "seconds": round(seconds, 2), "pairs_per_s": round(len(table) / max(seconds, 1e-9), 1),
     }
-    positive = None
-    if poisoned is not None:
-        summary["truth"] = truth_metrics(scores, removed, Path(poisoned))
-        positive = np.zeros(len(scores), dtype=bool)
-        positive[read_json(poisoned)] = True
+    if positive is not None:
+        summary["truth"] = truth_metrics(scores, removed, positive)
     final = Path(out)
     with staged_dir(final, overwrite=overwrite) as tmp:
         write_scores(tmp, table, scores)

@@ -26,16 +26,9 @@ def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
     neg = len(scores) - pos
     if pos == 0 or neg == 0:
         raise TacleanerError("AUROC needs both poisoned and clean rows among the scored ones")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores), dtype=np.float64)
-    sorted_scores = scores[order]
-    i = 0
-    while i < len(scores):  # average rank over each run of ties
-        j = i
-        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
+    _, which, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    last = np.cumsum(counts)  # 1-based rank of each distinct value's last row
+    ranks = ((last - counts + 1 + last) / 2)[which]  # a run of ties shares its average rank
     return float((ranks[positive].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
@@ -81,18 +74,23 @@ def write_clean(out: Path, final: Path, table: PairTable, removed: np.ndarray) -
             w.writerow((path if is_member(path) else Path(os.path.relpath(path, base)).as_posix(), table.captions[i]))
 
 
-def truth_metrics(scores: np.ndarray, removed: np.ndarray, poisoned_file: Path) -> dict[str, Any]:
-    """AUROC over the scored rows, and recall at the poison count: the share of poisoned rows
-    among the ``len(poisoned)`` highest scores; and what the removal took."""
+def read_poisoned(poisoned_file: Path, rows: int) -> np.ndarray:
+    """The rows a ``poisoned_indices.json`` lists, as a mask over ``rows`` rows."""
     indices = read_json(poisoned_file)
-    if not isinstance(indices, list) or not all(isinstance(i, int) and 0 <= i < len(scores) for i in indices):
-        raise TacleanerError(f"{poisoned_file}: not a list of row indices below {len(scores)}")
-    positive = np.zeros(len(scores), dtype=bool)
+    if not isinstance(indices, list) or not all(isinstance(i, int) and 0 <= i < rows for i in indices):
+        raise TacleanerError(f"{poisoned_file}: not a list of row indices below {rows}")
+    positive = np.zeros(rows, dtype=bool)
     positive[indices] = True
+    return positive
+
+
+def truth_metrics(scores: np.ndarray, removed: np.ndarray, positive: np.ndarray) -> dict[str, Any]:
+    """AUROC over the scored rows, and recall at the poison count: the share of poisoned rows
+    among the as many highest scores; and what the removal took."""
     scored = ~np.isnan(scores)
     s, p = scores[scored], positive[scored]
     top = np.argsort(-s, kind="mergesort")[:int(p.sum())]
-    return {"poisoned": len(indices), "auroc": round(auroc(s, p), 4),
+    return {"poisoned": int(positive.sum()), "auroc": round(auroc(s, p), 4),
             "recall_at_poison_count": round(float(p[top].mean()) if len(top) else 0.0, 4),
             "removed_poisoned": int((removed & positive).sum()),
             "removed_clean": int((removed & ~positive).sum())}

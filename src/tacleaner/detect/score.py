@@ -155,7 +155,7 @@ def score_pairs(bundle: ClipBundle, table: PairTable, cfg: DetectConfig, device:
     mine = distributed.shard(len(ref_rows), dist)  # the reference is embedded in shares too
     kept, emb = embed_rows(bundle, table, [ref_rows[i] for i in mine], device, cfg.batch_size, workers, {})
     kept_all = [r for part in dist.all_gather_object(kept) for r in part]
-    emb = dist.gather(emb)[0] if dist.enabled else emb
+    emb = dist.gather(emb)[0]  # every rank's share, in rank order (itself alone outside torchrun)
     ref = Reference.build(kept_all, emb, cfg.k)
     share = distributed.shard(len(table), dist)
     scores = torch.full((len(share),), float("nan"), dtype=torch.float64)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ..defenses import DEFENSES, create_defense
+from ..detect import DEFAULT_REMOVE, DetectConfig
 from ..errors import TacleanerError
 from ..registry import Registry
 
@@ -22,7 +24,7 @@ class Filter:
     k: int = 16
     reference: int = 4096
     seed: int = 0
-    remove: float = 0.01
+    remove: float = DEFAULT_REMOVE
     name: ClassVar[str] = "filter"
     relative_cost: ClassVar[float] = 1.2  # embedding the implant set once, then training as the implant did (not measured)
     train_defaults: ClassVar[dict[str, Any]] = {}  # it trains with the implant's settings, not a defense's
@@ -35,9 +37,7 @@ class Filter:
             raise TacleanerError(f"filter remove={self.remove}: must be a fraction in [0, 1)")
         self.detect_config()  # a bad detector, k or reference fails when the config is read
 
-    def detect_config(self):
-        from ..detect import DetectConfig
-
+    def detect_config(self) -> DetectConfig:
         return DetectConfig(detector=self.detector, k=self.k, reference=self.reference, seed=self.seed)
 
 
@@ -47,15 +47,11 @@ DATA_DEFENSES.register("filter")(Filter)
 
 def defense_entry(name: str) -> Any:
     """The registry entry of a grid's defense: a data defense's, else the fine-tuning objective's."""
-    from ..defenses import DEFENSES
-
     return DATA_DEFENSES.get(name) if name in DATA_DEFENSES else DEFENSES.get(name)
 
 
 def check_defense(name: str, params: dict[str, Any]) -> None:
     """Build the entry once, so that a bad name or parameter fails when the config is read."""
-    from ..defenses import create_defense
-
     if name in DATA_DEFENSES:
         DATA_DEFENSES.create(name, **params)
     else:

@@ -82,19 +82,28 @@ def _unit_steps(cfg: ExperimentConfig, unit: Unit, i: int, order: list[int], tun
     name = f"{unit.world}/{cfg.attacks[unit.attack].id}/{i}"
     out = [Step(f"poison/{name}", "poison", (b,), (f"pretrain/{unit.world}",)),
            Step(f"implant/{name}", "implant", (b,), (f"poison/{name}",))]
-    for c in cfg.plan.clean_seeds(i):
+    seeds = cfg.plan.clean_seeds(i)
+
+    def after_first(folder: str, on_data: bool, c: int) -> tuple[str, ...]:
+        # A data defense's first clean seed scores the implant set into <folder>/detect; the
+        # other seeds reuse it, so they wait for that stage instead of scoring it again at once.
+        return (f"defense/{name}/{folder}/{seeds[0]}",) if on_data and c != seeds[0] else ()
+
+    for c in seeds:
         for k in order:
             d = cfg.defenses[k]
             if d.group and unit.split == TEST:
                 continue
             key = f"defense/{name}/{d.id}/{c}"
-            stage = "filter" if d.name in DATA_DEFENSES else "clean"  # on the data, or on the model
-            out.append(Step(key, stage, (b, k, c), (f"implant/{name}",)))
+            on_data = d.name in DATA_DEFENSES
+            stage = "filter" if on_data else "clean"  # on the data, or on the model
+            out.append(Step(key, stage, (b, k, c), (f"implant/{name}",) + after_first(d.id, on_data, c)))
             if d.group:
                 tuned[d.group].append(key)
         if unit.split == TEST:
-            out += [Step(f"defense/{name}/{g}/{c}", "chosen", (b, g, c), (f"implant/{name}", f"select/{g}"))
-                    for g in cfg.groups()]
+            out += [Step(f"defense/{name}/{g}/{c}", "chosen", (b, g, c), (f"implant/{name}", f"select/{g}")
+                         + after_first(g, any(cfg.defenses[j].name in DATA_DEFENSES for j in ks), c))
+                    for g, ks in cfg.groups().items()]
     return out
 
 
