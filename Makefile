@@ -26,7 +26,7 @@ demo-quick: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadscope
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,12 @@ import torch
 from tacleaner.data.synth import SynthConfig, generate
 
 logging.getLogger().setLevel(logging.ERROR)  # open_clip's "initialized randomly" notices
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one pytest worker per core (pytest-xdist): each works on one thread, and
+    # so do the tacleaner processes the tests start, instead of every process asking for all cores
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(scope="session")
@@ -43,19 +50,6 @@ def trained_checkpoint(world, tmp_path_factory) -> Path:
     train(create_model("tacleaner-tiny-rn"), read_pairs(world / "pretrain.csv"), create_defense("finetune"),
           TrainConfig(epochs=6, batch_size=32, lr=2e-3, warmup_steps=5), out, progress=False)
     return out / "model.safetensors"
-
-
-@pytest.fixture(scope="session")
-def grids(tmp_path_factory) -> tuple[Path, Path]:
-    """test_experiment's grid run twice, with ``--jobs 2`` and serially (made once a session:
-    test_experiment and test_cli_faults read it; test_experiment's resume test, the last user,
-    removes and redoes one defense of the serial one)."""
-    from test_experiment import CONFIG, run_grid
-
-    d = tmp_path_factory.mktemp("grid")
-    _, parallel = run_grid(d, "parallel", CONFIG, "--jobs", "2")
-    _, serial = run_grid(d, "serial", CONFIG)
-    return parallel, serial
 
 
 @pytest.fixture

@@ -303,16 +303,6 @@ def test_a_lock_left_by_a_killed_process_is_taken_over_with_a_warning(world, tmp
     assert not list(tmp_path.glob(".p.*")) and (poisoned / "manifest.json").is_file()
 
 
-def test_parallel_experiment_stages_do_not_wait_on_the_experiment_lock(grids):
-    """`run --jobs 2` (the shared grid of conftest.py, made with --jobs 2): the parent holds the
-    experiment folder, worker processes write the stage folders inside it; the grid completes
-    and leaves no lock behind."""
-    parallel = grids[0]
-    assert (parallel / "results.json").is_file()
-    assert (parallel / "world0" / "blended" / "implant1" / "cleanclip" / "clean1" / "metadata.json").is_file()
-    assert not list(parallel.rglob("*.lock"))
-
-
 # -- 2. every skipped sample counted where a user looks ---------------------------------------
 def _add(tar, name: str, data: bytes) -> None:
     import io

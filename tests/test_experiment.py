@@ -33,6 +33,16 @@ def run_grid(tmp_path, name, config, *extra):
     return path, out
 
 
+@pytest.fixture(scope="module")
+def grids(tmp_path_factory) -> tuple[Path, Path]:
+    """CONFIG's grid run twice, with ``--jobs 2`` and serially, made once for this module (the
+    resume test, its last user, removes and redoes one defense of the serial one)."""
+    d = tmp_path_factory.mktemp("grid")
+    _, parallel = run_grid(d, "parallel", CONFIG, "--jobs", "2")
+    _, serial = run_grid(d, "serial", CONFIG)
+    return parallel, serial
+
+
 def test_one_row_per_seed_triple_with_val_and_test(grids):
     rows = json.loads((grids[0] / "results.json").read_text())
     keys = [(r["defense"], r["world_seed"], r["implant_seed"], r["clean_seed"]) for r in rows]
@@ -77,6 +87,16 @@ def test_parallel_jobs_give_bit_identical_results(grids):
     rel = "world0/blended/implant1/cleanclip/clean0/model.safetensors"
     a, b = load_file(grids[0] / rel), load_file(grids[1] / rel)
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+def test_parallel_experiment_stages_do_not_wait_on_the_experiment_lock(grids):
+    """`run --jobs 2` (the shared grid of conftest.py, made with --jobs 2): the parent holds the
+    experiment folder, worker processes write the stage folders inside it; the grid completes
+    and leaves no lock behind."""
+    parallel = grids[0]
+    assert (parallel / "results.json").is_file()
+    assert (parallel / "world0" / "blended" / "implant1" / "cleanclip" / "clean1" / "metadata.json").is_file()
+    assert not list(parallel.rglob("*.lock"))
 
 
 def test_resume_redoes_only_what_is_missing(grids, tmp_path, capsys):
