@@ -90,7 +90,7 @@ def test_parallel_jobs_give_bit_identical_results(grids):
 
 
 def test_parallel_experiment_stages_do_not_wait_on_the_experiment_lock(grids):
-    """`run --jobs 2` (the shared grid of conftest.py, made with --jobs 2): the parent holds the
+    """`run --jobs 2` (the parallel grid of ``grids``): the parent holds the
     experiment folder, worker processes write the stage folders inside it; the grid completes
     and leaves no lock behind."""
     parallel = grids[0]
