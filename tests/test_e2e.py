@@ -131,6 +131,23 @@ def test_scan_reports_every_class_and_writes_the_inverted_triggers(pipeline, cap
                  str(w / "zeroshot.csv"), "--classes", str(w / "classes.json"), "--out", str(out)]) == 2  # no silent overwrite
 
 
+def test_patch_probes_find_the_patch_backdoors_target(pipeline):
+    """The patch probe (free squares of 1/8 to 1/3 of the side at random places) ends most often
+    in the BadNet model's target, which the L-inf probe ranks far down on this model; on the
+    clean model from before the attack, the target does not come first."""
+    w = pipeline / "world"
+    ranks = {}
+    for name, folder in (("backdoored", "implant"), ("clean", "pre")):
+        out = pipeline / f"scan_patch_{name}"
+        assert main(["--quiet", "scan", "--checkpoint", str(pipeline / folder / "model.safetensors"),
+                     "--data", str(w / "zeroshot.csv"), "--classes", str(w / "classes.json"), "--out", str(out),
+                     "--param", "probe=patch", "--param", "top=0", "--param", "images=128"]) == 0
+        rows = json.loads((out / "scan.json").read_text())["classes"]
+        assert all(set(r["by_probe"]) == {"patch"} for r in rows)
+        ranks[name] = [r["name"] for r in rows].index("yellow star") + 1
+    assert ranks["backdoored"] == 1 and ranks["clean"] > 1, ranks
+
+
 def test_anomaly_index_is_the_robust_z_score():
     from tacleaner.scan import anomaly_index
 

@@ -4,11 +4,14 @@ Two signals, neither knowing the trigger or the target:
 
 1. **Attraction** (the target-identification idea of InverTune, Sun et al., NDSS 2026: a
    backdoor is a shortcut toward its target, so adversarial perturbations of clean images fall
-   into the target class far more often than into others). Untargeted PGD within an L-inf ball
-   of ``eps`` around each clean image, against the model's own zero-shot classifier; each
-   class's score is the share of images that end in it (never their own class). A class is
-   flagged by its anomaly index over all classes: (score - median) / (1.4826 x MAD), the robust
-   z-score Neural Cleanse uses (Wang et al., S&P 2019), above 2.
+   into the target class far more often than into others). Untargeted probes against the
+   model's own zero-shot classifier, of the kinds named by ``probe``: ``linf``, PGD within an
+   L-inf ball of ``eps`` around each clean image; ``patch``, a square patch of each side in
+   ``patch_sizes`` at a random place in each image, its content free in [0, 1] (the shape of the
+   patch triggers, which a small L-inf ball need not reach). Each class's score is the share of
+   probes that end in it (never their own class), averaged over the kinds. A class is flagged
+   by its anomaly index over all classes: (score - median) / (1.4826 x MAD), the robust z-score
+   Neural Cleanse uses (Wang et al., S&P 2019), above 2.
 2. **Inverted trigger** for the ``top`` classes by attraction (Neural Cleanse's mask and
    pattern, optimised by gradient descent on clean images of other classes): the smallest
    blend ``(1 - m) x + m p`` that sends them to the class, as the mask's share of the image
@@ -39,12 +42,16 @@ ANOMALY_THRESHOLD = 2.0  # Neural Cleanse's cut on the robust z-score
 
 @dataclass
 class ScanConfig:
-    """Knobs: ``images`` clean images used (evenly spaced over the set); ``eps``, ``steps`` and
-    ``step_size`` the PGD probe (L-inf, in [0, 1] pixel units); ``top`` classes whose trigger is
-    inverted; ``invert_steps``, ``invert_lr`` and ``mask_weight`` the inversion (Adam on the
-    mask and pattern logits, loss = cross-entropy to the class + ``mask_weight`` x mask area)."""
+    """Knobs: ``images`` clean images used (evenly spaced over the set); ``probe`` the probe
+    kinds, comma-separated (``linf``, ``patch``); ``eps``, ``steps`` and ``step_size`` the L-inf
+    PGD probe (in [0, 1] pixel units); ``patch_sizes`` (comma-separated sides, as shares of the
+    frame's side), ``patch_steps`` and ``patch_step`` the patch probe (signed-gradient steps on
+    the patch's content); ``top`` classes whose trigger is inverted; ``invert_steps``,
+    ``invert_lr`` and ``mask_weight`` the inversion (Adam on the mask and pattern logits, loss =
+    cross-entropy to the class + ``mask_weight`` x mask area)."""
 
     images: int = 256
+    probe: str = "linf"
     eps: float = 8 / 255
     steps: int = 10
     step_size: float = 2 / 255
@@ -54,11 +61,31 @@ class ScanConfig:
     mask_weight: float = 0.05
     batch_size: int = 128
     seed: int = 0
+    patch_sizes: str = "0.125,0.25,0.333"
+    patch_steps: int = 10
+    patch_step: float = 0.1
 
     def __post_init__(self) -> None:
         if not (self.images >= 2 and self.eps > 0 and self.steps >= 1 and self.step_size > 0 and self.top >= 0
-                and self.invert_steps >= 1 and self.invert_lr > 0 and self.mask_weight >= 0 and self.batch_size >= 1):
+                and self.invert_steps >= 1 and self.invert_lr > 0 and self.mask_weight >= 0 and self.batch_size >= 1
+                and self.patch_steps >= 1 and self.patch_step > 0):
             raise TacleanerError(f"scan settings out of range: {asdict(self)}")
+        unknown = [k for k in self.probes() if k not in PROBES]
+        if unknown or not self.probes():
+            raise TacleanerError(f"scan probe {self.probe!r}: expected a comma-separated list of "
+                                 f"{', '.join(sorted(PROBES))}")
+        try:
+            sides = self.sides()
+        except ValueError:
+            sides = []
+        if not sides or not all(0 < f < 1 for f in sides):
+            raise TacleanerError(f"scan patch_sizes {self.patch_sizes!r}: expected comma-separated sides in (0, 1)")
+
+    def probes(self) -> list[str]:
+        return [k.strip() for k in self.probe.split(",") if k.strip()]
+
+    def sides(self) -> list[float]:
+        return [float(v) for v in self.patch_sizes.split(",") if v.strip()]
 
 
 @dataclass
@@ -67,6 +94,7 @@ class ClassReport:
     index: int
     attraction: float  # share of adversarial probes that end in this class
     anomaly: float  # robust z-score of the attraction over all classes
+    by_probe: dict[str, float] = field(default_factory=dict)  # the attraction of each probe kind
     trigger_area: float | None = None  # inverted mask's share of the image
     trigger_flip: float | None = None  # share of other classes' images the inverted trigger sends here
 
@@ -135,34 +163,84 @@ class ZeroShotLogits(torch.nn.Module):
         return 100.0 * emb @ self.classifier
 
 
-def attraction(logits: ZeroShotLogits, x: torch.Tensor, y: torch.Tensor, cfg: ScanConfig, classes: int) -> tuple[list[float], float]:
-    counts = torch.zeros(classes)
+def linf_probe(logits: ZeroShotLogits, xb: torch.Tensor, yb: torch.Tensor, cfg: ScanConfig,
+               gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Untargeted PGD in the L-inf ball of ``eps``, away from ``yb``: (predicted class, class it
+    started from), one per image."""
+    adv = xb.clone()
+    for _ in range(cfg.steps):
+        adv.requires_grad_(True)
+        loss = F.cross_entropy(logits(adv), yb)
+        (grad,) = torch.autograd.grad(loss, adv)
+        adv = (adv.detach() + cfg.step_size * grad.sign()).clamp(xb - cfg.eps, xb + cfg.eps).clamp(0, 1)
+    with torch.no_grad():
+        return logits(adv).argmax(1), yb
+
+
+def random_patch_masks(n: int, h: int, w: int, frac: float, gen: torch.Generator) -> torch.Tensor:
+    """[n, 1, h, w] masks of a square of side ``frac`` x the shorter side, each at a place drawn
+    uniformly (on the CPU generator, so the same places on any device)."""
+    side = max(1, round(frac * min(h, w)))
+    top = torch.randint(0, h - side + 1, (n, 1, 1), generator=gen)
+    left = torch.randint(0, w - side + 1, (n, 1, 1), generator=gen)
+    rows, cols = torch.arange(h).view(1, h, 1), torch.arange(w).view(1, 1, w)
+    inside = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)
+    return inside.unsqueeze(1).float()
+
+
+def patch_probe(logits: ZeroShotLogits, xb: torch.Tensor, yb: torch.Tensor, cfg: ScanConfig,
+                gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Untargeted patch probes: per side in ``patch_sizes``, a square at a random place in each
+    image whose content (any colour, started at random) climbs the cross-entropy of ``yb`` by
+    ``patch_steps`` signed-gradient steps. (predicted class, class it started from), one per
+    image and side."""
+    preds, starts = [], []
+    for frac in cfg.sides():
+        m = random_patch_masks(len(xb), *xb.shape[-2:], frac, gen).to(xb.device)
+        p = torch.rand(xb.shape, generator=gen).to(xb.device)
+        for _ in range(cfg.patch_steps):
+            p.requires_grad_(True)
+            loss = F.cross_entropy(logits((1 - m) * xb + m * p), yb)
+            (grad,) = torch.autograd.grad(loss, p)
+            p = (p.detach() + cfg.patch_step * grad.sign()).clamp(0, 1)
+        with torch.no_grad():
+            preds.append(logits((1 - m) * xb + m * p).argmax(1))
+        starts.append(yb)
+    return torch.cat(preds), torch.cat(starts)
+
+
+PROBES = {"linf": linf_probe, "patch": patch_probe}
+
+
+def attraction(logits: ZeroShotLogits, x: torch.Tensor, y: torch.Tensor, cfg: ScanConfig,
+               classes: int) -> tuple[dict[str, list[float]], float]:
+    """Per probe kind, each class's share of the probes that end in it (never their own class);
+    and the clean zero-shot accuracy on ``x`` against ``y``."""
+    counts = {kind: torch.zeros(classes) for kind in cfg.probes()}
+    probes = dict.fromkeys(counts, 0)
+    gen = torch.Generator().manual_seed(cfg.seed)
     correct = 0
     for i in range(0, len(x), cfg.batch_size):
         xb, yb = x[i:i + cfg.batch_size], y[i:i + cfg.batch_size]
         with torch.no_grad():
             correct += int((logits(xb).argmax(1) == yb).sum())
-        adv = xb.clone()
-        for _ in range(cfg.steps):  # untargeted PGD: away from the true class
-            adv.requires_grad_(True)
-            loss = F.cross_entropy(logits(adv), yb)
-            (grad,) = torch.autograd.grad(loss, adv)
-            adv = (adv.detach() + cfg.step_size * grad.sign()).clamp(xb - cfg.eps, xb + cfg.eps).clamp(0, 1)
-        with torch.no_grad():
-            pred = logits(adv).argmax(1)
-        moved = pred != yb
-        counts += torch.bincount(pred[moved], minlength=classes).float()
-    return (counts / len(x)).tolist(), correct / len(x)
+        for kind in counts:
+            pred, start = PROBES[kind](logits, xb, yb, cfg, gen)
+            moved = pred != start
+            counts[kind] += torch.bincount(pred[moved].cpu(), minlength=classes).float()
+            probes[kind] += len(pred)
+    return {kind: (c / probes[kind]).tolist() for kind, c in counts.items()}, correct / len(x)
 
 
 def rank_classes(logits: ZeroShotLogits, x: torch.Tensor, y: torch.Tensor, cfg: ScanConfig,
                  classnames: list[str]) -> tuple[list[ClassReport], float]:
     """Every class with its attraction and anomaly index, most attractive first; and the
     zero-shot accuracy on the probe images against ``y``."""
-    scores, acc = attraction(logits, x, y, cfg, len(classnames))
+    shares, acc = attraction(logits, x, y, cfg, len(classnames))
+    scores = [sum(col) / len(col) for col in zip(*shares.values())]
     z = anomaly_index(scores)
-    rows = sorted((ClassReport(name, i, scores[i], z[i]) for i, name in enumerate(classnames)),
-                  key=lambda r: -r.attraction)
+    rows = sorted((ClassReport(name, i, scores[i], z[i], {k: v[i] for k, v in shares.items()})
+                   for i, name in enumerate(classnames)), key=lambda r: -r.attraction)
     return rows, acc
 
 

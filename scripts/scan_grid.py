@@ -1,0 +1,194 @@
+"""Measure `tacleaner scan` over the models of finished experiment grids: every backdoored model
+(its target known from its poisoning run) and every clean one (each world's pretrained model,
+and clean controls: the pretrained model fine-tuned on the implant set without poison).
+
+    python scripts/scan_grid.py OUT_JSON RUN [RUN ...] [--controls DIR] [--page PAGE.md] \
+        [--choose-world 0] [--threads 1]
+
+Each model is scanned once with every probe kind (``linf,patch``, ``top`` 0: no trigger
+inversion) on 256 images of its world's validation split; the JSON keeps every class's
+attraction per kind, so each signal (a kind alone, or their mean) is scored from the same
+probes. Controls are found as ``DIR/<run folder name>/world<N>/<any>/model.safetensors``.
+Resumable: OUT_JSON is rewritten after each model.
+
+Scored per signal: the AUROC of the top class's anomaly index and of its attraction share for
+telling backdoored models from clean ones (a 95% interval by a stratified bootstrap), and how
+often the true target ranks first (a Wilson 95% interval). ``--choose-world`` names the world
+whose models may be looked at to choose a signal; the page reports it apart and the summary over
+the other worlds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tacleaner.data.zeroshot import read_classes, read_zeroshot
+from tacleaner.detect.outputs import auroc
+from tacleaner.models import load_model
+from tacleaner.scan import ScanConfig, anomaly_index, scan
+
+SIGNALS = {"linf": ["linf"], "patch": ["patch"], "linf+patch": ["linf", "patch"]}
+
+
+def models(runs: list[Path], controls: Path | None):
+    """(key, world folder, kind, attack, target, checkpoint) of every model to scan."""
+    for run in runs:
+        for world in sorted(run.glob("world*")):
+            if not (world / "pretrain" / "model.safetensors").is_file():
+                continue
+            yield f"{run.name}/{world.name}/pretrain", world, "clean", None, None, world / "pretrain" / "model.safetensors"
+            for unit in sorted(world.glob("*/implant*")):
+                ck, manifest = unit / "backdoored" / "model.safetensors", unit / "poison" / "manifest.json"
+                if ck.is_file() and manifest.is_file():
+                    target = json.loads(manifest.read_text())["target"]
+                    yield (f"{run.name}/{world.name}/{unit.parent.name}/{unit.name}", world, "backdoored",
+                           unit.parent.name, target, ck)
+            if controls is not None:
+                for ck in sorted((controls / run.name / world.name).glob("*/model.safetensors")):
+                    yield f"{run.name}/{world.name}/control/{ck.parent.name}", world, "clean", None, None, ck
+
+
+def measure(world: Path, checkpoint: Path, cfg: ScanConfig) -> dict:
+    data_dir = world / "data"
+    classes = read_classes(data_dir / "classes.json")
+    split = data_dir / "zeroshot_val.csv"
+    data = read_zeroshot(split if split.is_file() else data_dir / "zeroshot.csv", classes)
+    t = time.perf_counter()
+    report, _ = scan(load_model(checkpoint), data, classes, cfg)
+    return {"probe_clean_acc": report.probe_clean_acc, "seconds": round(time.perf_counter() - t, 1),
+            "attraction": {r.name: r.by_probe for r in report.classes}}
+
+
+def signal_rows(rec: dict, kinds: list[str]) -> tuple[list[str], list[float], list[float]]:
+    """Class names sorted by the signal's attraction (most first), their attractions, anomalies."""
+    names = list(rec["attraction"])
+    scores = [sum(rec["attraction"][n][k] for k in kinds) / len(kinds) for n in names]
+    z = anomaly_index(scores)
+    order = sorted(range(len(names)), key=lambda i: -scores[i])
+    return [names[i] for i in order], [scores[i] for i in order], [z[i] for i in order]
+
+
+def bootstrap_auroc(scores: np.ndarray, positive: np.ndarray, draws: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% interval of the AUROC by resampling the positives and the negatives apart."""
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(positive), np.flatnonzero(~positive)
+    vals = []
+    for _ in range(draws):
+        idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
+        vals.append(auroc(scores[idx], positive[idx]))
+    return float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return float("nan"), float("nan")
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def score(records: list[dict]) -> dict:
+    """Per signal: AUROC of the top anomaly and of the top share, and targets found first."""
+    out = {}
+    positive = np.array([r["kind"] == "backdoored" for r in records])
+    for signal, kinds in SIGNALS.items():
+        tops, shares, first = [], [], {}
+        for r in records:
+            names, scores, z = signal_rows(r, kinds)
+            tops.append(z[0])
+            shares.append(scores[0])
+            if r["kind"] == "backdoored":
+                first.setdefault(r["attack"], []).append(names.index(r["target"]) + 1)
+        row: dict = {"models": len(records), "backdoored": int(positive.sum()), "clean": int((~positive).sum()),
+                     "ranks": first}
+        if positive.any() and (~positive).any():
+            for name, vals in (("anomaly", tops), ("share", shares)):
+                arr = np.array(vals)
+                row[f"auroc_{name}"] = auroc(arr, positive)
+                row[f"auroc_{name}_ci"] = bootstrap_auroc(arr, positive)
+        ranks = [x for v in first.values() for x in v]
+        row["first"] = sum(x == 1 for x in ranks)
+        row["first_ci"] = wilson(row["first"], len(ranks))
+        row["clean_top_anomaly"] = sorted(round(t, 1) for t, p in zip(tops, positive) if not p)
+        out[signal] = row
+    return out
+
+
+def page(records: list[dict], choose_world: str | None, command: str) -> str:
+    import platform
+
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    held = [r for r in records if r["world"] != choose_world]
+    chosen = [r for r in records if r["world"] == choose_world]
+    lines = [f"Produced by `{command}` ({cpu}, CPU only, torch {torch.__version__}, one thread).", ""]
+    for label, recs in (("reported", held), (f"looked at to choose ({choose_world})", chosen)):
+        if not recs:
+            continue
+        sc = score(recs)
+        worlds = sorted({r["world"] for r in recs})
+        lines += [f"### Models {label}: {len(recs)} ({sc['linf']['backdoored']} backdoored, "
+                  f"{sc['linf']['clean']} clean; {', '.join(worlds)})", "",
+                  "| signal | AUROC, top anomaly index [95% CI] | AUROC, top attraction share [95% CI] | "
+                  "true target first [95% CI] | clean models' top anomaly |", "|---|---|---|---|---|"]
+        for signal, row in sc.items():
+            def cell(name, row=row):
+                if f"auroc_{name}" not in row:
+                    return "—"
+                lo, hi = row[f"auroc_{name}_ci"]
+                return f"{row[f'auroc_{name}']:.2f} [{lo:.2f}, {hi:.2f}]"
+            lo, hi = row["first_ci"]
+            lines.append(f"| {signal} | {cell('anomaly')} | {cell('share')} | {row['first']}/{row['backdoored']} "
+                         f"[{100 * lo:.0f}%, {100 * hi:.0f}%] | {', '.join(map(str, row['clean_top_anomaly']))} |")
+        lines += ["", "Rank of the true target, per attack (each model):", "",
+                  "| attack | " + " | ".join(SIGNALS) + " |", "|---|" + "---|" * len(SIGNALS)]
+        for attack in sorted(sc["linf"]["ranks"]):
+            lines.append(f"| {attack} | " + " | ".join(", ".join(map(str, sc[s]["ranks"][attack])) for s in SIGNALS)
+                         + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("out", type=Path)
+    p.add_argument("runs", type=Path, nargs="+")
+    p.add_argument("--controls", type=Path)
+    p.add_argument("--page", type=Path)
+    p.add_argument("--choose-world", default="world0", help="the world folder whose models may be looked at")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--images", type=int, default=256)
+    args = p.parse_args(argv)
+    logging.getLogger().setLevel(logging.ERROR)
+    torch.set_num_threads(args.threads)
+    cfg = ScanConfig(images=args.images, probe="linf,patch", top=0)
+    done = {r["key"]: r for r in json.loads(args.out.read_text())} if args.out.exists() else {}
+    for key, world, kind, attack, target, ck in models(args.runs, args.controls):
+        if key in done:
+            continue
+        rec = {"key": key, "world": world.name, "kind": kind, "attack": attack, "target": target,
+               **measure(world, ck, cfg)}
+        done[key] = rec
+        tmp = args.out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(list(done.values()), indent=1) + "\n")
+        tmp.replace(args.out)
+        ranks = {s: (signal_rows(rec, k)[0].index(target) + 1 if target else None) for s, k in SIGNALS.items()}
+        print(key, kind, f"{rec['seconds']} s", "target ranks", ranks, flush=True)
+    if args.page:
+        command = (f"python scripts/scan_grid.py SCANS.json {' '.join(str(r) for r in args.runs)}"
+                   + (f" --controls {args.controls}" if args.controls else "") + f" --choose-world {args.choose_world}")
+        args.page.write_text(page(list(done.values()), args.choose_world, command) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
