@@ -3,13 +3,14 @@
 that set with the backdoored model and with the clean model from before the attack.
 
     python scripts/detect_grid.py RUN_FOLDER OUT_JSON [--page docs/results-detect.md] \
-        [--tune-world 4] [--threads 1]
+        [--tune-world 4 | --tune-world none] [--threads 1]
 
 Embeddings are computed once per (unit, model) and shared by every detector setting. The
 settings compared are fixed in SETTINGS below: the paper's (k 16 against a 4096-row
 reference) for k-distance, SLOF and DAO, and ``density`` at k 64 against 1024 rows. The
 latter was picked by looking at AUROC on one unit (world 4, BadNet: ``--tune-world``), so that
-world is reported apart and the summary is over the other worlds only.
+world is reported apart and the summary is over the other worlds only; ``--tune-world none``
+for a grid none of whose worlds was looked at (experiments/detect-auroc.yaml).
 """
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ def measure(world_dir: Path, unit: Path) -> dict:
     return out
 
 
-def page(results: list[dict], tune_world: int, command: str) -> str:
+def page(results: list[dict], tune_world: int | None, command: str) -> str:
     import platform
 
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
@@ -73,8 +74,11 @@ def page(results: list[dict], tune_world: int, command: str) -> str:
              "the poisoned rows of an implant set from the clean ones (1 = every poisoned row scores above",
              "every clean one; 0.5 = chance; below 0.5 = the detector ranks the poison *last*), with the",
              "backdoored model (trained on that set) and with the clean model from before the attack.",
-             f"`density`'s k and reference were picked on world {tune_world} (shown apart); the means are",
-             "over the other worlds. Another machine's arithmetic changes the models themselves (the grid is",
+             (f"`density`'s k and reference were picked on world {tune_world} (shown apart); the means are "
+              "over the other worlds." if tune_world is not None else
+              "`density`'s k and reference were picked on world 4 of the demo's held-out grid, BadNet "
+              "(docs/detect.md), none of this grid's worlds: every world counts."),
+             "Another machine's arithmetic changes the models themselves (the grid is",
              "retrained there), so expect the spread across worlds shown here, not these digits.", ""]
     for attack in sorted({r["attack"] for r in results}):
         test = [r for r in results if r["attack"] == attack and r["world"] != tune_world]
@@ -106,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run", type=Path)
     p.add_argument("out", type=Path)
     p.add_argument("--page", type=Path)
-    p.add_argument("--tune-world", type=int, default=4)
+    p.add_argument("--tune-world", type=lambda v: None if v == "none" else int(v), default=4,
+                   help="the world a detector setting was picked on, reported apart ('none': no such world)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--label", help="how the run folder is named on the page (default: its path)")
     args = p.parse_args(argv)
@@ -123,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
     if args.page:
         command = (f"python scripts/detect_grid.py {args.label or args.run} DETECTORS.json "
-                   f"--tune-world {args.tune_world}")
+                   f"--tune-world {'none' if args.tune_world is None else args.tune_world}")
         args.page.write_text(page(list(done.values()), args.tune_world, command) + "\n")
     return 0
 
