@@ -106,7 +106,7 @@ def test_scan_reports_every_class_and_writes_the_inverted_triggers(pipeline, cap
     """`tacleaner scan`: every class scored, sorted by attraction, the anomaly index being the
     robust z-score of those attractions, triggers inverted for the `top` classes only, the
     report and the picture written. (How often it names the real target is measured, not
-    promised: README, Auditing.)"""
+    promised: docs/scan.md.)"""
     from tacleaner.scan import anomaly_index
 
     w = pipeline / "world"

@@ -7,7 +7,7 @@ from ..fileio import check_inputs_outside
 from .common import load_bundle, parse_params
 from .options import AddCommand, add_device_option, add_model_options, add_param_option
 
-SETTINGS_HELP = ("scan setting, repeatable (defaults: images 256, probe linf (or patch, or linf,patch), eps 8/255, "
+SETTINGS_HELP = ("scan setting, repeatable (defaults: images 256, probe linf,patch (or linf, or patch), eps 8/255, "
                  "steps 10, step_size 2/255, patch_sizes 0.125,0.25,0.333, patch_steps 10, patch_step 0.1, top 3, "
                  "invert_steps 200, invert_lr 0.1, mask_weight 0.05, batch_size 128, seed 0)")
 

@@ -213,7 +213,7 @@ class TriggerInversion:
         model.eval().requires_grad_(False)
         try:
             logits = ZeroShotLogits(self.bundle, build_classifier(self.bundle, self.class_list, device).float()).to(device)
-            cfg = ScanConfig(images=len(self.probe), eps=k.eps, steps=k.steps, step_size=k.step_size,
+            cfg = ScanConfig(images=len(self.probe), probe="linf", eps=k.eps, steps=k.steps, step_size=k.step_size,
                              invert_steps=k.invert_steps, invert_lr=k.invert_lr, mask_weight=k.mask_weight,
                              seed=self.seed * 1000 + epoch)
             x = self.probe.to(device)
