@@ -20,6 +20,7 @@ the other worlds.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import math
@@ -54,6 +55,18 @@ def models(runs: list[Path], controls: Path | None):
             if controls is not None:
                 for ck in sorted((controls / run.name / world.name).glob("*/model.safetensors")):
                     yield f"{run.name}/{world.name}/control/{ck.parent.name}", world, "clean", None, None, ck
+
+
+def weights_digest(checkpoint: Path) -> str:
+    """SHA-256 over the tensors (name, dtype, shape, bytes), not the file's stored metadata."""
+    from tacleaner.models.checkpoint import read_state_dict
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(read_state_dict(checkpoint).items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def measure(world: Path, checkpoint: Path, cfg: ScanConfig) -> dict:
@@ -172,11 +185,18 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     cfg = ScanConfig(images=args.images, probe="linf,patch", top=0)
     done = {r["key"]: r for r in json.loads(args.out.read_text())} if args.out.exists() else {}
+    seen = {r["weights"] for r in done.values() if "weights" in r}
     for key, world, kind, attack, target, ck in models(args.runs, args.controls):
         if key in done:
+            seen.add(done[key].setdefault("weights", weights_digest(ck)))
             continue
+        digest = weights_digest(ck)
+        if digest in seen:
+            print(key, "the same weights as a model already scanned: counted once", flush=True)
+            continue
+        seen.add(digest)
         rec = {"key": key, "world": world.name, "kind": kind, "attack": attack, "target": target,
-               **measure(world, ck, cfg)}
+               "weights": digest, **measure(world, ck, cfg)}
         done[key] = rec
         tmp = args.out.with_suffix(".tmp")
         tmp.write_text(json.dumps(list(done.values()), indent=1) + "\n")
