@@ -106,7 +106,7 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def score(records: list[dict]) -> dict:
@@ -136,7 +136,7 @@ def score(records: list[dict]) -> dict:
     return out
 
 
-def page(records: list[dict], choose_world: str | None, command: str) -> str:
+def page(records: list[dict], choose_world: str | None, command: str, after: list[str] | None = None) -> str:
     import platform
 
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
@@ -144,7 +144,11 @@ def page(records: list[dict], choose_world: str | None, command: str) -> str:
     held = [r for r in records if r["world"] != choose_world]
     chosen = [r for r in records if r["world"] == choose_world]
     lines = [f"Produced by `{command}` ({cpu}, CPU only, torch {torch.__version__}, one thread).", ""]
-    for label, recs in (("reported", held), (f"looked at to choose ({choose_world})", chosen)):
+    sets = [("reported", held), (f"looked at to choose ({choose_world})", chosen)]
+    if after:  # models first scanned after the choice was made (keys under these run folders)
+        sets.insert(1, (f"scanned after the choice ({', '.join(after)})",
+                        [r for r in held if r["key"].split("/")[0] in after]))
+    for label, recs in sets:
         if not recs:
             continue
         sc = score(recs)
@@ -180,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--choose-world", default="world0", help="the world folder whose models may be looked at")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--images", type=int, default=256)
+    p.add_argument("--after", nargs="+", help="run folders whose models were first scanned after the choice: "
+                   "also reported apart")
     args = p.parse_args(argv)
     logging.getLogger().setLevel(logging.ERROR)
     torch.set_num_threads(args.threads)
@@ -205,8 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         print(key, kind, f"{rec['seconds']} s", "target ranks", ranks, flush=True)
     if args.page:
         command = (f"python scripts/scan_grid.py SCANS.json {' '.join(str(r) for r in args.runs)}"
-                   + (f" --controls {args.controls}" if args.controls else "") + f" --choose-world {args.choose_world}")
-        args.page.write_text(page(list(done.values()), args.choose_world, command) + "\n")
+                   + (f" --controls {args.controls}" if args.controls else "") + f" --choose-world {args.choose_world}"
+                   + (f" --after {' '.join(args.after)}" if args.after else ""))
+        args.page.write_text(page(list(done.values()), args.choose_world, command, args.after) + "\n")
     return 0
 
 

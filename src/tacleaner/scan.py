@@ -366,7 +366,7 @@ def format_report(report: ScanReport, rows: int = 10) -> str:
         flip = "" if r.trigger_flip is None else f"{100 * r.trigger_flip:.0f}%"
         lines.append(f"{r.name[:24]:24s} {100 * r.attraction:9.1f}% {r.anomaly:8.1f} {area:>12s} {flip:>6s}")
     verdict = (f"above Neural Cleanse's cut (anomaly index > {ANOMALY_THRESHOLD:g}): {', '.join(report.suspects)}. "
-               "A lead, not a verdict: clean models of the embedded world reached 9.6 (docs/scan.md)"
+               "A lead, not a verdict: clean models of the embedded world reached 14 (docs/scan.md)"
                if report.suspects else f"no class stands out (every anomaly index <= {ANOMALY_THRESHOLD:g})")
     lines.append(f"{report.images} images, clean zero-shot accuracy on them {100 * report.probe_clean_acc:.1f}%; "
                  + verdict)
