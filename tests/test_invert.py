@@ -153,3 +153,15 @@ def test_several_candidates_are_inverted_and_the_one_that_flips_most_is_kept(tra
     assert len(one.triggers.found["target_search"]) == 1 and one.triggers.found["margin"] is None
     with pytest.raises(TacleanerError, match="invert sizes='0.5,2'"):
         create_defense("invert", classes=str(world / "classes.json"), sizes="0.5,2")
+
+
+def test_the_target_search_can_probe_with_patches(trained, world):
+    """``probe``: the target search with the scan's patch probe, recorded with what it found; the
+    design's L-inf probe stays the default."""
+    inv = setup_invert(trained, world, probe="linf,patch", candidates=2)
+    classes = json.loads((world / "classes.json").read_text())["classnames"]
+    found = inv.triggers.found
+    assert found["probe"] == "linf,patch" and found["target"] in classes and len(found["target_search"]) == 2
+    assert setup_invert(trained, world).triggers.found["probe"] == "linf"
+    with pytest.raises(TacleanerError, match="invert probe='gauss'"):
+        create_defense("invert", classes=str(world / "classes.json"), probe="gauss")

@@ -55,6 +55,7 @@ from ..evaluate import build_classifier
 from ..fileio import read_json, write_json
 from ..models import ClipBundle
 from ..scan import (
+    PROBES,
     ScanConfig,
     ZeroShotLogits,
     frame_tensor,
@@ -74,7 +75,9 @@ class InvertTrigger(ClipObjective):
     """Knobs: ``classes`` (a classes JSON or ``imagenet``: the class names the zero-shot
     classifier probes; an experiment passes its world's); ``target`` skips the target search
     (an oracle, for ablations); ``probe_images`` clean images of the set used to probe and
-    invert (evenly spaced); ``eps`` / ``steps`` / ``step_size`` the PGD probe; ``invert_steps``
+    invert (evenly spaced); ``probe`` the target search's probe kinds (``linf``, the design;
+    ``patch`` or ``linf,patch`` as ``tacleaner scan``); ``eps`` / ``steps`` / ``step_size`` the
+    PGD probe; ``invert_steps``
     / ``invert_lr`` / ``mask_weight`` the inversion (as ``tacleaner scan``); ``w_align`` and
     ``w_keep`` the two distance terms; ``shape`` ``patch`` (``patch_frac``, ``patch_grid``,
     ``patch_steps``; ``places`` ``all`` trains against every place's patch, ``best`` against
@@ -88,6 +91,7 @@ class InvertTrigger(ClipObjective):
     classes: str | None = field(default=None, metadata={"path": True})
     target: str | None = None
     probe_images: int = ScanConfig.images  # the probe's and the free inversion's defaults: scan's
+    probe: str = "linf"
     eps: float = ScanConfig.eps
     steps: int = ScanConfig.steps
     step_size: float = ScanConfig.step_size
@@ -119,6 +123,9 @@ class InvertTrigger(ClipObjective):
                 and self.shape in ("patch", "free") and 0 < self.patch_frac < 1 and self.patch_grid >= 1
                 and self.patch_steps >= 1 and self.places in ("all", "best") and self.candidates >= 1):
             raise TacleanerError(f"invert settings out of range: {self.params()}")
+        if not self.probe.strip() or any(k.strip() not in PROBES for k in self.probe.split(",") if k.strip()):
+            raise TacleanerError(f"invert probe={self.probe!r}: expected a comma-separated list of "
+                                 f"{', '.join(sorted(PROBES))}")
         for name, ok in (("sizes", lambda v: 0 < v < 1), ("aspects", lambda v: v > 0)):
             try:
                 values = _floats(getattr(self, name))
@@ -213,7 +220,7 @@ class TriggerInversion:
         model.eval().requires_grad_(False)
         try:
             logits = ZeroShotLogits(self.bundle, build_classifier(self.bundle, self.class_list, device).float()).to(device)
-            cfg = ScanConfig(images=len(self.probe), probe="linf", eps=k.eps, steps=k.steps, step_size=k.step_size,
+            cfg = ScanConfig(images=len(self.probe), probe=k.probe, eps=k.eps, steps=k.steps, step_size=k.step_size,
                              invert_steps=k.invert_steps, invert_lr=k.invert_lr, mask_weight=k.mask_weight,
                              seed=self.seed * 1000 + epoch)
             x = self.probe.to(device)
@@ -263,6 +270,7 @@ class TriggerInversion:
         self.patterns = torch.stack([f["pattern"] for f in found])  # [P, 3, H, W]
         self.inverted_at = epoch
         self.found = {"epoch": epoch, "target": chosen.name, "target_given": self.knobs.target is not None,
+                      "probe": self.knobs.probe,
                       "attraction": chosen.attraction, "anomaly": chosen.anomaly,
                       "attraction_rank": 1 + [r.index for r in rows].index(chosen.index),
                       "shape": self.knobs.shape, "probe_images": len(self.probe),
