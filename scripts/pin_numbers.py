@@ -11,7 +11,6 @@ whose weights changed. The world, the backdoor and each cleaning run are seeded.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import sys
@@ -26,21 +25,10 @@ from tacleaner.data.synth import SynthConfig, generate
 from tacleaner.data.zeroshot import read_classes
 from tacleaner.defenses import create_defense
 from tacleaner.models import create_model, load_model
-from tacleaner.models.checkpoint import read_state_dict
+from tacleaner.models.checkpoint import weights_sha256
 from tacleaner.train import TrainConfig, train
 
 DEFENSES = ("finetune", "cleanclip", "tacleaner", "par", "invert", "tacleaner+invert")
-
-
-def weights_sha256(path: Path) -> str:
-    """Hash of every tensor's name, dtype, shape and bytes in name order: independent of how the
-    file lays them out."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(read_state_dict(path).items()):
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def pin(root: Path, threads: int) -> dict[str, str]:

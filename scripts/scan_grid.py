@@ -20,7 +20,6 @@ the other worlds.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import math
@@ -34,6 +33,7 @@ import torch
 from tacleaner.data.zeroshot import read_classes, read_zeroshot
 from tacleaner.detect.outputs import auroc
 from tacleaner.models import load_model
+from tacleaner.models.checkpoint import weights_sha256
 from tacleaner.scan import ScanConfig, anomaly_index, scan
 
 SIGNALS = {"linf": ["linf"], "patch": ["patch"], "linf+patch": ["linf", "patch"]}
@@ -55,18 +55,6 @@ def models(runs: list[Path], controls: Path | None):
             if controls is not None:
                 for ck in sorted((controls / run.name / world.name).glob("*/model.safetensors")):
                     yield f"{run.name}/{world.name}/control/{ck.parent.name}", world, "clean", None, None, ck
-
-
-def weights_digest(checkpoint: Path) -> str:
-    """SHA-256 over the tensors (name, dtype, shape, bytes), not the file's stored metadata."""
-    from tacleaner.models.checkpoint import read_state_dict
-
-    digest = hashlib.sha256()
-    for name, tensor in sorted(read_state_dict(checkpoint).items()):
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def measure(world: Path, checkpoint: Path, cfg: ScanConfig) -> dict:
@@ -194,9 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     seen = {r["weights"] for r in done.values() if "weights" in r}
     for key, world, kind, attack, target, ck in models(args.runs, args.controls):
         if key in done:
-            seen.add(done[key].setdefault("weights", weights_digest(ck)))
+            seen.add(done[key].setdefault("weights", weights_sha256(ck)))
             continue
-        digest = weights_digest(ck)
+        digest = weights_sha256(ck)
         if digest in seen:
             print(key, "the same weights as a model already scanned: counted once", flush=True)
             continue

@@ -121,3 +121,16 @@ def test_outputs_get_the_usual_permissions_not_mkstemps_0600(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
+
+
+def test_weights_hash_ignores_the_files_metadata_and_sees_any_changed_value(tiny, tmp_path):
+    from tacleaner.models.checkpoint import weights_sha256
+
+    save_model(tiny, tmp_path / "a.safetensors", run="one folder")
+    save_model(tiny, tmp_path / "b.safetensors", run="another folder")
+    assert (tmp_path / "a.safetensors").read_bytes() != (tmp_path / "b.safetensors").read_bytes()
+    assert weights_sha256(tmp_path / "a.safetensors") == weights_sha256(tmp_path / "b.safetensors")
+    with torch.no_grad():
+        next(tiny.model.parameters()).view(-1)[0] += 1e-6
+    save_model(tiny, tmp_path / "c.safetensors", run="one folder")
+    assert weights_sha256(tmp_path / "c.safetensors") != weights_sha256(tmp_path / "a.safetensors")

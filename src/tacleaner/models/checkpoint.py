@@ -114,6 +114,19 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return _normalise(state, path)
 
 
+def weights_sha256(path: str | Path) -> str:
+    """Hash of every tensor's name, dtype, shape and bytes in name order: the same for two files
+    holding the same weights, whatever their layout or stored metadata."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(read_state_dict(path).items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _load_pickle(path: Path) -> Any:
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as z:
