@@ -70,10 +70,7 @@ class ScanConfig:
                 and self.invert_steps >= 1 and self.invert_lr > 0 and self.mask_weight >= 0 and self.batch_size >= 1
                 and self.patch_steps >= 1 and self.patch_step > 0):
             raise TacleanerError(f"scan settings out of range: {asdict(self)}")
-        unknown = [k for k in self.probes() if k not in PROBES]
-        if unknown or not self.probes():
-            raise TacleanerError(f"scan probe {self.probe!r}: expected a comma-separated list of "
-                                 f"{', '.join(sorted(PROBES))}")
+        probe_kinds(self.probe, "scan probe ")
         try:
             sides = self.sides()
         except ValueError:
@@ -82,10 +79,24 @@ class ScanConfig:
             raise TacleanerError(f"scan patch_sizes {self.patch_sizes!r}: expected comma-separated sides in (0, 1)")
 
     def probes(self) -> list[str]:
-        return [k.strip() for k in self.probe.split(",") if k.strip()]
+        return probe_kinds(self.probe, "scan probe ")
 
     def sides(self) -> list[float]:
-        return [float(v) for v in self.patch_sizes.split(",") if v.strip()]
+        return comma_floats(self.patch_sizes)
+
+
+def comma_floats(text: str) -> list[float]:
+    """``"0.125, 0.25"`` -> [0.125, 0.25] (empty items skipped; ValueError on a non-number)."""
+    return [float(v) for v in str(text).split(",") if v.strip()]
+
+
+def probe_kinds(text: str, where: str) -> list[str]:
+    """The probe kinds named in ``text`` (comma-separated), each checked against ``PROBES``;
+    ``where`` starts the error ("scan probe ", "invert probe=")."""
+    kinds = [k.strip() for k in text.split(",") if k.strip()]
+    if not kinds or any(k not in PROBES for k in kinds):
+        raise TacleanerError(f"{where}{text!r}: expected a comma-separated list of {', '.join(sorted(PROBES))}")
+    return kinds
 
 
 @dataclass

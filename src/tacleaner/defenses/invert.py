@@ -55,12 +55,13 @@ from ..evaluate import build_classifier
 from ..fileio import read_json, write_json
 from ..models import ClipBundle
 from ..scan import (
-    PROBES,
     ScanConfig,
     ZeroShotLogits,
+    comma_floats,
     frame_tensor,
     invert_patches,
     invert_trigger,
+    probe_kinds,
     rank_classes,
     save_triggers,
     spaced,
@@ -123,12 +124,10 @@ class InvertTrigger(ClipObjective):
                 and self.shape in ("patch", "free") and 0 < self.patch_frac < 1 and self.patch_grid >= 1
                 and self.patch_steps >= 1 and self.places in ("all", "best") and self.candidates >= 1):
             raise TacleanerError(f"invert settings out of range: {self.params()}")
-        if not self.probe.strip() or any(k.strip() not in PROBES for k in self.probe.split(",") if k.strip()):
-            raise TacleanerError(f"invert probe={self.probe!r}: expected a comma-separated list of "
-                                 f"{', '.join(sorted(PROBES))}")
+        probe_kinds(self.probe, "invert probe=")
         for name, ok in (("sizes", lambda v: 0 < v < 1), ("aspects", lambda v: v > 0)):
             try:
-                values = _floats(getattr(self, name))
+                values = comma_floats(getattr(self, name))
             except ValueError:
                 values = [float("nan")]
             if not all(ok(v) for v in values):
@@ -137,7 +136,7 @@ class InvertTrigger(ClipObjective):
 
     def shapes(self) -> list[tuple[float, float]]:
         """(side, aspect) of every patch shape inverted."""
-        return [(f, a) for f in (_floats(self.sizes) or [self.patch_frac]) for a in (_floats(self.aspects) or [1.0])]
+        return [(f, a) for f in (comma_floats(self.sizes) or [self.patch_frac]) for a in (comma_floats(self.aspects) or [1.0])]
 
     def check_ready(self) -> None:
         if self.classes is None:
@@ -182,10 +181,6 @@ class InvertTrigger(ClipObjective):
 
     def close(self) -> None:
         self.frozen = None
-
-
-def _floats(text: str) -> list[float]:
-    return [float(v) for v in str(text).split(",") if v.strip()]
 
 
 def _margin(search: list[dict[str, Any]]) -> float | None:
