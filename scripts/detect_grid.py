@@ -64,10 +64,9 @@ def measure(world_dir: Path, unit: Path) -> dict:
 
 
 def page(results: list[dict], tune_world: int | None, command: str) -> str:
-    import platform
+    from tacleaner.environment import cpu_model
 
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor() or "unknown CPU") if Path("/proc/cpuinfo").exists() else platform.processor()
+    cpu = cpu_model()
     lines = ["# Finding the poison: detectors on the shipped grids' poisoned sets", "",
              f"Produced by `{command}` after the grid's own `tacleaner run` (one {cpu}, CPU only, "
              f"torch {torch.__version__}, one thread). AUROC of each detector's score for telling",

@@ -125,10 +125,9 @@ def score(records: list[dict]) -> dict:
 
 
 def page(records: list[dict], choose_world: str | None, command: str, after: list[str] | None = None) -> str:
-    import platform
+    from tacleaner.environment import cpu_model
 
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    cpu = cpu_model()
     held = [r for r in records if r["world"] != choose_world]
     chosen = [r for r in records if r["world"] == choose_world]
     lines = [f"Produced by `{command}` ({cpu}, CPU only, torch {torch.__version__}, one thread).", ""]
