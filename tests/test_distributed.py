@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
+from tacleaner.cli import main
 from tacleaner.distributed import Dist, EpochBatches, shard
 from tacleaner.errors import TacleanerError
 from tacleaner.models import save_model
@@ -145,9 +146,13 @@ def _rank_pids(launcher: int) -> dict[int, int]:
 def test_torchrun_clean_records_its_ranks_and_resumes_after_a_rank_is_killed(world, tiny_checkpoint, tmp_path):
     """`torchrun --nproc_per_node 2 -m tacleaner clean` completes and says so in its run folder;
     killing one rank with SIGKILL after the first checkpoint stops the job, and `--resume`
-    finishes it with the weights an uninterrupted job gets."""
+    finishes it with the weights an uninterrupted job gets. Three epochs: the kill lands within
+    a few milliseconds of the first epoch's checkpoint, two epochs (seconds) before the end, and
+    the resumed job still has an epoch after its first (the asserted "the job ended before it
+    could be interrupted" catches a machine where that margin fails)."""
+    epochs = 3
     straight = tmp_path / "straight"
-    done = torchrun(2, *_clean_args(world, tiny_checkpoint, straight, 8))
+    done = torchrun(2, *_clean_args(world, tiny_checkpoint, straight, epochs))
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("wrote") == 1  # rank 0 alone reports
     meta = json.loads((straight / "metadata.json").read_text())
@@ -156,7 +161,7 @@ def test_torchrun_clean_records_its_ranks_and_resumes_after_a_rank_is_killed(wor
 
     run = tmp_path / "killed"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           *_clean_args(world, tiny_checkpoint, run, 8)]
+           *_clean_args(world, tiny_checkpoint, run, epochs)]
     job = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
     try:
         deadline = time.time() + 240
@@ -171,7 +176,7 @@ def test_torchrun_clean_records_its_ranks_and_resumes_after_a_rank_is_killed(wor
         if job.poll() is None:
             job.kill()
     assert not (run / "metadata.json").is_file()
-    resumed = torchrun(2, *_clean_args(world, tiny_checkpoint, run, 8), "--resume")
+    resumed = torchrun(2, *_clean_args(world, tiny_checkpoint, run, epochs), "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming after epoch" in (run / "log.txt").read_text()
     a, b = load_file(straight / "model.safetensors"), load_file(run / "model.safetensors")
@@ -232,9 +237,7 @@ def test_torchrun_runs_an_experiment_grid_with_shared_stages(tmp_path):
     two = torchrun(2, "-m", "tacleaner", "--quiet", "run", str(config), "--out", str(tmp_path / "two"))
     assert two.returncode == 0, two.stderr[-3000:]
     assert two.stdout.count("results in ") == 1
-    one = subprocess.run([sys.executable, "-m", "tacleaner", "--quiet", "run", str(config), "--out",
-                          str(tmp_path / "one")], capture_output=True, text=True, timeout=300, env=_env())
-    assert one.returncode == 0, one.stderr[-3000:]
+    assert main(["--quiet", "run", str(config), "--out", str(tmp_path / "one")]) == 0  # one process: this one
     stages = ["world0/pretrain", "world0/badnet/implant0/backdoored", "world0/badnet/implant0/finetune/clean0"]
     for stage in stages:
         assert json.loads((tmp_path / "two" / stage / "metadata.json").read_text())["processes"] == 2

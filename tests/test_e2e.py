@@ -67,10 +67,14 @@ def test_stage_outputs(pipeline):
 
 @pytest.mark.parametrize("defense", ["finetune", "cleanclip", "tacleaner"])
 def test_each_defense_lowers_asr(pipeline, defense):
+    """Three epochs at 1e-3: on an Intel Xeon (2026-12-02) the backdoored model's 95.7% fell to
+    44.7% (finetune), 0.0% (cleanclip) and 30.9% (tacleaner) against the bound of 75.7%. Six
+    epochs, this test's earlier setting, took twice the time and had left finetune at 68.1%
+    against a bound of 72.6% on an AMD EPYC."""
     out = pipeline / f"clean-{defense}"
     w = pipeline / "world"
     assert main(["--quiet", "clean", "--defense", defense, "--checkpoint", str(pipeline / "implant" / "model.safetensors"),
-                 "--data", str(w / "clean.csv"), "--out", str(out), "--epochs", "6", "--lr", "1e-3", *TINY_TRAIN]) == 0
+                 "--data", str(w / "clean.csv"), "--out", str(out), "--epochs", "3", "--lr", "1e-3", *TINY_TRAIN]) == 0
     assert main(["--quiet", "evaluate", "--checkpoint", str(out / "model.safetensors"), "--data", str(w / "zeroshot.csv"),
                  "--classes", str(w / "classes.json"), "--trigger", str(pipeline / "poison"),
                  "--out", str(out / "eval.json")]) == 0
