@@ -365,6 +365,10 @@ def test_negatives_only_ablation_uses_whole_caption_negatives(world, tiny):
     full = create_defense("tacleaner", k=0.5, m=2, prefetch_from=0)
     full.setup(tiny, table, seed=0)
     assert full.subtexts.generator.cfg.negatives_from == "positives"
+    assert full.subtexts.generator.cfg.refuse_entailed and full.subtexts.mask_false_negatives
+    before = create_defense("tacleaner", k=0.5, m=2, prefetch_from=0, refuse_entailed=False, mask_false_negatives=False)
+    before.setup(tiny, table, seed=0)  # TA-Cleaner before both fixes, for the ablation grid
+    assert not before.subtexts.generator.cfg.refuse_entailed and not before.subtexts.mask_false_negatives
 
 
 # The embedded world's CC3M-like alt-text forms (tacleaner.data.synth._web_caption): every

@@ -61,7 +61,10 @@ class TACleaner(CleanCLIP):
     epoch; 0: up to 8, one core left, on machines with 4 cores or more, else 1).
     ``mask_false_negatives`` masks in-batch positives equivalent to a row's own (the loss
     reports how many as ``ta_masked``) and drops negatives equivalent to their own positive;
-    the run folder's ``subtext_masking.json`` counts both per epoch."""
+    the run folder's ``subtext_masking.json`` counts both per epoch. ``refuse_entailed`` refuses
+    a replacement a picture of the caption may still fit (a WordNet synonym, hypernym, hyponym or
+    similar-to of the word, or a near-equivalent of the shipped table); false, with
+    ``mask_false_negatives`` false, gives TA-Cleaner as it was before both fixes (an ablation)."""
 
     w_ta: float = 1.0
     k: float = 0.1
@@ -77,6 +80,7 @@ class TACleaner(CleanCLIP):
     prefetch_from: int = 2000
     parse_processes: int = 0
     mask_false_negatives: bool = True
+    refuse_entailed: bool = True
     name = "tacleaner"
     relative_cost = 2.7  # cleanclip + subtexts (bench_defenses.py: 1.1x cleanclip at k 0.1)
     description = "CleanCLIP + alignment of positive / negative subtexts on k samples per epoch (TA-Cleaner)"
@@ -113,7 +117,8 @@ class TACleaner(CleanCLIP):
         cfg = SubtextConfig(spacy_model=self.spacy_model, negatives_per_positive=max(self.m, 1),
                             negative_sources=tuple(self.negative_sources), seed=seed,
                             negative_mode=self.negative_mode, n_process=self._parse_processes(),
-                            negatives_from="positives" if self.use_positives else "caption")
+                            negatives_from="positives" if self.use_positives else "caption",
+                            refuse_entailed=self.refuse_entailed)
         n = len(table.captions)
         vocabulary = (list(table.captions) if n <= VOCABULARY_CAPTIONS else  # an even sample of a large set
                       [table.captions[int(i)] for i in np.linspace(0, n - 1, VOCABULARY_CAPTIONS)])
