@@ -115,12 +115,16 @@ def test_outputs_get_the_usual_permissions_not_mkstemps_0600(tmp_path):
 
     from tacleaner.fileio import write_json
 
+    from tacleaner.models import create_model, save_model
+
     old = os.umask(0o022)
     try:
         write_json(tmp_path / "a.json", {"x": 1})
+        save_model(create_model("tacleaner-tiny-rn"), tmp_path / "m.safetensors")  # safetensors writes its own file
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "m.safetensors").stat().st_mode) == 0o644
 
 
 def test_weights_hash_ignores_the_files_metadata_and_sees_any_changed_value(tiny, tmp_path):

@@ -64,10 +64,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600: outputs get the usual permissions
+        mode = 0o666 & ~_umask()
+        os.chmod(tmp, mode)  # mkstemp makes it 0600: outputs get the usual permissions
     try:
         with writing(path):
             yield Path(tmp)
+            os.chmod(tmp, mode)  # again: a writer may have made the file anew (safetensors' makes it 0600)
             os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
