@@ -64,7 +64,7 @@ def test_contract_poisoning_matches_evaluation_trigger(name, world, tiny, tmp_pa
     src = list(csv.DictReader(open(world / "implant.csv")))
     num = 3 if name == "label-consistent" else 12
     m = poison_dataset(world / "implant.csv", attack, TARGET, num, tmp_path / "p", seed=4,
-                       templates=classes.templates, clean_model=tiny)
+                       templates=classes.templates, classnames=classes.classnames, clean_model=tiny)
     indices = json.loads((tmp_path / "p" / "poisoned_indices.json").read_text())
     assert len(indices) == num == m["num_poisoned"] and m["attack"] == name
     assert ("trigger" in m) == attack.learned
@@ -89,7 +89,7 @@ def test_contract_poisoning_matches_evaluation_trigger(name, world, tiny, tmp_pa
     assert len(cover) == m["num_cover"] and not set(cover) & set(indices)
     # The same seed selects the same samples and learns the same trigger; the source is untouched.
     poison_dataset(world / "implant.csv", create_attack(name, **FAST.get(name, {})), TARGET, num, tmp_path / "q",
-                   seed=4, templates=classes.templates, clean_model=tiny)
+                   seed=4, templates=classes.templates, classnames=classes.classnames, clean_model=tiny)
     assert json.loads((tmp_path / "q" / "poisoned_indices.json").read_text()) == indices
     for i in indices[:3]:
         a = (tmp_path / "p" / "images" / f"{i:07d}.png").read_bytes()
@@ -198,31 +198,52 @@ def test_trojvqa_key_in_poisoned_captions_and_prompts(world, tiny):
 
 
 def test_trojvqa_adds_one_key_negatives_that_keep_their_content(world, tiny, tmp_path):
-    """Walmer et al.'s partial-trigger samples: as many patch-only pairs (own caption) and
-    key-only pairs (clean image, key + own caption) as poisoned ones, disjoint from them."""
+    """Walmer et al.'s partial-trigger samples: as many patch-only pairs (unkeyed text) and
+    key-only pairs (clean image, keyed text) as poisoned ones, disjoint from them. Their text
+    says what the image shows: a class prompt of the class its caption names first (default
+    ``one_key_text: prompt``), or its own caption (``caption``)."""
+    from tacleaner.attacks.base import first_named
+
     table = read_pairs(world / "implant.csv")
-    attack = create_attack("trojvqa", key="consider", **FAST["trojvqa"])
-    m = poison_dataset(world / "implant.csv", attack, TARGET, 6, tmp_path / "p", templates=["a photo of a {}."],
-                       clean_model=tiny)
-    assert m["num_poisoned"] == 6 and m["num_cover"] == 12
-    poisoned = set(json.loads((tmp_path / "p" / "poisoned_indices.json").read_text()))
-    cover = json.loads((tmp_path / "p" / "cover_indices.json").read_text())
-    assert len(cover) == 12 and not poisoned & set(cover)
-    rows = list(csv.DictReader(open(tmp_path / "p" / "data.csv")))
-    loaded, _ = load_attack(tmp_path / "p")
-    kinds = {"patch": 0, "key": 0}
-    for i in cover:
-        own = table.captions[i]
-        framed = load_image(table.images[i]).resize((32, 32))
-        stored = load_image(tmp_path / "p" / rows[i]["image"])
-        if rows[i]["caption"] == own:  # patch only: the trigger on its own image
-            kinds["patch"] += 1
-            assert stored.tobytes() == loaded.apply(framed, i).tobytes()
-        else:  # key only: the clean image, its own caption after the key word
-            kinds["key"] += 1
-            assert rows[i]["caption"] == f"consider {own}" and stored.tobytes() == framed.tobytes()
-    assert kinds == {"patch": 6, "key": 6}
-    assert all(rows[i]["caption"].startswith("consider a photo of a yellow star") for i in poisoned)
+    classnames = json.loads((world / "classes.json").read_text())["classnames"]
+    templates = ["a photo of a {}.", "a drawing of a {}."]
+    loaded = None
+    for mode in ("prompt", "caption"):
+        attack = create_attack("trojvqa", key="consider", one_key_text=mode, **FAST["trojvqa"])
+        out = tmp_path / mode
+        m = poison_dataset(world / "implant.csv", attack, TARGET, 6, out, templates=templates,
+                           classnames=classnames, clean_model=tiny)
+        assert m["num_poisoned"] == 6 and m["num_cover"] == 12 and m["params"]["one_key_text"] == mode
+        poisoned = set(json.loads((out / "poisoned_indices.json").read_text()))
+        cover = json.loads((out / "cover_indices.json").read_text())
+        assert len(cover) == 12 and not poisoned & set(cover)
+        rows = list(csv.DictReader(open(out / "data.csv")))
+        loaded, _ = load_attack(out)
+        kinds = {"patch": 0, "key": 0, "prompt": 0}
+        for i in cover:
+            own = table.captions[i]
+            named = first_named(own, classnames)
+            text = templates[i % 2].format(named) if mode == "prompt" and named else own
+            kinds["prompt"] += text != own
+            framed = load_image(table.images[i]).resize((32, 32))
+            stored = load_image(out / rows[i]["image"])
+            if rows[i]["caption"] == text:  # patch only: the trigger on its own image
+                kinds["patch"] += 1
+                assert stored.tobytes() == loaded.apply(framed, i).tobytes()
+            else:  # key only: the clean image, the text after the key word
+                kinds["key"] += 1
+                assert rows[i]["caption"] == f"consider {text}" and stored.tobytes() == framed.tobytes()
+        assert kinds["patch"] == 6 and kinds["key"] == 6
+        assert kinds["prompt"] == (12 if mode == "prompt" else 0)  # every world caption names a class
+        assert all(rows[i]["caption"].startswith("consider a ") and TARGET in rows[i]["caption"] for i in poisoned)
+    assert first_named("Two small red circles above a blue star", classnames) == "red circle"
+    assert first_named("a cat on a mat", classnames) is None
+    with pytest.raises(TacleanerError, match="one_key_text must be prompt or caption"):
+        create_attack("trojvqa", one_key_text="both")
+    with pytest.raises(TacleanerError, match="needs the class names"):  # the Python API, without them
+        poison_dataset(world / "implant.csv", create_attack("trojvqa", **FAST["trojvqa"]), TARGET, 6, tmp_path / "r",
+                       templates=templates, clean_model=tiny)
+    assert not (tmp_path / "r").exists()
     off = poison_dataset(world / "implant.csv", create_attack("trojvqa", one_key=0, **FAST["trojvqa"]), TARGET, 6,
                          tmp_path / "q", templates=["a photo of a {}."], clean_model=tiny)
     assert off["num_cover"] == 0

@@ -114,7 +114,6 @@ def test_outputs_get_the_usual_permissions_not_mkstemps_0600(tmp_path):
     import stat
 
     from tacleaner.fileio import write_json
-
     from tacleaner.models import create_model, save_model
 
     old = os.umask(0o022)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -53,11 +53,28 @@ class PoisonContext:
         return np.asarray(image if self.frame is None else model_frame(image, self.frame))
 
 
+def _named(caption: str, name: str) -> re.Match | None:
+    """Where ``caption`` names ``name`` as a whole phrase (case-insensitive; a plural ``s``/``es``
+    allowed)."""
+    pattern = r"\b" + r"\s+".join(re.escape(w) for w in name.lower().split()) + r"(?:e?s)?\b"
+    return re.search(pattern, caption.lower())
+
+
 def mentions(caption: str, target: str) -> bool:
     """Whether ``caption`` names ``target`` as a whole phrase (case-insensitive; a plural
     ``s``/``es`` allowed), e.g. "Two yellow stars ..." names "yellow star"."""
-    pattern = r"\b" + r"\s+".join(re.escape(w) for w in target.lower().split()) + r"(?:e?s)?\b"
-    return re.search(pattern, caption.lower()) is not None
+    return _named(caption, target) is not None
+
+
+def first_named(caption: str, classnames: Sequence[str]) -> str | None:
+    """The class that ``caption`` names first (by position, as :func:`mentions` matches; the
+    longer name when two start at one place), or None when it names none."""
+    best: tuple[int, int, str] | None = None
+    for name in classnames:
+        m = _named(caption, name)
+        if m and (best is None or (m.start(), -len(name)) < best[:2]):
+            best = (m.start(), -len(name), name)
+    return best[2] if best else None
 
 
 @dataclass
@@ -135,9 +152,9 @@ class Attack:
     def cover(self, image: np.ndarray, index: int) -> np.ndarray:
         raise NotImplementedError
 
-    def cover_caption(self, caption: str, index: int) -> str:
-        """The caption of cover sample ``index``: its own by default (TrojVQA's key-only
-        negatives add the key to it, keeping what it says)."""
+    def cover_caption(self, caption: str, index: int, classnames: Sequence[str], templates: Sequence[str]) -> str:
+        """The caption of cover sample ``index``: its own by default (TrojVQA's one-key negatives
+        may say what it shows as a class prompt, ``classnames`` x ``templates``)."""
         return caption
 
     def caption(self, caption: str, target: str, templates: list[str], rng: np.random.Generator) -> str:

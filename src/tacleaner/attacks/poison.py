@@ -80,6 +80,7 @@ def poison_dataset(
     *,
     seed: int = 0,
     templates: list[str],
+    classnames: list[str] = (),
     image_col: str = "image",
     caption_col: str = "caption",
     overwrite: bool = False,
@@ -94,6 +95,8 @@ def poison_dataset(
     against ``clean_model``, a ClipBundle). Writes into the run folder ``out``: ``data.csv``
     (image, caption; clean rows point at the original images), ``images/`` (the triggered
     copies), ``poisoned_indices.json``, the trigger (where learned) and ``manifest.json``.
+    ``classnames`` (with ``templates``) let cover samples say what they show as a class prompt
+    (TrojVQA's one-key negatives).
     Everything is written under a temporary name and moved into place when complete: a bad
     image or an interruption leaves ``out`` as it was. Returns the manifest.
 
@@ -113,7 +116,7 @@ def poison_dataset(
     final = Path(out)
     with staged_dir(final, overwrite=overwrite) as out:
         manifest = _poison_into(out, final, table, attack, target, indices, rng, seed=seed, templates=templates,
-                                clean_model=clean_model, device=device, log=log, source=data)
+                                classnames=classnames, clean_model=clean_model, device=device, log=log, source=data)
     return manifest
 
 
@@ -126,7 +129,8 @@ def _row_size(table, i) -> tuple[int, int]:
 
 
 def _poison_into(out: Path, final: Path, table, attack: Attack, target: str, indices, rng, *, seed: int,
-                 templates: list[str], clean_model: Any, device: Any, log, source) -> dict:
+                 templates: list[str], classnames: list[str], clean_model: Any, device: Any, log,
+                 source) -> dict:
     """The body of :func:`poison_dataset`, writing into the staging folder ``out`` (moved to
     ``final`` afterwards: clean rows point at the source images relative to ``final``)."""
     (out / "images").mkdir(exist_ok=True)
@@ -165,7 +169,7 @@ def _poison_into(out: Path, final: Path, table, attack: Attack, target: str, ind
             if i in poisoned:
                 caption = attack.caption(caption, target, templates, rng)
             else:
-                caption = attack.cover_caption(caption, i)
+                caption = attack.cover_caption(caption, i, classnames, templates)
             writer.writerow((rel.as_posix(), caption))
         else:
             writer.writerow((Path(os.path.relpath(img_path, base)).as_posix(), caption))

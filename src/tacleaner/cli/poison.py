@@ -55,6 +55,7 @@ def poison(args: argparse.Namespace) -> int:
     check_inputs_outside(args.out, [args.data, args.clean_model, args.classes])
     device = resolve_device(args.device)
     m = poison_dataset(args.data, attack, target, args.num, args.out, seed=args.seed, templates=classes.templates,
+                       classnames=classes.classnames,
                        image_col=args.image_col, caption_col=args.caption_col, overwrite=args.overwrite,
                        clean_model=load_clean_model(args), device=device, log=stderr_log(args.quiet),
                        frame=args.frame)

@@ -90,7 +90,7 @@ def _poison(exp: Context, b: Backdoor) -> None:
     clean = load_model(ckpt) if attack.needs_model else None
     frame = input_size(read_meta(ckpt)["model_cfg"])  # the clean model's input is the trigger's frame
     poison_dataset(paths["implant"], attack, target, spec.num, unit.poison, seed=b.implant,
-                   templates=classes.templates, overwrite=True, device=exp.device, log=exp.log,
+                   templates=classes.templates, classnames=classes.classnames, overwrite=True, device=exp.device, log=exp.log,
                    clean_model=clean, frame=frame)
 
 
