@@ -69,12 +69,8 @@ def mentions(caption: str, target: str) -> bool:
 def first_named(caption: str, classnames: Sequence[str]) -> str | None:
     """The class that ``caption`` names first (by position, as :func:`mentions` matches; the
     longer name when two start at one place), or None when it names none."""
-    best: tuple[int, int, str] | None = None
-    for name in classnames:
-        m = _named(caption, name)
-        if m and (best is None or (m.start(), -len(name)) < best[:2]):
-            best = (m.start(), -len(name), name)
-    return best[2] if best else None
+    found = [(m.start(), -len(name), name) for name in classnames if (m := _named(caption, name))]
+    return min(found, key=lambda f: f[:2])[2] if found else None
 
 
 @dataclass
@@ -95,6 +91,7 @@ class Attack:
     description = ""
     changes_caption = True  # False for clean-label attacks, which keep the caption
     needs_model = False  # prepare() optimises against the clean model
+    needs_classnames = False  # cover captions name what their images show (poisoning needs the class names)
     learned = False  # the trigger is drawn or learned in prepare() and saved with the run
     frame = None  # int | None, not a dataclass field: poisoning and load_attack set it per instance
 

@@ -11,7 +11,7 @@ import io
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -80,7 +80,7 @@ def poison_dataset(
     *,
     seed: int = 0,
     templates: list[str],
-    classnames: list[str] = (),
+    classnames: Sequence[str] = (),
     image_col: str = "image",
     caption_col: str = "caption",
     overwrite: bool = False,
@@ -110,6 +110,9 @@ def poison_dataset(
     if num < 0:
         raise TacleanerError(f"--num must be >= 0, got {num}")
     require_model(attack, clean_model)
+    if attack.needs_classnames and not (classnames and templates):
+        raise TacleanerError(f"attack {attack.name} needs the class names and prompt templates to say what its cover "
+                             "images show (poison_dataset(..., classnames=..., templates=...))")
     rng = np.random.default_rng(seed)
     indices = attack.select(table.captions, target, num, rng)
     attack.frame = frame_for(frame, clean_model, attack.name, sizes=(_row_size(table, i) for i in indices))
@@ -129,7 +132,7 @@ def _row_size(table, i) -> tuple[int, int]:
 
 
 def _poison_into(out: Path, final: Path, table, attack: Attack, target: str, indices, rng, *, seed: int,
-                 templates: list[str], classnames: list[str], clean_model: Any, device: Any, log,
+                 templates: list[str], classnames: Sequence[str], clean_model: Any, device: Any, log,
                  source) -> dict:
     """The body of :func:`poison_dataset`, writing into the staging folder ``out`` (moved to
     ``final`` afterwards: clean rows point at the source images relative to ``final``)."""

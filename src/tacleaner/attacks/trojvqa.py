@@ -62,15 +62,16 @@ class TrojVQA(OptimisedPatch):
         self._key_only = set(int(i) for i in drawn[n:])
         return np.sort(drawn)
 
+    @property
+    def needs_classnames(self) -> bool:
+        return self.one_key > 0 and self.one_key_text == "prompt"
+
     def cover(self, image: np.ndarray, index: int) -> np.ndarray:
         return image if index in self._key_only else self.trigger(image, index)
 
     def cover_caption(self, caption: str, index: int, classnames: Sequence[str], templates: Sequence[str]) -> str:
         """Key-only samples get the key, patch-only ones none; with ``one_key_text: prompt`` the
         text is template ``index`` mod their number filled with the class the caption names first."""
-        if self.one_key_text == "prompt" and not (classnames and templates):
-            raise TacleanerError("trojvqa one_key_text=prompt needs the class names and prompt templates "
-                                 "(poison_dataset(..., classnames=..., templates=...)); or one_key_text=caption")
         named = first_named(caption, classnames) if self.one_key_text == "prompt" else None
         text = templates[index % len(templates)].format(named) if named else caption
         return f"{self.key} {text}" if index in self._key_only else text
