@@ -65,11 +65,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         mode = 0o666 & ~_umask()
-        os.chmod(tmp, mode)  # mkstemp makes it 0600: outputs get the usual permissions
     try:
         with writing(path):
             yield Path(tmp)
-            os.chmod(tmp, mode)  # again: a writer may have made the file anew (safetensors' makes it 0600)
+            # mkstemp makes the file 0600, and a writer may make it anew (safetensors' does):
+            # outputs get the usual permissions, set once the writer is done
+            os.chmod(tmp, mode)
             os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
