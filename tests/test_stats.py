@@ -72,6 +72,8 @@ def test_comparisons_pair_the_same_backdoored_models():
     # differences -10, -15, -5: mean -10, sd 5, half-width 4.3027 * 5 / sqrt(3) = 12.42 -> overlaps 0
     assert ta_cc["mean"] == pytest.approx(-10.0) and ta_cc["hi"] == pytest.approx(2.421, abs=1e-3)
     assert "not distinguishable" in ta_cc["verdict"]
+    assert comps[("tacleaner", "cleanclip", "asr_at_10")]["mean"] == pytest.approx(0.0)  # the paper's top-10 claim
+    assert {m for (_, _, m) in comps} == {"asr_at_1", "asr_at_10", "clean_acc"}
     cc_none = comps[("cleanclip", "none", "asr_at_1")]
     assert cc_none["mean"] == pytest.approx(-63.0) and cc_none["hi"] < 0 and "lower than none" in cc_none["verdict"]
     s = {x["defense"]: x for x in summaries(rows)}

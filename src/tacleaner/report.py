@@ -18,7 +18,7 @@ from .stats import INTERVAL, compare, summarize
 
 CLEAN_MODEL = "clean model"  # rows of the clean (pre-attack) model under each attack's trigger
 NO_DEFENSE = "none"  # rows of the backdoored model
-COMPARED = ("asr_at_1", "clean_acc")  # the metrics paired comparisons are made on
+COMPARED = ("asr_at_1", "asr_at_10", "clean_acc")  # the metrics paired comparisons are made on (ASR@10: the paper's top-10 claim)
 CA_TOLERANCE = 5.0  # points of CA a defense may cost against its backdoored model in the per-run checks
 
 
@@ -86,7 +86,7 @@ def paired_values(a_rows: list[dict], b_rows: list[dict], metric: str) -> list[t
 
 def comparisons(rows: list[dict]) -> list[dict[str, Any]]:
     """For each attack, every defense against the backdoored model and every pair of defenses
-    (a - b with b the one listed first in the config, the baseline), on ASR@1 and CA."""
+    (a - b with b the one listed first in the config, the baseline), on ASR@1, ASR@10 and CA."""
     g = groups(rows)
     attacks = list(dict.fromkeys(r["attack"] for r in rows))
     out = []
