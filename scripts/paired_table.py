@@ -1,0 +1,126 @@
+"""Per-attack tables of an experiment's results, every defense paired against one baseline.
+
+    python scripts/paired_table.py runs/ta-evidence/results.json --baseline cleanclip \
+        --pair tacleaner:tacleaner-before-fixes
+
+For each attack: every defense's n, CA, ASR@1 and ASR@10 (mean ± half-width of the 95%
+interval over backdoored models), its paired difference from the baseline on ASR@1, ASR@10 and
+CA (a − baseline, points, 95% CI), and the runs it removed (ASR@1 at most half its backdoored
+model's, CA within 5 points). ``--pair a:b`` adds the paired differences a − b on the three
+metrics, attack by attack. A defense "beats" the baseline on an attack only when the interval
+of its ASR@1 difference lies below 0 and its mean CA difference is within ``--ca-equal``
+points (the TA-Cleaner issue's bar: equal CA within 1 point); the last table says so per attack.
+The tables are computed with the report's own pairing (``tacleaner.report``), so they agree
+with the experiment's results.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tacleaner.report import CLEAN_MODEL, NO_DEFENSE, groups, paired_values, per_run_checks, unit_values
+from tacleaner.stats import compare, format_summary, summarize
+
+METRICS = ("clean_acc", "asr_at_1", "asr_at_10")
+LABEL = {"clean_acc": "CA", "asr_at_1": "ASR@1", "asr_at_10": "ASR@10"}
+
+
+def _cell(rows: list[dict], metric: str) -> str:
+    values, _ = unit_values(rows, metric)
+    return format_summary(summarize(values)) if values else "—"
+
+
+def _diff(a_rows: list[dict], b_rows: list[dict], metric: str, a: str, b: str):
+    matched = paired_values(a_rows, b_rows, metric)
+    return compare(a, b, metric, matched).diff if matched else None
+
+
+def _dcell(s) -> str:
+    if s is None:
+        return "—"
+    if s.lo is None:
+        return f"{s.mean:+.1f}"
+    mark = "" if s.lo <= 0 <= s.hi else " *"
+    return f"{s.mean:+.1f} [{s.lo:.1f}, {s.hi:.1f}]{mark}"
+
+
+def tables(rows: list[dict], baseline: str, pairs: list[tuple[str, str]], ca_equal: float) -> str:
+    g = groups(rows)
+    checks = {(c["attack"], c["defense"]): c for c in per_run_checks(rows)}
+    attacks = list(dict.fromkeys(r["attack"] for r in rows))
+    out = ["Mean ± half-width of the 95% interval over backdoored models (percent); differences are "
+           f"paired, a − {baseline}, in points with their 95% CI; * marks an interval that excludes 0.", ""]
+    verdicts = []
+    for attack in attacks:
+        defenses = [d for (a, d) in g if a == attack]
+        out += [f"### {attack}", "",
+                f"| defense | n | CA % | ASR@1 % | ASR@10 % | ASR@1 − {baseline} | ASR@10 − {baseline} | "
+                f"CA − {baseline} | removed |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        base = g.get((attack, baseline))
+        for d in defenses:
+            rs = g[(attack, d)]
+            n = unit_values(rs, "asr_at_1")[0]
+            diffs = ["", "", ""]
+            if base is not None and d not in (baseline, NO_DEFENSE, CLEAN_MODEL):
+                diffs = [_dcell(_diff(rs, base, m, d, baseline)) for m in ("asr_at_1", "asr_at_10", "clean_acc")]
+            c = checks.get((attack, d))
+            removed = f"{c['both']}/{c['n']}" if c else ""
+            name = f"*{d}*" if d in (NO_DEFENSE, CLEAN_MODEL) else d
+            out.append(f"| {name} | {len(n)} | " + " | ".join(_cell(rs, m) for m in METRICS) + " | "
+                       + " | ".join(diffs) + f" | {removed} |")
+            if base is not None and d not in (baseline, NO_DEFENSE, CLEAN_MODEL):
+                asr, ca = _diff(rs, base, "asr_at_1", d, baseline), _diff(rs, base, "clean_acc", d, baseline)
+                if asr is not None and asr.hi is not None and asr.hi < 0 and abs(ca.mean) <= ca_equal:
+                    verdicts.append(f"- {attack}: {d} lower ASR@1 than {baseline} at equal CA "
+                                    f"(ASR@1 {_dcell(asr)}, CA {_dcell(ca)})")
+        out.append("")
+    if pairs:
+        out += ["### Paired differences a − b", "",
+                "| attack | a − b | n | ASR@1 | ASR@10 | CA |", "|---|---|---:|---:|---:|---:|"]
+        for attack in attacks:
+            for a, b in pairs:
+                if (attack, a) not in g or (attack, b) not in g:
+                    continue
+                ds = [_diff(g[(attack, a)], g[(attack, b)], m, a, b) for m in ("asr_at_1", "asr_at_10", "clean_acc")]
+                n = ds[0].n if ds[0] is not None else 0
+                out.append(f"| {attack} | {a} − {b} | {n} | " + " | ".join(_dcell(s) for s in ds) + " |")
+        out.append("")
+    out += [f"### Lower ASR@1 than {baseline} at equal CA (within {ca_equal:g} point)", ""]
+    out += verdicts or [f"- none: on no attack does any defense's ASR@1 interval against {baseline} lie below 0 "
+                        f"with CA within {ca_equal:g} point."]
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("results", type=Path, help="an experiment's results.json")
+    p.add_argument("--baseline", required=True, help="the defense every other one is paired against")
+    p.add_argument("--pair", action="append", default=[], metavar="A:B", help="also pair defense A against B")
+    p.add_argument("--ca-equal", type=float, default=1.0, help="points of mean CA difference counted as equal CA")
+    args = p.parse_args(argv)
+    try:
+        rows = json.loads(args.results.read_text())
+    except (OSError, ValueError) as e:
+        print(f"error: {args.results}: {e}", file=sys.stderr)
+        return 2
+    pairs = []
+    for spec in args.pair:
+        a, sep, b = spec.partition(":")
+        if not sep or not a or not b:
+            print(f"error: --pair {spec!r}: expected A:B, two defense names", file=sys.stderr)
+            return 2
+        pairs.append((a, b))
+    defenses = {r["defense"] for r in rows}
+    for name in [args.baseline, *(x for ab in pairs for x in ab)]:
+        if name not in defenses:
+            print(f"error: {args.results}: no defense {name!r} (it has {', '.join(sorted(defenses))})", file=sys.stderr)
+            return 2
+    sys.stdout.write(tables(rows, args.baseline, pairs, args.ca_equal))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

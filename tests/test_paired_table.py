@@ -1,0 +1,64 @@
+"""scripts/paired_table.py, the tables of docs/reproduction.md: its pairing, its "equal CA" bar
+and its errors, on hand-made result rows."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "paired_table.py"
+spec = importlib.util.spec_from_file_location("paired_table", SCRIPT)
+paired_table = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(paired_table)
+
+
+def _row(attack, defense, world, asr, ca, asr10=1.0):
+    return {"attack": attack, "defense": defense, "world_seed": world, "implant_seed": 0,
+            "clean_seed": None if defense == "none" else 0, "clean_acc": ca, "asr_at_1": asr, "asr_at_10": asr10}
+
+
+def _rows(ta_asr, ta_ca):
+    rows = []
+    for w, (cc, ta, ca) in enumerate(zip([0.30, 0.40, 0.35], ta_asr, ta_ca)):
+        rows += [_row("badclip", "none", w, 0.95, 0.90), _row("badclip", "cleanclip", w, cc, 0.88),
+                 _row("badclip", "tacleaner", w, ta, ca, asr10=0.5)]
+    return rows
+
+
+def test_a_lower_asr_at_equal_ca_is_named_and_nothing_else():
+    # tacleaner - cleanclip: -10, -12, -11 points of ASR@1; CA -0.5 points: beats it
+    md = paired_table.tables(_rows([0.20, 0.28, 0.24], [0.875] * 3), "cleanclip", [], 1.0)
+    assert "| tacleaner | 3 | 87.5 ± 0.0 | 24.0 ± 9.9 | 50.0 ± 0.0 | -11.0 [-13.5, -8.5] * | -50.0" in md
+    assert "- badclip: tacleaner lower ASR@1 than cleanclip at equal CA" in md
+    # the same ASR at 2 points less CA is not "equal CA"
+    md = paired_table.tables(_rows([0.20, 0.28, 0.24], [0.86] * 3), "cleanclip", [], 1.0)
+    assert "- none:" in md and "- badclip:" not in md
+    # an interval that contains 0 is not a win at any CA
+    md = paired_table.tables(_rows([0.20, 0.50, 0.30], [0.88] * 3), "cleanclip", [], 1.0)
+    assert "- none:" in md
+
+
+def test_pairs_and_removed_counts():
+    md = paired_table.tables(_rows([0.20, 0.28, 0.24], [0.875] * 3), "cleanclip", [("tacleaner", "cleanclip")], 1.0)
+    assert "| badclip | tacleaner − cleanclip | 3 | -11.0 [-13.5, -8.5] * | -50.0" in md
+    assert md.count(" 3/3 |") == 2  # both defenses halved ASR@1 with CA within 5 points on every model
+
+
+def test_unknown_defense_or_bad_pair_is_one_line_naming_it(tmp_path, capsys):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(_rows([0.2, 0.2, 0.2], [0.88] * 3)))
+    assert paired_table.main([str(path), "--baseline", "clean-clip"]) == 2
+    assert "no defense 'clean-clip'" in capsys.readouterr().err
+    assert paired_table.main([str(path), "--baseline", "cleanclip", "--pair", "tacleaner"]) == 2
+    assert "--pair 'tacleaner'" in capsys.readouterr().err
+    assert paired_table.main([str(tmp_path / "missing.json"), "--baseline", "cleanclip"]) == 2
+    assert "missing.json" in capsys.readouterr().err
+    assert paired_table.main([str(path), "--baseline", "cleanclip"]) == 0
+    assert "### badclip" in capsys.readouterr().out
+
+
+def test_a_single_model_has_no_interval():
+    rows = [_row("badnet", "none", 0, 0.9, 0.9), _row("badnet", "cleanclip", 0, 0.1, 0.9),
+            _row("badnet", "tacleaner", 0, 0.05, 0.9)]
+    md = paired_table.tables(rows, "cleanclip", [], 1.0)
+    assert "| tacleaner | 1 | 90.0 | 5.0 | 100.0 | -5.0 | +0.0 | +0.0 | 1/1 |" in md and "- none:" in md
