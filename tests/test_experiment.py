@@ -110,7 +110,9 @@ def test_resume_redoes_only_what_is_missing(grids, tmp_path, capsys):
     shutil.rmtree(out / "world0" / "blended" / "implant0" / "finetune")
     (out / "results.json").unlink()
     assert main(["--quiet", "run", str(path), "--out", str(out)]) == 2  # exists: needs --resume
-    assert main(["--quiet", "run", str(path), "--out", str(out), "--resume"]) == 0
+    capsys.readouterr()
+    assert main(["run", str(path), "--out", str(out), "--resume"]) == 0  # with progress shown
+    assert capsys.readouterr().out.count("| attack | defense | n |") == 1  # the results table, printed once
     assert implant_model.stat().st_mtime_ns == before
     again = json.loads((out / "results.json").read_text())
     assert [r["defense"] for r in again] == ["clean model", "none", "finetune", "finetune", "cleanclip",

@@ -68,7 +68,8 @@ class Experiment:
 
     def report(self) -> list[dict[str, Any]]:
         rows, table = write_results(self.cfg, self.layout, self.device)
-        self.log("\n" + table)
+        # To log.txt only: the command prints results.md itself, once, quiet or not.
+        RunLog(self.layout.log, quiet=True, enabled=self.dist.is_main)("\n" + table)
         return rows
 
     def collect(self, complete_only: bool = False) -> tuple[list[dict], list[dict]]:
