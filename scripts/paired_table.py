@@ -8,8 +8,9 @@ interval over backdoored models), its paired difference from the baseline on ASR
 CA (a − baseline, points, 95% CI), and the runs it removed (ASR@1 at most half its backdoored
 model's, CA within 5 points). ``--pair a:b`` adds the paired differences a − b on the three
 metrics, attack by attack. A defense "beats" the baseline on an attack only when the interval
-of its ASR@1 difference lies below 0 and its mean CA difference is within ``--ca-equal``
-points (the TA-Cleaner issue's bar: equal CA within 1 point); the last table says so per attack.
+of its ASR@1 (or ASR@10) difference lies below 0 and its mean CA is no more than ``--ca-equal`` points below
+the baseline's (the TA-Cleaner issue's bar, "at equal CA (within 1 point)": a lower ASR not
+bought with CA); the last table says so per attack.
 The tables are computed with the report's own pairing (``tacleaner.report``), so they agree
 with the experiment's results.md.
 """
@@ -72,10 +73,12 @@ def tables(rows: list[dict], baseline: str, pairs: list[tuple[str, str]], ca_equ
             out.append(f"| {name} | {len(n)} | " + " | ".join(_cell(rs, m) for m in METRICS) + " | "
                        + " | ".join(diffs) + f" | {removed} |")
             if base is not None and d not in (baseline, NO_DEFENSE, CLEAN_MODEL):
-                asr, ca = _diff(rs, base, "asr_at_1", d, baseline), _diff(rs, base, "clean_acc", d, baseline)
-                if asr is not None and asr.hi is not None and asr.hi < 0 and abs(ca.mean) <= ca_equal:
-                    verdicts.append(f"- {attack}: {d} lower ASR@1 than {baseline} at equal CA "
-                                    f"(ASR@1 {_dcell(asr)}, CA {_dcell(ca)})")
+                ca = _diff(rs, base, "clean_acc", d, baseline)
+                for m in ("asr_at_1", "asr_at_10"):
+                    asr = _diff(rs, base, m, d, baseline)
+                    if asr is not None and asr.hi is not None and asr.hi < 0 and ca.mean >= -ca_equal:
+                        verdicts.append(f"- {attack}: {d} lower {LABEL[m]} than {baseline} at equal CA "
+                                        f"({LABEL[m]} {_dcell(asr)}, CA {_dcell(ca)})")
         out.append("")
     if pairs:
         out += ["### Paired differences a − b", "",
@@ -88,9 +91,9 @@ def tables(rows: list[dict], baseline: str, pairs: list[tuple[str, str]], ca_equ
                 n = ds[0].n if ds[0] is not None else 0
                 out.append(f"| {attack} | {a} − {b} | {n} | " + " | ".join(_dcell(s) for s in ds) + " |")
         out.append("")
-    out += [f"### Lower ASR@1 than {baseline} at equal CA (within {ca_equal:g} point)", ""]
-    out += verdicts or [f"- none: on no attack does any defense's ASR@1 interval against {baseline} lie below 0 "
-                        f"with CA within {ca_equal:g} point."]
+    out += [f"### Lower ASR than {baseline} at equal CA (mean CA at most {ca_equal:g} point below)", ""]
+    out += verdicts or [f"- none: on no attack does any defense's ASR@1 or ASR@10 interval against {baseline} lie below 0 "
+                        f"with mean CA at most {ca_equal:g} point below it."]
     return "\n".join(out) + "\n"
 
 
@@ -99,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("results", type=Path, help="an experiment's results.json")
     p.add_argument("--baseline", required=True, help="the defense every other one is paired against")
     p.add_argument("--pair", action="append", default=[], metavar="A:B", help="also pair defense A against B")
-    p.add_argument("--ca-equal", type=float, default=1.0, help="points of mean CA difference counted as equal CA")
+    p.add_argument("--ca-equal", type=float, default=1.0, help="points of mean CA below the baseline still counted as equal CA")
     args = p.parse_args(argv)
     try:
         rows = json.loads(args.results.read_text())

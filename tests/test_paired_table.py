@@ -30,9 +30,13 @@ def test_a_lower_asr_at_equal_ca_is_named_and_nothing_else():
     md = paired_table.tables(_rows([0.20, 0.28, 0.24], [0.875] * 3), "cleanclip", [], 1.0)
     assert "| tacleaner | 3 | 87.5 ± 0.0 | 24.0 ± 9.9 | 50.0 ± 0.0 | -11.0 [-13.5, -8.5] * | -50.0" in md
     assert "- badclip: tacleaner lower ASR@1 than cleanclip at equal CA" in md
+    assert "- badclip: tacleaner lower ASR@10 than cleanclip at equal CA (ASR@10 -50.0 [-50.0, -50.0] *" in md
     # the same ASR at 2 points less CA is not "equal CA"
     md = paired_table.tables(_rows([0.20, 0.28, 0.24], [0.86] * 3), "cleanclip", [], 1.0)
     assert "- none:" in md and "- badclip:" not in md
+    # ... but the same ASR at more CA is
+    md = paired_table.tables(_rows([0.20, 0.28, 0.24], [0.90] * 3), "cleanclip", [], 1.0)
+    assert "- badclip: tacleaner lower ASR@1 than cleanclip at equal CA" in md
     # an interval that contains 0 is not a win at any CA
     md = paired_table.tables(_rows([0.20, 0.50, 0.30], [0.88] * 3), "cleanclip", [], 1.0)
     assert "- none:" in md
