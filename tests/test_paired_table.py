@@ -39,7 +39,7 @@ def test_a_lower_asr_at_equal_ca_is_named_and_nothing_else():
     assert "- badclip: tacleaner lower ASR@1 than cleanclip at equal CA" in md
     # an interval that contains 0 is not a win at any CA
     md = paired_table.tables(_rows([0.20, 0.50, 0.30], [0.88] * 3), "cleanclip", [], 1.0)
-    assert "lower ASR@1" not in md and "lower ASR@10" in md
+    assert "lower ASR@1 " not in md and "lower ASR@10 " in md
 
 
 def test_pairs_and_removed_counts():
