@@ -125,6 +125,22 @@ def test_resume_redoes_only_what_is_missing(grids, tmp_path, capsys):
     assert "config changed" in capsys.readouterr().err
 
 
+def test_an_attack_the_data_cannot_give_stops_the_grid_before_any_stage(tmp_path, capsys):
+    """label-consistent poisons only captions naming the target: asking more of a world than
+    its implant set has is one line naming the entry and the world, before any training."""
+    config = {**CONFIG, "attacks": [CONFIG["attacks"][0], {"name": "label-consistent", "target": "red circle",
+                                                           "num": 100, "implant": {"epochs": 1}}],
+              "seeds": {"world": [0], "implant": [0]}}
+    path = tmp_path / "lc.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "lc"
+    assert main(["--quiet", "run", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "attacks[1] (label-consistent) in world 0" in err
+    assert "captions name 'red circle'; cannot poison 100" in err and "implant.csv" in err
+    assert not (out / "world0" / "pretrain").exists() and not (out / "world0" / "blended").exists()
+
+
 def test_world_seeds_vary_the_world_and_pretraining(tmp_path):
     config = {**CONFIG, "defenses": CONFIG["defenses"][:1], "seeds": {"world": [0, 1], "implant": [0]}}
     _, out = run_grid(tmp_path, "worlds", config, "--jobs", "2")

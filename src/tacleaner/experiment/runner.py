@@ -16,7 +16,7 @@ from .grid import steps
 from .layout import Layout
 from .results import collect, write_results
 from .stages import STAGES
-from .world import make_data
+from .world import check_poisonable, make_data
 
 
 class Experiment:
@@ -62,6 +62,8 @@ class Experiment:
     def run(self) -> list[dict[str, Any]]:
         for w in self.cfg.plan.world:
             make_data(self, w)
+        for w in self.cfg.plan.world:
+            check_poisonable(self, w)
         self.log(f"{self.cfg.plan.describe()}; {self.jobs} parallel job(s)")
         run_tasks(self.tasks(), self.jobs)
         return self.dist.on_main(self.report)

@@ -1,15 +1,19 @@
 """A world's inputs: its data files (the synthetic world generated once per world seed), the
-check that cleaning and implant sets share no image, and the starting model."""
+checks on them (cleaning and implant sets share no image; every attack can draw its samples),
+and the starting model."""
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from ..attacks import create_attack
 from ..data.overlap import shared_images
 from ..data.pairs import read_pairs
 from ..data.synth import generate
+from ..data.zeroshot import read_classes
 from ..errors import TacleanerError
 from ..fileio import read_json, write_json
 from ..models import create_model, load_model
@@ -43,6 +47,23 @@ def _make_data(exp: Context, w: int) -> None:
         synth = dataclasses.replace(synth, seed=synth.seed + w)
         exp.log(f"stage world{w}/data: generating the synthetic world (seed {synth.seed})")
         generate(exp.layout.data(w), synth, overwrite=True, progress=exp.progress and exp.jobs == 1)
+
+
+def check_poisonable(exp: Context, w: int) -> None:
+    """Every attack entry can draw its ``num`` samples from world ``w``'s implant set, checked
+    before any stage runs: a count the data cannot give (label-consistent poisons only captions
+    that name the target, and worlds differ in how many do) stops the grid at once, naming the
+    entry and the world, not when that world's poisoning comes up hours later. The draw is the
+    attack's own ``select``; nothing is written."""
+    paths = data_paths(exp, w)
+    captions = read_pairs(paths["implant"]).captions
+    classes = read_classes(paths["classes"])
+    for i, spec in enumerate(exp.cfg.attacks):
+        try:
+            target = classes.classnames[classes.index(spec.target)]
+            create_attack(spec.name, **spec.params).select(captions, target, spec.num, np.random.default_rng(0))
+        except TacleanerError as e:
+            raise TacleanerError(f"attacks[{i}] ({spec.id}) in world {w} ({paths['implant']}): {e}") from None
 
 
 def check_overlap(exp: Context, w: int) -> dict:
