@@ -3,6 +3,11 @@
     python scripts/paired_table.py runs/ta-evidence/results.json --baseline cleanclip \
         --pair tacleaner:tacleaner-before-fixes
 
+Each input is an experiment's ``results.json``, a rows file this script saved, or a run
+folder (its finished units only, so a grid still running or cut off can be read). Several
+inputs are merged, which lets a grid's worlds run on different days: the same (attack,
+defense, seeds) in two inputs is an error. ``--save-rows FILE`` writes the merged rows.
+
 For each attack: every defense's n, CA, ASR@1 and ASR@10 (mean ± half-width of the 95%
 interval over backdoored models), its paired difference from the baseline on ASR@1, ASR@10 and
 CA (a − baseline, points, 95% CI), and the runs it removed (ASR@1 at most half its backdoored
@@ -21,6 +26,8 @@ import json
 import sys
 from pathlib import Path
 
+from tacleaner.errors import TacleanerError
+from tacleaner.fileio import write_json
 from tacleaner.report import CLEAN_MODEL, NO_DEFENSE, groups, paired_values, per_run_checks, unit_values
 from tacleaner.stats import compare, format_summary, summarize
 
@@ -97,17 +104,58 @@ def tables(rows: list[dict], baseline: str, pairs: list[tuple[str, str]], ca_equ
     return "\n".join(out) + "\n"
 
 
+KEY = ("attack", "defense", "world_seed", "implant_seed", "clean_seed")
+
+
+def load_rows(path: Path) -> list[dict]:
+    """The result rows of a ``results.json`` (or saved rows), or of a run folder's finished units."""
+    if path.is_dir():
+        from tacleaner.experiment.config import load_config
+        from tacleaner.experiment.layout import Layout
+        from tacleaner.experiment.results import collect
+
+        layout = Layout(path)
+        if not layout.config.is_file():
+            raise TacleanerError(f"{path}: not a run folder (no config.yaml)")
+        cfg, _ = load_config(layout.config)
+        return collect(cfg, layout, complete_only=True)[0]
+    try:
+        rows = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise TacleanerError(f"{path}: {e.strerror if isinstance(e, OSError) and e.strerror else e}") from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and all(k in r for k in KEY) for r in rows):
+        raise TacleanerError(f"{path}: not a list of result rows (each with {', '.join(KEY)})")
+    return rows
+
+
+def merge(inputs: list[Path]) -> list[dict]:
+    """The rows of every input; one (attack, defense, seeds) found twice is an error naming both."""
+    seen: dict[tuple, Path] = {}
+    rows = []
+    for path in inputs:
+        for r in load_rows(path):
+            key = tuple(r[k] for k in KEY)
+            if key in seen:
+                raise TacleanerError(f"{path}: {r['attack']} / {r['defense']} at world {r['world_seed']}, implant "
+                                     f"{r['implant_seed']}, clean {r['clean_seed']} is in {seen[key]} too")
+            seen[key] = path
+            rows.append(r)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("results", type=Path, help="an experiment's results.json")
+    p.add_argument("results", type=Path, nargs="+",
+                   help="an experiment's results.json, saved rows or a run folder (finished units); several are merged")
     p.add_argument("--baseline", required=True, help="the defense every other one is paired against")
     p.add_argument("--pair", action="append", default=[], metavar="A:B", help="also pair defense A against B")
     p.add_argument("--ca-equal", type=float, default=1.0, help="points of mean CA below the baseline still counted as equal CA")
+    p.add_argument("--save-rows", type=Path, metavar="FILE", help="also write the merged rows (JSON) to FILE")
     args = p.parse_args(argv)
     try:
-        rows = json.loads(args.results.read_text())
-    except (OSError, ValueError) as e:
-        print(f"error: {args.results}: {e}", file=sys.stderr)
+        rows = merge(args.results)
+    except TacleanerError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     pairs = []
     for spec in args.pair:
@@ -119,8 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     defenses = {r["defense"] for r in rows}
     for name in [args.baseline, *(x for ab in pairs for x in ab)]:
         if name not in defenses:
-            print(f"error: {args.results}: no defense {name!r} (it has {', '.join(sorted(defenses))})", file=sys.stderr)
+            print(f"error: {', '.join(map(str, args.results))}: no defense {name!r} (it has {', '.join(sorted(defenses))})", file=sys.stderr)
             return 2
+    if args.save_rows:
+        write_json(args.save_rows, rows)
     sys.stdout.write(tables(rows, args.baseline, pairs, args.ca_equal))
     return 0
 

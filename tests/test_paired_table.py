@@ -66,3 +66,25 @@ def test_a_single_model_has_no_interval():
             _row("badnet", "tacleaner", 0, 0.05, 0.9)]
     md = paired_table.tables(rows, "cleanclip", [], 1.0)
     assert "| tacleaner | 1 | 90.0 | 5.0 | 100.0 | -5.0 | +0.0 | +0.0 | 1/1 |" in md and "- none:" in md
+
+
+def test_inputs_merge_and_a_row_in_two_of_them_is_an_error(tmp_path, capsys):
+    rows = _rows([0.20, 0.28, 0.24], [0.875] * 3)
+    first, second = tmp_path / "w0-1.json", tmp_path / "w2.json"
+    first.write_text(json.dumps([r for r in rows if r["world_seed"] < 2]))
+    second.write_text(json.dumps([r for r in rows if r["world_seed"] == 2]))
+    saved = tmp_path / "merged.json"
+    assert paired_table.main([str(first), str(second), "--baseline", "cleanclip", "--save-rows", str(saved)]) == 0
+    assert "| tacleaner | 3 | 87.5 ± 0.0 | 24.0 ± 9.9 |" in capsys.readouterr().out
+    assert sorted(json.loads(saved.read_text()), key=str) == sorted(rows, key=str)
+    assert paired_table.main([str(first), str(first), "--baseline", "cleanclip"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "w0-1.json" in err and "world 0" in err and "is in" in err
+    (tmp_path / "broken.json").write_text("[{")
+    assert paired_table.main([str(tmp_path / "broken.json"), "--baseline", "cleanclip"]) == 2
+    assert "broken.json" in capsys.readouterr().err
+    (tmp_path / "rows.json").write_text(json.dumps([{"attack": "badnet"}]))
+    assert paired_table.main([str(tmp_path / "rows.json"), "--baseline", "cleanclip"]) == 2
+    assert "rows.json: not a list of result rows" in capsys.readouterr().err
+    assert paired_table.main([str(tmp_path), "--baseline", "cleanclip"]) == 2
+    assert "not a run folder" in capsys.readouterr().err
