@@ -22,12 +22,11 @@ with the experiment's results.md.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from tacleaner.errors import TacleanerError
-from tacleaner.fileio import write_json
+from tacleaner.fileio import read_json, write_json
 from tacleaner.report import CLEAN_MODEL, NO_DEFENSE, groups, paired_values, per_run_checks, unit_values
 from tacleaner.stats import compare, format_summary, summarize
 
@@ -110,19 +109,14 @@ KEY = ("attack", "defense", "world_seed", "implant_seed", "clean_seed")
 def load_rows(path: Path) -> list[dict]:
     """The result rows of a ``results.json`` (or saved rows), or of a run folder's finished units."""
     if path.is_dir():
-        from tacleaner.experiment.config import load_config
-        from tacleaner.experiment.layout import Layout
-        from tacleaner.experiment.results import collect
+        from tacleaner.experiment import Experiment, load_config  # the training stack, only for a run folder
 
-        layout = Layout(path)
-        if not layout.config.is_file():
+        config = path / "config.yaml"
+        if not config.is_file():
             raise TacleanerError(f"{path}: not a run folder (no config.yaml)")
-        cfg, _ = load_config(layout.config)
-        return collect(cfg, layout, complete_only=True)[0]
-    try:
-        rows = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise TacleanerError(f"{path}: {e.strerror if isinstance(e, OSError) and e.strerror else e}") from None
+        cfg, _ = load_config(config)
+        return Experiment.reader(cfg, path).collect(complete_only=True)[0]
+    rows = read_json(path)
     if not isinstance(rows, list) or not all(isinstance(r, dict) and all(k in r for k in KEY) for r in rows):
         raise TacleanerError(f"{path}: not a list of result rows (each with {', '.join(KEY)})")
     return rows
@@ -156,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         rows = merge(args.results)
     except TacleanerError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # unreadable (read_json names a missing file itself); the message names the file
+        print(f"error: {e.filename}: {e.strerror}", file=sys.stderr)
         return 2
     pairs = []
     for spec in args.pair:
