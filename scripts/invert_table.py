@@ -8,7 +8,10 @@ half-width of the Student-t 95% interval over backdoored models), the runs remov
 most half the backdoored model's, CA no more than 5 points below it), the runs meeting the goal
 (ASR@1 at most ``--goal`` with CA within 5 points), and per world the ASR@1 and the target the
 first inversion settled on, with its attraction rank and its flip-rate margin over the
-runner-up (``inversion.json``). Only finished cleanings (an ``eval.json``) are read, so a grid
+runner-up (``inversion.json``), and "L-inf alone: missed" where, by the attraction of the
+L-inf probe alone (``by_probe``, when the search probed with more than one kind), at least
+``candidates`` listed classes out-drew the true target, so an L-inf-only search would not have
+inverted it (a certain miss; fewer listed above it is not a certain find). Only finished cleanings (an ``eval.json``) are read, so a grid
 still running can be tabled; their count is printed.
 """
 from __future__ import annotations
@@ -41,6 +44,15 @@ def runs(root: Path, defense: str | None) -> dict[str, list[dict]]:
     return dict(found)
 
 
+def _linf_note(inv: dict, target: str | None) -> str:
+    """, L-inf alone: missed" when the L-inf probe alone ranks >= candidates listed classes above the target."""
+    shares = {c["name"]: c.get("by_probe", {}).get("linf") for c in inv.get("top_classes", [])}
+    if target not in shares or shares[target] is None or len(inv.get("target_search", [])) < 1:
+        return ""
+    above = sum(1 for name, v in shares.items() if v is not None and name != target and v > shares[target])
+    return ", L-inf alone: missed" if above >= len(inv["target_search"]) else ""
+
+
 def _cell(values: list[float]) -> str:
     return format_summary(summarize(values))
 
@@ -61,7 +73,7 @@ def table(found: dict[str, list[dict]], goal: float) -> list[str]:
             right = inv["target"] == e.get("target")
             name = inv["target"] if right else f"**{inv['target']}** (not the target)"
             per_world.append(f"{r['world']}: {100 * e['asr_at_1']:.1f}, {name} "
-                             f"({inv['attraction_rank']}, {inv.get('margin') or 0:.2f})")
+                             f"({inv['attraction_rank']}, {inv.get('margin') or 0:.2f}{_linf_note(inv, e.get('target'))})")
         total += len(rs)
         met += ok_goal
         bd = f"{_cell([r['backdoored']['clean_acc'] for r in rs])} / {_cell([r['backdoored']['asr_at_1'] for r in rs])}"
