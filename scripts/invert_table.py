@@ -23,9 +23,8 @@ from pathlib import Path
 
 from tacleaner.errors import TacleanerError
 from tacleaner.fileio import read_json
+from tacleaner.report import CA_TOLERANCE, NO_DEFENSE, per_run_checks
 from tacleaner.stats import format_summary, summarize
-
-CA_BUDGET = 0.05
 
 
 def runs(root: Path, defense: str | None) -> dict[str, list[dict]]:
@@ -39,7 +38,7 @@ def runs(root: Path, defense: str | None) -> dict[str, list[dict]]:
             continue
         backdoored = run.parents[1] / "backdoored" / "eval.json"
         first = read_json(inv)["inversions"][0]
-        found[run.parents[2].name].append({"world": run.parents[3].name, "eval": read_json(run / "eval.json"),
+        found[run.parents[2].name].append({"world": run.parents[3].name, "implant": run.parents[1].name, "eval": read_json(run / "eval.json"),
                                            "backdoored": read_json(backdoored), "inversion": first})
     return dict(found)
 
@@ -63,23 +62,26 @@ def table(found: dict[str, list[dict]], goal: float) -> list[str]:
              "|---|---:|---|---:|---:|---:|---:|---:|---|"]
     total = met = 0
     for attack, rs in sorted(found.items()):
-        ok_removed = ok_goal = 0
+        ok_goal = 0
         per_world = []
+        rows = []  # the report's rows, so "removed" is the report's own per-run check
         for r in rs:
             e, b, inv = r["eval"], r["backdoored"], r["inversion"]
-            within = e["clean_acc"] >= b["clean_acc"] - CA_BUDGET
-            ok_removed += within and e["asr_at_1"] <= b["asr_at_1"] / 2
-            ok_goal += within and e["asr_at_1"] <= goal
+            for defense, ev in ((NO_DEFENSE, b), ("invert", e)):
+                rows.append({"attack": attack, "defense": defense, "world_seed": r["world"], "implant_seed": r["implant"],
+                             "clean_acc": ev["clean_acc"], "asr_at_1": ev["asr_at_1"]})
+            ok_goal += e["clean_acc"] >= b["clean_acc"] - CA_TOLERANCE / 100 and e["asr_at_1"] <= goal
             right = inv["target"] == e.get("target")
             name = inv["target"] if right else f"**{inv['target']}** (not the target)"
             per_world.append(f"{r['world']}: {100 * e['asr_at_1']:.1f}, {name} "
                              f"({inv['attraction_rank']}, {inv.get('margin') or 0:.2f}{_linf_note(inv, e.get('target'))})")
+        (check,) = per_run_checks(rows)
         total += len(rs)
         met += ok_goal
         bd = f"{_cell([r['backdoored']['clean_acc'] for r in rs])} / {_cell([r['backdoored']['asr_at_1'] for r in rs])}"
         lines.append(f"| {attack} | {len(rs)} | {bd} | {_cell([r['eval']['clean_acc'] for r in rs])} | "
                      f"{_cell([r['eval']['asr_at_1'] for r in rs])} | {_cell([r['eval']['asr_at_10'] for r in rs])} | "
-                     f"{ok_removed}/{len(rs)} | {ok_goal}/{len(rs)} | {'; '.join(per_world)} |")
+                     f"{check['both']}/{len(rs)} | {ok_goal}/{len(rs)} | {'; '.join(per_world)} |")
     lines.append("")
     lines.append(f"{met} of {total} finished runs have ASR@1 <= {goal:.0%} with CA within 5 points.")
     return lines
