@@ -6,7 +6,7 @@ and TA-Cleaner's false-negative masking counts (docs/reproduction.md, "Why the p
 For each defense: the number of finished cleanings and the mean, over them, of the last epoch's
 summary line in ``metrics.jsonl`` (CLIP loss, in-modal loss, TA loss, masked columns per batch;
 0 for a term the defense does not have). Then, over the ``subtext_masking.json`` of every
-cleaning that wrote one, the range per epoch of the samples selected, their distinct positives,
+finished cleaning that wrote one, the range per epoch of the samples selected, their distinct positives,
 the pairs of selected samples sharing a positive, and the negatives equal to their positive,
 over one defense's cleanings (``--masking``, default ``tacleaner``).
 Unfinished cleanings (no ``eval.json`` yet) are left out and counted.
@@ -42,31 +42,29 @@ def last_summary(path: Path) -> dict | None:
     return last
 
 
-def cleanings(root: Path) -> dict[str, list[Path]]:
-    """Each defense's cleaning folders: <world>/<attack>/<implant>/<defense>/<clean>/."""
+def cleanings(root: Path) -> tuple[dict[str, list[Path]], int]:
+    """Each defense's finished cleaning folders (<world>/<attack>/<implant>/<defense>/<clean>/
+    with an eval.json), and how many were left out unfinished."""
     found: dict[str, list[Path]] = defaultdict(list)
+    unfinished = 0
     for metrics in sorted(root.glob("*/*/*/*/*/metrics.jsonl")):
-        found[metrics.parents[1].name].append(metrics.parent)
-    return dict(found)
+        if (metrics.parent / "eval.json").exists():
+            found[metrics.parents[1].name].append(metrics.parent)
+        else:
+            unfinished += 1
+    return dict(found), unfinished
 
 
-def loss_table(runs: dict[str, list[Path]]) -> tuple[list[str], int]:
+def loss_table(runs: dict[str, list[Path]]) -> list[str]:
     lines = ["| defense | runs | CLIP loss | in-modal loss | TA loss | masked per batch |",
              "|---|---:|---:|---:|---:|---:|"]
-    unfinished = 0
     for defense, folders in sorted(runs.items()):
-        ends = []
-        for folder in folders:
-            row = last_summary(folder / "metrics.jsonl") if (folder / "eval.json").exists() else None
-            if row is None:
-                unfinished += 1
-                continue
-            ends.append(row)
+        ends = [row for row in (last_summary(f / "metrics.jsonl") for f in folders) if row is not None]
         if not ends:
             continue
         means = [sum(float(r.get(t, 0.0)) for r in ends) / len(ends) for t in TERMS]
         lines.append(f"| {defense} | {len(ends)} | {means[0]:.3f} | {means[1]:.3f} | {means[2]:.3f} | {means[3]:.1f} |")
-    return lines, unfinished
+    return lines
 
 
 def masking_ranges(folders: list[Path], defense: str) -> list[str]:
@@ -97,12 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.folder.is_dir():
             raise TacleanerError(f"{args.folder}: not a folder")
-        runs = cleanings(args.folder)
-        if not runs:
+        runs, unfinished = cleanings(args.folder)
+        if not runs and not unfinished:
             raise TacleanerError(f"{args.folder}: no cleaning with a metrics.jsonl "
                                  "(expected <world>/<attack>/<implant>/<defense>/<clean>/metrics.jsonl)")
-        table, unfinished = loss_table(runs)
-        print("\n".join(table))
+        print("\n".join(loss_table(runs)))
         if unfinished:
             print(f"({unfinished} unfinished cleanings left out)")
         print()
