@@ -63,6 +63,14 @@ def measure(world_dir: Path, unit: Path) -> dict:
     return out
 
 
+def units_label(rows: list[dict]) -> str:
+    """What the n of a section counts: worlds when each world has one backdoored model, else the
+    backdoored models themselves (several implant seeds of one world are not several worlds)."""
+    if len({r["world"] for r in rows}) == len(rows):
+        return "worlds: " + ", ".join(str(r["world"]) for r in rows)
+    return "backdoored models: " + ", ".join(f"world {r['world']} {r['unit']}" for r in rows)
+
+
 def page(results: list[dict], tune_world: int | None, command: str) -> str:
     from tacleaner.environment import cpu_model
 
@@ -82,7 +90,7 @@ def page(results: list[dict], tune_world: int | None, command: str) -> str:
     for attack in sorted({r["attack"] for r in results}):
         test = [r for r in results if r["attack"] == attack and r["world"] != tune_world]
         tune = [r for r in results if r["attack"] == attack and r["world"] == tune_world]
-        lines += [f"## {attack} (n = {len(test)} worlds: {', '.join(str(r['world']) for r in test)}; "
+        lines += [f"## {attack} (n = {len(test)} {units_label(test)}; "
                   f"{test[0]['poisoned'] if test else '?'} of {test[0]['rows'] if test else '?'} rows poisoned)", "",
                   "| model | detector (k, reference) | AUROC mean [95% CI] | min | recall at the poison count |"
                   + (f" world {tune_world} (tune) |" if tune else ""),
