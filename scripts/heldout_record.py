@@ -5,7 +5,10 @@ JSON record that ``tacleaner demo`` prints beside its own runs, and its results 
         src/tacleaner/configs/demo.heldout.json --page docs/results-demo-heldout.md
 
 The record keeps, per defense, the setting the selection chose on the tune set, its per-run
-checks on the tune set and on the test set, and where and how it was measured. A grid still
+checks on the tune set and on the test set, and where and how it was measured. ``--merge
+RECORD`` replaces only the defenses this grid chose in an existing record (same tune and test
+worlds), each entry naming its own grid: a knob chosen by a second grid on the same worlds
+(experiments/tacleaner-heldout.yaml: TA-Cleaner's w_ta and k at the rate the first chose). A grid still
 running is summarised over the units it has finished (the record says how many of the planned
 test worlds that is).
 """
@@ -36,7 +39,8 @@ def record(config: Path, run: Path, command: str) -> tuple[dict, str]:
     for key, test in checks["test"].items():
         sel = selections.get(key[1])
         defenses.append({"attack": key[0], "defense": key[1], "chosen": sel["chosen"] if sel else None,
-                         "rule": sel["reason"] if sel else None, "tune": checks["tune"].get(key), "test": test})
+                         "rule": sel["reason"] if sel else None, "tune": checks["tune"].get(key), "test": test,
+                         "config": config.as_posix(), "command": command})
     out = {"command": command, "measured": time.strftime("%Y-%m-%d"), "cpu_model": env["cpu_model"],
            "torch": env["packages"].get("torch"), "worlds": worlds,
            "test_worlds_planned": list(cfg.held_out.test.world), "defenses": defenses}
@@ -48,6 +52,23 @@ def record(config: Path, run: Path, command: str) -> tuple[dict, str]:
     return out, page
 
 
+def merge(base: dict, new: dict) -> dict:
+    """``base`` with the defenses ``new`` measured replaced by ``new``'s entries. Both grids must
+    have the same tune and planned test worlds, so the record's world lists stay true of every
+    entry; the test worlds kept are those both have finished."""
+    for key in ("tune",):
+        if base["worlds"][key] != new["worlds"][key]:
+            raise SystemExit(f"error: --merge: tune worlds {base['worlds'][key]} != {new['worlds'][key]}")
+    if base["test_worlds_planned"] != new["test_worlds_planned"]:
+        raise SystemExit(f"error: --merge: planned test worlds {base['test_worlds_planned']} != {new['test_worlds_planned']}")
+    replaced = {(d["attack"], d["defense"]) for d in new["defenses"]}
+    kept = [d for d in base["defenses"] if (d["attack"], d["defense"]) not in replaced]
+    for d in kept:  # entries from before --merge existed name the record's own grid
+        d.setdefault("command", base["command"])
+    done = [w for w in base["worlds"]["test"] if w in new["worlds"]["test"]]
+    return {**base, "worlds": {**base["worlds"], "test": done}, "defenses": kept + new["defenses"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", type=Path)
@@ -55,9 +76,11 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--page", type=Path, help="also write the test set's report (Markdown) here")
     parser.add_argument("--command", default="tacleaner run experiments/demo-heldout.yaml --out runs/demo-heldout --jobs 2")
+    parser.add_argument("--merge", type=Path, metavar="RECORD",
+                        help="replace only this grid's defenses in an existing record (written to OUT)")
     args = parser.parse_args()
     rec, page = record(args.config, args.run, args.command)
-    write_json(args.out, rec)
+    write_json(args.out, merge(read_json(args.merge), rec) if args.merge else rec)
     if args.page:
         done, planned = rec["worlds"]["test"], rec["test_worlds_planned"]
         header = (f"# Results: `{args.config.name}` (held-out conditions)\n\n"

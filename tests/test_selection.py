@@ -104,11 +104,17 @@ def test_held_out_summary_says_which_part_fails():
     assert "on the tune worlds 4/4" in text and "worlds 4, 5, 6" in text and "finished so far" not in text
     partial = held_out_summary({**record, "test_worlds_planned": [4, 5, 6, 7, 8, 9]})
     assert "(3 of the 6 planned held-out worlds finished so far)" in partial
+    second = {**record["defenses"][0], "defense": "tacleaner", "chosen": "ta-k0.5", "command": "tacleaner run y.yaml"}
+    merged = held_out_summary({**record, "defenses": [*record["defenses"], second]})
+    assert "tacleaner (ta-k0.5) [`tacleaner run y.yaml`]" in merged  # chosen by another grid: it says which
+    assert "cleanclip (cc-lr1) on" in merged  # the record's own grid is not repeated
 
 
 def test_the_demo_uses_the_settings_its_held_out_grid_chose():
-    """The shipped record (printed by `tacleaner demo`) comes from experiments/demo-heldout.yaml;
-    the demo's cleaning settings are the candidates that grid's selection chose."""
+    """The shipped record (printed by `tacleaner demo`) comes from experiments/demo-heldout.yaml,
+    an entry from another grid on the same worlds where it names one (TA-Cleaner's w_ta and k:
+    experiments/tacleaner-heldout.yaml); the demo's cleaning settings are the candidates those
+    grids' selections chose."""
     from importlib import resources
     from pathlib import Path
 
@@ -124,9 +130,13 @@ def test_the_demo_uses_the_settings_its_held_out_grid_chose():
     assert not set(planned) & set(grid.held_out.tune.world)
     assert record["worlds"]["tune"] == list(grid.held_out.tune.world)
     assert set(demo.seed_plan.world) <= set(grid.held_out.tune.world)
-    chosen = {d["defense"]: d["chosen"] for d in record["defenses"]}
+    entries = {d["defense"]: d for d in record["defenses"]}
+    root = Path(__file__).resolve().parents[1]
     for d in demo.defenses:
-        cand = next(c for c in grid.defenses if c.id == chosen[d.name])
+        entry = entries[d.name]
+        source, _ = load_config(root / entry.get("config", "experiments/demo-heldout.yaml"))
+        assert (source.held_out.tune.world, source.held_out.test.world) == (grid.held_out.tune.world, grid.held_out.test.world)
+        cand = next(c for c in source.defenses if c.id == entry["chosen"])
         assert (cand.name, cand.params, cand.train) == (d.name, d.params, d.train), d.name
 
 
