@@ -66,7 +66,8 @@ def merge(base: dict, new: dict) -> dict:
     for d in kept:  # entries from before --merge existed name the record's own grid
         d.setdefault("command", base["command"])
     done = [w for w in base["worlds"]["test"] if w in new["worlds"]["test"]]
-    return {**base, "worlds": {**base["worlds"], "test": done}, "defenses": kept + new["defenses"]}
+    added = [{**d, "measured": new["measured"], "cpu_model": new["cpu_model"]} for d in new["defenses"]]
+    return {**base, "worlds": {**base["worlds"], "test": done}, "defenses": kept + added}
 
 
 def main() -> None:

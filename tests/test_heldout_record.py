@@ -27,6 +27,7 @@ def test_merge_replaces_only_the_second_grids_defenses():
     merged = heldout_record.merge(base, _record("run b.yaml", ["tacleaner"], [4, 5], "b"))
     by = {d["defense"]: d for d in merged["defenses"]}
     assert by["tacleaner"]["chosen"] == "tacleaner-b" and by["tacleaner"]["command"] == "run b.yaml"
+    assert by["tacleaner"]["measured"] == "2026-12-03" and "measured" not in by["finetune"]  # the record's own date
     assert by["finetune"]["chosen"] == "finetune-a" and by["finetune"]["command"] == "run a.yaml"
     assert merged["worlds"]["test"] == [4, 5]  # only worlds both grids finished
     assert merged["command"] == "run a.yaml"

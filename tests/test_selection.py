@@ -104,9 +104,11 @@ def test_held_out_summary_says_which_part_fails():
     assert "on the tune worlds 4/4" in text and "worlds 4, 5, 6" in text and "finished so far" not in text
     partial = held_out_summary({**record, "test_worlds_planned": [4, 5, 6, 7, 8, 9]})
     assert "(3 of the 6 planned held-out worlds finished so far)" in partial
-    second = {**record["defenses"][0], "defense": "tacleaner", "chosen": "ta-k0.5", "command": "tacleaner run y.yaml"}
+    second = {**record["defenses"][0], "defense": "tacleaner", "chosen": "ta-k0.5", "command": "tacleaner run y.yaml",
+              "measured": "2026-12-03", "cpu_model": "other cpu"}
     merged = held_out_summary({**record, "defenses": [*record["defenses"], second]})
-    assert "tacleaner (ta-k0.5) [`tacleaner run y.yaml`]" in merged  # chosen by another grid: it says which
+    # chosen by another grid: it says which, and when and where that grid ran
+    assert "tacleaner (ta-k0.5) [`tacleaner run y.yaml`, measured 2026-12-03 on other cpu]" in merged
     assert "cleanclip (cc-lr1) on" in merged  # the record's own grid is not repeated
 
 

@@ -298,7 +298,8 @@ def held_out_summary(record: dict[str, Any]) -> str:
         t, u = d["test"], d.get("tune")
         where = f" ({d['chosen']})" if d.get("chosen") else ""
         if d.get("command") and d["command"] != record["command"]:  # chosen by a second grid on the same worlds
-            where += f" [`{d['command']}`]"
+            when = f", measured {d['measured']} on {d.get('cpu_model', '?')}" if d.get("measured") else ""
+            where += f" [`{d['command']}`{when}]"
         tuned = f"; on the tune worlds {u['both']}/{u['n']}" if u else ""
         if t["both"] == t["n"]:
             lines.append(f"- {d['defense']}{where} removed the {d['attack']} backdoor on every held-out world "
