@@ -56,9 +56,8 @@ def merge(base: dict, new: dict) -> dict:
     """``base`` with the defenses ``new`` measured replaced by ``new``'s entries. Both grids must
     have the same tune and planned test worlds, so the record's world lists stay true of every
     entry; the test worlds kept are those both have finished."""
-    for key in ("tune",):
-        if base["worlds"][key] != new["worlds"][key]:
-            raise SystemExit(f"error: --merge: tune worlds {base['worlds'][key]} != {new['worlds'][key]}")
+    if base["worlds"]["tune"] != new["worlds"]["tune"]:
+        raise SystemExit(f"error: --merge: tune worlds {base['worlds']['tune']} != {new['worlds']['tune']}")
     if base["test_worlds_planned"] != new["test_worlds_planned"]:
         raise SystemExit(f"error: --merge: planned test worlds {base['test_worlds_planned']} != {new['test_worlds_planned']}")
     replaced = {(d["attack"], d["defense"]) for d in new["defenses"]}
