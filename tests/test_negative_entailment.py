@@ -3,7 +3,6 @@ refused (real WordNet, the real spaCy parser, the shared caption samples)."""
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -11,17 +10,7 @@ from tacleaner.text.lexicon import near_equivalent, near_equivalent_table
 from tacleaner.text.quality import entailed, entailment_report
 from tacleaner.text.subtexts import ORIGINS, SubtextConfig, SubtextGenerator
 
-# /work/shared beside the repository (as for the main checkout and its worktrees)
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-SAMPLES = ["cc3m_val_captions_sample.txt", "flickr8k_captions_sample.txt"]
-
-
-def shared_captions(name: str) -> list[str]:
-    path = SHARED / name
-    if not path.is_file():  # no silent skip: the measured goal is part of the product
-        pytest.fail(f"{path} not found: the shared data folder must sit beside the repository "
-                    "(<parent of the repo>/shared/data)")
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+SAMPLES = ["cc3m_val_captions_sample.txt", "flickr8k_captions_sample.txt"]  # shared_captions: conftest.py
 
 
 def test_entailment_check_is_synonym_hypernym_or_similar_in_any_sense():
@@ -84,7 +73,7 @@ def test_people_swaps_keep_their_origin_and_contradict(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name", SAMPLES)
-def test_shared_samples_negatives_rarely_entailed(name):
+def test_shared_samples_negatives_rarely_entailed(name, shared_captions):
     """The goal on the shared samples: at most 1% of negatives flagged by the entailment check,
     coverage at least 95%; without the refusal the check does flag some (it measures
     something)."""

@@ -13,16 +13,12 @@ from tacleaner.text.lexicon import antonyms, cohyponyms, colours, spatial_swaps
 from tacleaner.text.quality import caption_words, is_subsequence, one_word_swap
 from tacleaner.text.subtexts import KINDS, ORIGINS, SubtextConfig, SubtextGenerator, quality_report
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-FLICKR = DATA / "flickr8k_captions_sample.txt"
 GRAPES = "there are green grapes, yellow lemons, oranges and kiwis on a blue table"
 
 
 @pytest.fixture(scope="module")
-def flickr() -> list[str]:
-    if not FLICKR.is_file():
-        pytest.skip(f"{FLICKR} not found: the shared data folder is not checked out next to the repo")
-    return [line.strip() for line in FLICKR.read_text(encoding="utf-8").splitlines() if line.strip()]
+def flickr(shared_captions) -> list[str]:
+    return shared_captions("flickr8k_captions_sample.txt")
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +205,6 @@ def test_same_subtexts_in_every_process(tmp_path):
 # -- plausibility: what the image shows, common same-kind replacements, the paper's random mode ----
 
 CASES_FILE = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "subtext_cases.yaml"
-CC3M = DATA / "cc3m_val_captions_sample.txt"
 
 
 @pytest.fixture(scope="module")
@@ -220,10 +215,8 @@ def cases() -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def cc3m() -> list[str]:
-    if not CC3M.is_file():
-        pytest.skip(f"{CC3M} not found: the shared data folder is not checked out next to the repo")
-    return [line.strip() for line in CC3M.read_text(encoding="utf-8").splitlines() if line.strip()]
+def cc3m(shared_captions) -> list[str]:
+    return shared_captions("cc3m_val_captions_sample.txt")
 
 
 @pytest.mark.parametrize("mode", ["wordnet", "random"])
