@@ -181,9 +181,10 @@ def test_unreadable_resume_state_is_one_line(world, tmp_path, capsys):
     args = ["--quiet", "train", "--model", "tacleaner-tiny-rn", "--data", str(world / "clean.csv"), "--out", str(run),
             "--epochs", "2", "--batch-size", "32", "--threads", "1", "--max-steps", "3"]
     assert main(args) == 0
-    (run / "metadata.json").unlink()  # as if it had stopped before the end
+    assert not (run / "train_state.pt").exists()  # a complete run keeps no resume state
+    (run / "metadata.json").unlink()  # as if it had stopped before the end, its state cut short
     state = run / "train_state.pt"
-    state.write_bytes(state.read_bytes()[:1000])
+    state.write_bytes((run / "model.safetensors").read_bytes()[:1000])
     one_error(main(args + ["--resume"]), capsys.readouterr().err, str(state), "unreadable resume state")
 
 

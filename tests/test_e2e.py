@@ -57,8 +57,9 @@ def test_backdoor_is_learned_and_metrics_complete(pipeline):
 def test_stage_outputs(pipeline):
     for stage in ("pre", "implant", "cleaned"):
         folder = pipeline / stage
-        for name in ("config.yaml", "log.txt", "metrics.jsonl", "model.safetensors", "metadata.json", "train_state.pt"):
+        for name in ("config.yaml", "log.txt", "metrics.jsonl", "model.safetensors", "metadata.json"):
             assert (folder / name).is_file(), (stage, name)
+        assert not (folder / "train_state.pt").exists(), stage  # a complete run keeps no resume state
     manifest = json.loads((pipeline / "poison" / "manifest.json").read_text())
     assert manifest["num_poisoned"] == 256 and manifest["target"] == "yellow star"
     cfg = yaml.safe_load((pipeline / "cleaned" / "config.yaml").read_text())

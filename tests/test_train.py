@@ -64,6 +64,11 @@ def test_resume_reproduces_an_uninterrupted_run(world, tmp_path):
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     assert is_complete(tmp_path / "b")
+    for run in ("a", "b"):  # the resume state goes once the run is complete; --resume returns it as is
+        assert not (tmp_path / run / "train_state.pt").exists(), run
+    again = create_model("tacleaner-tiny-rn")
+    train(again, table, create_defense("finetune"), cfg, tmp_path / "b", resume=True, progress=False)
+    assert all(torch.equal(b[k], again.model.state_dict()[k]) for k in b)
     rows = [json.loads(line) for line in open(tmp_path / "b" / "metrics.jsonl")]
     assert [r["epoch"] for r in rows if r.get("summary")] == [1, 2]
     step_rows = [r for r in rows if not r.get("summary")]

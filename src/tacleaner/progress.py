@@ -1,5 +1,5 @@
 """A training run's checkpoint: ``train_state.pt`` in the run folder, with everything a resumed
-run needs to go on exactly where the interrupted one stopped.
+run needs to go on exactly where the interrupted one stopped; removed once the run is complete.
 
 Written after every epoch and, with ``save_every``, partway through one; then it also holds an
 :class:`EpochProgress`, the record of how far into the next epoch the run had come (batches
@@ -97,6 +97,13 @@ class Checkpoint:
         with atomic_path(self.path) as tmp:
             torch.save(state, tmp)
         save_model(self.bundle, self.out / "model.safetensors", epoch=epoch)
+
+    def discard(self) -> None:
+        """Remove the resume state of a completed run: ``metadata.json`` now says the run is
+        complete, ``--resume`` returns it as is, and the state (weights, optimiser moments: three
+        times the model) would only fill the disk, once per stage of every experiment."""
+        if self.dist.is_main:
+            self.path.unlink(missing_ok=True)
 
     def resume(self, log: Callable[[str], None], seed: int = 0) -> Resumed:
         """Load the run's checkpoint, if it has one, into the model, optimiser, schedule, scaler,

@@ -4,7 +4,8 @@ AdamW with no weight decay on gains, biases, embeddings and the logit scale; lin
 then cosine decay, counted in optimizer steps; the logit scale clamped to ln(100) as in CLIP;
 bf16 autocast on CUDA. After every epoch the run folder gets an atomically written
 ``model.safetensors`` and ``train_state.pt`` (everything needed to resume), and the loop
-appends to ``metrics.jsonl``. A run folder marks completion in ``metadata.json``.
+appends to ``metrics.jsonl``. A run folder marks completion in ``metadata.json``; the resume
+state is then removed.
 
 Under ``torchrun`` the same loop runs on every rank with the model in DDP (see
 :mod:`tacleaner.distributed`): ``batch_size`` stays the global batch, every rank computes the
@@ -193,6 +194,7 @@ def train(
                 "model": "model.safetensors", "model_name": bundle.model_name, "objective": objective.name,
                 **run.run_info, "pairs": len(table), "skipped": counts,
                 "environment": environment(device, run.precision)})
+            run.checkpoint.discard()  # after metadata.json: a run stopped between the two still resumes
         dist.barrier()  # no rank reads the run folder before it is complete
         return bundle
     finally:
