@@ -21,6 +21,7 @@ from tacleaner.attacks import load_attack
 from tacleaner.attacks.frame import model_frame
 from tacleaner.data.pairs import load_image, read_pairs
 from tacleaner.defenses import create_defense
+from tacleaner.defenses.invert import DESIGN
 from tacleaner.fileio import atomic_path
 from tacleaner.models import load_model
 from tacleaner.models.checkpoint import read_meta
@@ -36,7 +37,8 @@ def row(grid: Path, attack: str, implant: int, shown: int) -> tuple[list[np.ndar
     bundle = load_model(ckpt)
     table = read_pairs(grid / "world0" / "data" / "clean.csv")
     torch.manual_seed(0)
-    inv = create_defense("invert", classes=str(grid / "world0" / "data" / "classes.json"), reinvert=False)
+    inv = create_defense("invert", classes=str(grid / "world0" / "data" / "classes.json"), reinvert=False,
+                         **DESIGN)  # what badclip.yaml ran
     inv.setup(bundle, table, seed=implant)
     trig, _ = load_attack(unit / "poison")
     frame = input_size(read_meta(ckpt)["model_cfg"])

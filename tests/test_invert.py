@@ -9,7 +9,10 @@ from tacleaner.defenses import DEFENSES, create_defense
 from tacleaner.errors import TacleanerError
 from tacleaner.scan import patch_masks
 
-FAST = {"probe_images": 24, "steps": 2, "patch_steps": 3, "patch_grid": 2, "invert_steps": 3}
+# Small probes, and the original design's one target, one size and L-inf probe (the defaults
+# search three targets at three sizes with two probe kinds: test_the_defaults_* below).
+FAST = {"probe_images": 24, "steps": 2, "patch_steps": 3, "patch_grid": 2, "invert_steps": 3,
+        "candidates": 1, "sizes": "0.25", "probe": "linf"}
 
 
 def test_patch_masks_are_squares_that_reach_the_corners():
@@ -149,15 +152,14 @@ def test_several_candidates_are_inverted_and_the_one_that_flips_most_is_kept(tra
     assert areas == {0.125: 16 / 1024, 0.25: 64 / 1024}
     inv.write_report(tmp_path)
     assert json.loads((tmp_path / "inversion.json").read_text())["inversions"][0]["target_search"] == search
-    one = setup_invert(trained, world)  # the default: the first class only, no margin
+    one = setup_invert(trained, world)  # one candidate: the first class only, no margin
     assert len(one.triggers.found["target_search"]) == 1 and one.triggers.found["margin"] is None
     with pytest.raises(TacleanerError, match="invert sizes='0.5,2'"):
         create_defense("invert", classes=str(world / "classes.json"), sizes="0.5,2")
 
 
 def test_the_target_search_can_probe_with_patches(trained, world):
-    """``probe``: the target search with the scan's patch probe, recorded with what it found; the
-    design's L-inf probe stays the default."""
+    """``probe``: the target search with the scan's patch probe, recorded with what it found."""
     inv = setup_invert(trained, world, probe="linf,patch", candidates=2)
     classes = json.loads((world / "classes.json").read_text())["classnames"]
     found = inv.triggers.found
@@ -165,3 +167,23 @@ def test_the_target_search_can_probe_with_patches(trained, world):
     assert setup_invert(trained, world).triggers.found["probe"] == "linf"
     with pytest.raises(TacleanerError, match="invert probe='gauss'"):
         create_defense("invert", classes=str(world / "classes.json"), probe="gauss")
+
+
+def test_the_defaults_are_the_setting_measured_on_held_out_worlds(world):
+    """invert's defaults are what experiments/invert-heldout.yaml ran on worlds nobody tuned on
+    (docs/selection.md): three candidate targets, sides 1/8, 1/4 and 1/3, both probe kinds; the
+    original design (``DESIGN``: one target, the quarter side, the L-inf probe) is a setting."""
+    from pathlib import Path
+
+    import yaml
+
+    from tacleaner.defenses.invert import DESIGN
+
+    grid = yaml.safe_load((Path(__file__).resolve().parents[1] / "experiments" / "invert-heldout.yaml").read_text())
+    measured = next(d for d in grid["defenses"] if d["name"] == "invert")["params"]
+    default = create_defense("invert", classes=str(world / "classes.json"))
+    assert {k: default.params()[k] for k in measured} == measured
+    assert [side for side, _ in default.shapes()] == [0.125, 0.25, 0.333]
+    design = create_defense("invert", classes=str(world / "classes.json"), **DESIGN)
+    assert design.shapes() == [(0.25, 1.0)] and design.params()["candidates"] == 1
+    assert design.params()["probe"] == "linf"

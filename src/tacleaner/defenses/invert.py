@@ -69,6 +69,11 @@ from ..scan import (
 from .base import ClipObjective, features
 from .registry import DEFENSES
 
+# The original design (until 2026-12-03 the defaults): one target, square patches of 1/4 of the
+# side, the L-inf probe. Chosen on BadCLIP implant seed 0 with ASR on the true trigger, whose side
+# is 1/4 (oracle); experiments/badclip.yaml, badclip-variants.yaml and trojvqa-grids.yaml run it.
+DESIGN = {"candidates": 1, "sizes": "", "probe": "linf"}
+
 
 @DEFENSES.register("invert")
 @dataclass
@@ -87,12 +92,17 @@ class InvertTrigger(ClipObjective):
     ``retarget`` searches for it again too. ``candidates``: how many of the most attracting
     classes are inverted, the target being the one whose trigger flips most; ``sizes`` /
     ``aspects``: comma-separated patch sides (fractions of the frame) and width/height ratios
-    inverted instead of ``patch_frac`` alone, every one kept (empty: ``patch_frac``, square)."""
+    inverted instead of ``patch_frac`` alone, every one kept (empty: ``patch_frac``, square).
+
+    The defaults are the setting measured on worlds nobody tuned on (``experiments/invert-heldout.yaml``):
+    three candidate targets, sides 1/8, 1/4 and 1/3 (fixed in advance, not told the trigger's
+    size) and both probe kinds. :data:`DESIGN` is the original quarter-side design, which the
+    older grids ran (chosen with ASR on the true trigger: oracle)."""
 
     classes: str | None = field(default=None, metadata={"path": True})
     target: str | None = None
     probe_images: int = ScanConfig.images  # the probe's and the free inversion's defaults: scan's
-    probe: str = "linf"
+    probe: str = "linf,patch"
     eps: float = ScanConfig.eps
     steps: int = ScanConfig.steps
     step_size: float = ScanConfig.step_size
@@ -106,8 +116,8 @@ class InvertTrigger(ClipObjective):
     patch_grid: int = 3
     patch_steps: int = 50
     places: str = "all"
-    candidates: int = 1
-    sizes: str = ""
+    candidates: int = 3
+    sizes: str = "0.125,0.25,0.333"
     aspects: str = ""
     reinvert: bool = True
     retarget: bool = False
