@@ -59,7 +59,7 @@ def tables(rows: list[dict], baseline: str, pairs: list[tuple[str, str]], ca_equ
     attacks = list(dict.fromkeys(r["attack"] for r in rows))
     out = ["Mean ± half-width of the 95% interval over backdoored models (percent); differences are "
            f"paired, a − {baseline}, in points with their 95% CI; * marks an interval that excludes 0.", ""]
-    verdicts = []
+    verdicts, tested = [], 0
     for attack in attacks:
         defenses = [d for (a, d) in g if a == attack]
         out += [f"### {attack}", "",
@@ -82,6 +82,7 @@ def tables(rows: list[dict], baseline: str, pairs: list[tuple[str, str]], ca_equ
                 ca = _diff(rs, base, "clean_acc", d, baseline)
                 for m in ("asr_at_1", "asr_at_10"):
                     asr = _diff(rs, base, m, d, baseline)
+                    tested += asr is not None and asr.hi is not None
                     if asr is not None and asr.hi is not None and asr.hi < 0 and ca.mean >= -ca_equal:
                         verdicts.append(f"- {attack}: {d} lower {LABEL[m]} than {baseline} at equal CA "
                                         f"({LABEL[m]} {_dcell(asr)}, CA {_dcell(ca)})")
@@ -100,6 +101,10 @@ def tables(rows: list[dict], baseline: str, pairs: list[tuple[str, str]], ca_equ
     out += [f"### Lower ASR than {baseline} at equal CA (mean CA at most {ca_equal:g} point below)", ""]
     out += verdicts or [f"- none: on no attack does any defense's ASR@1 or ASR@10 interval against {baseline} lie below 0 "
                         f"with mean CA at most {ca_equal:g} point below it."]
+    if tested:  # each interval is 95% on its own: among many, some exclude 0 by chance
+        out += ["", f"{tested} intervals were tested for this list, each at 95% on its own (no correction for "
+                f"multiplicity): where no defense differs, about {0.025 * tested:.1f} of them would lie below 0 by "
+                "chance. A single entry among many is weak evidence."]
     return "\n".join(out) + "\n"
 
 

@@ -31,6 +31,7 @@ def test_a_lower_asr_at_equal_ca_is_named_and_nothing_else():
     assert "| tacleaner | 3 | 87.5 ± 0.0 | 24.0 ± 9.9 | 50.0 ± 0.0 | -11.0 [-13.5, -8.5] * | -50.0" in md
     assert "- badclip: tacleaner lower ASR@1 than cleanclip at equal CA" in md
     assert "- badclip: tacleaner lower ASR@10 than cleanclip at equal CA (ASR@10 -50.0 [-50.0, -50.0] *" in md
+    assert "2 intervals were tested for this list, each at 95% on its own" in md  # ASR@1 and ASR@10, one defense
     # the same ASR at 2 points less CA is not "equal CA"
     md = paired_table.tables(_rows([0.20, 0.28, 0.24], [0.86] * 3), "cleanclip", [], 1.0)
     assert "- none:" in md and "- badclip:" not in md
@@ -66,6 +67,7 @@ def test_a_single_model_has_no_interval():
             _row("badnet", "tacleaner", 0, 0.05, 0.9)]
     md = paired_table.tables(rows, "cleanclip", [], 1.0)
     assert "| tacleaner | 1 | 90.0 | 5.0 | 100.0 | -5.0 | +0.0 | +0.0 | 1/1 |" in md and "- none:" in md
+    assert "intervals were tested" not in md  # one model: no interval, nothing tested
 
 
 def test_inputs_merge_and_a_row_in_two_of_them_is_an_error(tmp_path, capsys):
