@@ -70,20 +70,22 @@ def tables(rows: list[dict], baseline: str, pairs: list[tuple[str, str]], ca_equ
         for d in defenses:
             rs = g[(attack, d)]
             n = unit_values(rs, "asr_at_1")[0]
-            diffs = ["", "", ""]
-            if base is not None and d not in (baseline, NO_DEFENSE, CLEAN_MODEL):
-                diffs = [_dcell(_diff(rs, base, m, d, baseline)) for m in ("asr_at_1", "asr_at_10", "clean_acc")]
+            compared = base is not None and d not in (baseline, NO_DEFENSE, CLEAN_MODEL)
+            diff = {m: _diff(rs, base, m, d, baseline) for m in ("asr_at_1", "asr_at_10", "clean_acc")} if compared else {}
             c = checks.get((attack, d))
             removed = f"{c['both']}/{c['n']}" if c else ""
             name = f"*{d}*" if d in (NO_DEFENSE, CLEAN_MODEL) else d
             out.append(f"| {name} | {len(n)} | " + " | ".join(_cell(rs, m) for m in METRICS) + " | "
-                       + " | ".join(diffs) + f" | {removed} |")
-            if base is not None and d not in (baseline, NO_DEFENSE, CLEAN_MODEL):
-                ca = _diff(rs, base, "clean_acc", d, baseline)
+                       + " | ".join(_dcell(diff[m]) if compared else "" for m in ("asr_at_1", "asr_at_10", "clean_acc"))
+                       + f" | {removed} |")
+            if compared:
+                ca = diff["clean_acc"]
                 for m in ("asr_at_1", "asr_at_10"):
-                    asr = _diff(rs, base, m, d, baseline)
-                    tested += asr is not None and asr.hi is not None
-                    if asr is not None and asr.hi is not None and asr.hi < 0 and ca.mean >= -ca_equal:
+                    asr = diff[m]
+                    if asr is None or asr.hi is None:  # one model: no interval to test
+                        continue
+                    tested += 1
+                    if asr.hi < 0 and ca.mean >= -ca_equal:
                         verdicts.append(f"- {attack}: {d} lower {LABEL[m]} than {baseline} at equal CA "
                                         f"({LABEL[m]} {_dcell(asr)}, CA {_dcell(ca)})")
         out.append("")
