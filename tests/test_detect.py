@@ -13,8 +13,9 @@ import torch
 
 from tacleaner.data.pairs import read_pairs
 from tacleaner.detect import DetectConfig, detect
+from tacleaner.detect.cut import removal_mask, robust_z
 from tacleaner.detect.detectors import DETECTORS, Neighbours, lid_mle
-from tacleaner.detect.outputs import auroc, removal_mask
+from tacleaner.detect.outputs import auroc
 from tacleaner.detect.score import Reference, reference_rows, score_pairs
 from tacleaner.errors import TacleanerError
 
@@ -69,11 +70,43 @@ def test_slof_and_dao_follow_their_definitions_on_a_small_case():
     index = torch.tensor([[0, 1]])
     kdist = torch.tensor([4.0, 1.0])
     lid = torch.tensor([1.0, 3.0])
-    nb = Neighbours(dist, index, kdist, lid)
+    nb = Neighbours(dist, index, kdist, lid, torch.tensor([7.0]))
     assert DETECTORS.get("k-distance")(nb).item() == 2.0
-    assert DETECTORS.get("slof")(nb).item() == pytest.approx(2.0 / 2.5)
+    # SLOF: the mean of the density ratios (Schubert et al.; Huang et al.'s code), not a ratio of means
+    assert DETECTORS.get("slof")(nb).item() == pytest.approx((2 / 4 + 2 / 1) / 2)
     dao = ((2 / 4) ** 1 + (2 / 1) ** 3) / 2
     assert DETECTORS.get("dao")(nb).item() == pytest.approx(math.log(dao))
+    assert DETECTORS.get("norm")(nb).item() == 7.0
+
+
+def test_every_detector_matches_a_hand_computation_on_five_points():
+    """Five raw features on a line (lengths 1, 2, 4, 7.5, 20), k = 2, every point in the
+    reference: the distances, k-distances, LIDs and each score worked out by hand."""
+    x = torch.tensor([[1.0, 0.0], [2.0, 0.0], [4.0, 0.0], [7.5, 0.0], [20.0, 0.0]], dtype=torch.float64)
+    rows = list(range(5))
+    ref = Reference.build(rows, x, k=2, features="raw")
+    # 2 nearest others: 0 -> (1: 1, 2: 3); 1 -> (0: 1, 2: 2); 2 -> (1: 2, 0: 3); 3 -> (2: 3.5, 1: 5.5);
+    # 4 -> (3: 12.5, 2: 16)
+    kdist = [3.0, 2.0, 3.0, 5.5, 16.0]
+    nbrs = [(1, 2), (0, 2), (1, 0), (2, 1), (3, 2)]
+    first = [1.0, 1.0, 2.0, 3.5, 12.5]
+    lid = [-1 / (math.log(f / kd) / 2) for f, kd in zip(first, kdist)]  # (log(d1/d2) + log(d2/d2)) / 2
+    assert ref.kdist.tolist() == pytest.approx(kdist)
+    assert ref.lid.tolist() == pytest.approx(lid)
+    agreement = torch.tensor([0.9, 0.1, -0.2, 0.5, 0.3], dtype=torch.float64)
+    nb = ref.neighbours(rows, x, k=2, agreement=agreement)
+    score = {name: DETECTORS.get(name)(nb).tolist() for name in DETECTORS.names()}
+    assert score["disagreement"] == pytest.approx([-0.9, -0.1, 0.2, -0.5, -0.3])
+    assert score["k-distance"] == pytest.approx(kdist)
+    assert score["norm"] == pytest.approx([1.0, 2.0, 4.0, 7.5, 20.0])
+    assert score["density"] == pytest.approx([-math.log(d) for d in kdist])
+    assert score["slof"] == pytest.approx([sum(kdist[q] / kdist[o] for o in nbrs[q]) / 2 for q in rows])
+    assert score["dao"] == pytest.approx(
+        [math.log(sum((kdist[q] / kdist[o]) ** lid[o] for o in nbrs[q]) / 2) for q in rows])
+    # normalised features: every point lies on the unit circle at angle 0, all distances 0
+    flat = Reference.build(rows, x, k=2, features="normalised")
+    assert flat.score("k-distance", rows, x, k=2).tolist() == pytest.approx([0.0] * 5)
+    assert flat.score("norm", rows, x, k=2).tolist() == pytest.approx([1.0, 2.0, 4.0, 7.5, 20.0])
 
 
 def test_lid_of_points_spread_evenly_on_a_line_is_about_one():
@@ -94,12 +127,39 @@ def test_auroc_matches_counting_every_pair_with_ties_half():
 
 def test_removal_takes_the_top_fraction_or_a_threshold_and_always_the_unscored():
     scores = np.array([0.1, 0.9, np.nan, 0.5, 0.7, 0.3, 0.2, 0.8, 0.4, 0.6, 0.05])
-    mask, cut = removal_mask(scores, 0.2, None)  # 10 scored: 2 removed, plus the unscored row
+    mask, cut = removal_mask(scores, remove=0.2)  # 10 scored: 2 removed, plus the unscored row
     assert sorted(np.flatnonzero(mask)) == [1, 2, 7] and cut == 0.8
-    mask, cut = removal_mask(scores, None, 0.65)
+    mask, cut = removal_mask(scores, threshold=0.65)
     assert sorted(np.flatnonzero(mask)) == [1, 2, 4, 7] and cut == 0.65
-    mask, cut = removal_mask(scores, 0.0, None)
+    mask, cut = removal_mask(scores, remove=0.0)
     assert list(np.flatnonzero(mask)) == [2] and math.isinf(cut)
+
+
+def test_the_robust_z_cut_needs_no_rate_and_follows_the_clean_rows_spread():
+    # scored: 0..9 and two far values; median 5.5, MAD 3.0 (scaled: 4.4478)
+    scores = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 30.0, 100.0, np.nan])
+    z = robust_z(scores)
+    assert z[11] == pytest.approx((100 - 5.5) / (1.4826 * 3.0)) and np.isnan(z[12])
+    mask, cut = removal_mask(scores, z=3.5)
+    assert sorted(np.flatnonzero(mask)) == [10, 11, 12] and cut == 30.0
+    # the same clean rows with ten times the poison: the cut still falls between them
+    many = np.concatenate([np.arange(100.0), np.full(10, 1000.0)])
+    mask, _ = removal_mask(many, z=3.5)
+    assert mask[100:].all() and not mask[:100].any()
+    mask, cut = removal_mask(np.ones(20), z=3.5)  # equal scores: nothing stands out
+    assert not mask.any() and math.isinf(cut)
+
+
+def test_signals_joined_by_plus_add_their_robust_z_scores():
+    from tacleaner.detect.score import combine
+
+    a = np.array([1.0, 2.0, 3.0, 4.0, 50.0])
+    b = np.array([10.0, 30.0, 20.0, 40.0, 0.0])
+    np.testing.assert_allclose(combine({"a": a, "b": b}), robust_z(a) + robust_z(b))
+    assert combine({"a": a}) is a  # one signal: its own scores, unscaled
+    assert DetectConfig(detector="norm+disagreement").parts() == ["norm", "disagreement"]
+    with pytest.raises(TacleanerError, match="unknown detector 'lof'"):
+        DetectConfig(detector="norm+lof")
 
 
 def test_reference_sample_is_seeded_and_covers_a_small_set():
@@ -130,7 +190,7 @@ def poisoned(world, tmp_path_factory):
 
 def test_detect_writes_every_row_in_order_and_a_clean_set_that_trains(poisoned, trained, tmp_path):
     table = read_pairs(poisoned / "data.csv")
-    cfg = DetectConfig(detector="density", k=8, reference=160, batch_size=32)
+    cfg = DetectConfig(detector="density", k=8, reference=160, batch_size=32, features="normalised")
     out = tmp_path / "det"
     summary = detect(trained, table, cfg, out, torch.device("cpu"), remove=0.1,
                      poisoned=poisoned / "poisoned_indices.json", num_workers=0)
@@ -159,6 +219,25 @@ def test_detect_writes_every_row_in_order_and_a_clean_set_that_trains(poisoned, 
     np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-5)
     assert saved["truth"]["removed_poisoned"] == int(truth[sorted(top)].sum())
     assert (out / "histogram.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_norm_and_disagreement_are_the_raw_feature_length_and_the_caption_cosine(poisoned, trained):
+    """The rate-free signals computed by brute force from the model: the image feature's length,
+    and minus the cosine of image and caption features; joined, the sum of robust z-scores."""
+    from tacleaner.data.pairs import load_image
+
+    table = read_pairs(poisoned / "data.csv")
+    trained.model.eval()  # batch norm with its running statistics, as scoring runs it
+    with torch.no_grad():
+        images = torch.stack([trained.preprocess(load_image(p)) for p in table.images])
+        img = trained.model.encode_image(images)
+        txt = trained.model.encode_text(trained.tokenizer(list(table.captions)), normalize=True)
+    norm = img.norm(dim=1).double().numpy()
+    dis = -(torch.nn.functional.normalize(img, dim=-1) * txt).sum(dim=1).double().numpy()
+    for name, expected in (("norm", norm), ("disagreement", dis), ("norm+disagreement", robust_z(norm) + robust_z(dis))):
+        got, _ = score_pairs(trained, table, DetectConfig(detector=name, batch_size=40, chunk=64), torch.device("cpu"),
+                             num_workers=0)
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_scores_do_not_depend_on_the_chunking(poisoned, trained):
@@ -207,10 +286,19 @@ def test_the_command_writes_its_folder_and_refuses_bad_options_in_one_line(poiso
     assert main([*base, "--out", str(tmp_path / "d"), "--poisoned", str(poisoned / "poisoned_indices.json")]) == 0
     printed = capsys.readouterr().out
     assert "scored 160 of 160 pairs with dao" in printed and "AUROC" in printed
-    assert len(read_pairs(tmp_path / "d" / "clean.csv")) == 160 - 1  # the default: 1% of 160, rounded down
+    # the default cut: every pair whose robust z-score is at least 3.5, from the scores alone
+    with open(tmp_path / "d" / "scores.csv", newline="") as f:
+        scores = np.array([float(r["score"]) for r in csv.DictReader(f)])
+    expected = int((robust_z(scores) >= 3.5).sum())
+    summary = json.loads((tmp_path / "d" / "summary.json").read_text())
+    assert summary["z"] == 3.5 and summary["remove"] is None and summary["removed"] == expected
+    assert len(read_pairs(tmp_path / "d" / "clean.csv")) == 160 - expected
     for bad, says in ((["--remove", "1.5"], "argument --remove: must be a fraction in [0, 1), got 1.5"),
                       (["--remove", "0.1", "--threshold", "2"], "not allowed with argument"),
-                      (["--detector", "lof"], "invalid choice: 'lof'")):
+                      (["--z", "3", "--remove", "0.1"], "not allowed with argument"),
+                      (["--features", "unit"], "invalid choice: 'unit'"),
+                      (["--detector", "lof"], "argument --detector: unknown signal 'lof'"),
+                      (["--detector", "norm+lof"], "argument --detector: unknown signal 'lof'")):
         assert main([*base, "--out", str(tmp_path / "x"), *bad]) == 2
         err = capsys.readouterr().err
         assert says in err and err.count("\n") == 1

@@ -17,7 +17,17 @@ from .options import (
     seed_int,
 )
 
-DETECTOR_NAMES = ("dao", "density", "k-distance", "slof")  # equal to tacleaner.detect.DETECTORS (tested): help needs no torch
+DETECTOR_NAMES = ("dao", "density", "disagreement", "k-distance", "norm", "slof")  # equal to tacleaner.detect.DETECTORS (tested): help needs no torch
+
+
+def detector_name(text: str) -> str:
+    """A signal, or signals joined by ``+``, each one of DETECTOR_NAMES."""
+    parts = [p.strip() for p in text.split("+")]
+    bad = [p for p in parts if p not in DETECTOR_NAMES]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown signal {bad[0]!r}; choose from {', '.join(DETECTOR_NAMES)}, "
+                                         "or join several with +")
+    return "+".join(parts)
 
 
 def add_parsers(add: AddCommand) -> None:
@@ -28,17 +38,24 @@ def add_parsers(add: AddCommand) -> None:
     add_pairs_option(s)
     add_data_columns(s)
     s.add_argument("--out", required=True, help="folder to write")
-    s.add_argument("--detector", default="dao", choices=DETECTOR_NAMES,
-                   help="dao, slof, k-distance (sparse surroundings: Huang et al., ICLR 2025) or density (a tight "
-                   "cluster: a backdoored model's triggered images at high poison rates)")
+    s.add_argument("--detector", default="dao", type=detector_name,
+                   help="dao, slof, k-distance (sparse surroundings: Huang et al., ICLR 2025), density (a tight "
+                   "cluster), norm (the image feature's length), disagreement (image and caption apart); a+b adds "
+                   "the signals' robust z-scores")
+    s.add_argument("--features", default="raw", choices=("raw", "normalised"),
+                   help="distances between the image features as the model outputs them (raw, as Huang et al.) or "
+                   "scaled to unit length")
     s.add_argument("--k", type=int_at_least(1), default=16, help="neighbours")
     s.add_argument("--reference", type=int_at_least(2), default=4096,
                    help="rows sampled (by --seed) that every row is compared with")
     s.add_argument("--seed", type=seed_int, default=0, help="draws the reference rows")
     which = s.add_mutually_exclusive_group()
+    which.add_argument("--z", type=finite_float, help="leave out of clean.csv the pairs whose robust z-score "
+                       "(score - median) / (1.4826 MAD) is at least this: a cut from the scores alone, no poison rate "
+                       "(the default, at 3.5)")
     which.add_argument("--remove", type=fraction, help="leave this fraction of the scored pairs, the most "
-                       "suspicious, out of clean.csv (default 0.01)")
-    which.add_argument("--threshold", type=finite_float, help="leave the pairs scoring at least this out instead (default: none: --remove decides)")
+                       "suspicious, out instead (needs a guess at the poison rate)")
+    which.add_argument("--threshold", type=finite_float, help="leave the pairs scoring at least this out instead")
     s.add_argument("--poisoned", help="a poisoning run's poisoned_indices.json: add AUROC and recall at the poison "
                    "count to summary.json (for measuring a detector; default none)")
     s.add_argument("--batch-size", type=int_at_least(1), default=256, help="images per forward pass")
@@ -51,16 +68,16 @@ def add_parsers(add: AddCommand) -> None:
 def detect(args: argparse.Namespace) -> int:
     from .. import distributed
     from ..data.pairs import read_pairs
-    from ..detect import DEFAULT_REMOVE, DetectConfig, summary_lines
+    from ..detect import DetectConfig, summary_lines
     from ..detect import detect as run_detect
 
-    cfg = DetectConfig(detector=args.detector, k=args.k, reference=args.reference, seed=args.seed,
-                       batch_size=args.batch_size)
+    cfg = DetectConfig(detector=args.detector, k=args.k, features=args.features, reference=args.reference,
+                       seed=args.seed, batch_size=args.batch_size)
     table = read_pairs(args.data, args.image_col, args.caption_col)
     check_inputs_outside(args.out, [args.checkpoint, args.data, args.poisoned])
     _, device = distributed.setup(args.device)
-    remove = DEFAULT_REMOVE if args.remove is None and args.threshold is None else args.remove
-    summary = run_detect(load_bundle(args), table, cfg, args.out, device, remove=remove, threshold=args.threshold,
+    summary = run_detect(load_bundle(args), table, cfg, args.out, device, z=args.z, remove=args.remove,
+                         threshold=args.threshold,
                          poisoned=args.poisoned, overwrite=args.overwrite, progress=not args.quiet,
                          num_workers=args.num_workers, meta={"checkpoint": args.checkpoint, "data": str(args.data)})
     if summary:

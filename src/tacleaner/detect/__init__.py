@@ -1,7 +1,7 @@
-"""Find the poison before training: score every pair of a dataset by how much its image
-embedding is a local outlier (:mod:`.detectors`), write the scores and the set without the most
-suspicious pairs (:mod:`.outputs`). ``tacleaner detect`` and an experiment's ``filter`` stage
-call :func:`detect`."""
+"""Find the poison before training: score every pair of a dataset by how suspicious its image
+embedding is (:mod:`.detectors`), cut the scores where they leave the clean rows' spread
+(:mod:`.cut`), write the scores and the set without the most suspicious pairs (:mod:`.outputs`).
+``tacleaner detect`` and an experiment's ``filter`` stage call :func:`detect`."""
 from __future__ import annotations
 
 import time
@@ -17,10 +17,10 @@ from ..data.pairs import PairTable, describe_skipped
 from ..errors import TacleanerError
 from ..fileio import staged_dir, write_json
 from ..models import ClipBundle
+from .cut import DEFAULT_Z, removal_mask
 from .detectors import DETECTORS
 from .outputs import (
     read_poisoned,
-    removal_mask,
     summary_lines,
     truth_metrics,
     write_clean,
@@ -29,21 +29,23 @@ from .outputs import (
 )
 from .score import DetectConfig, score_pairs
 
-__all__ = ["DEFAULT_REMOVE", "DETECTORS", "DetectConfig", "detect", "summary_lines"]
-
-DEFAULT_REMOVE = 0.01  # the fraction of scored pairs left out unless told otherwise
+__all__ = ["DEFAULT_Z", "DETECTORS", "DetectConfig", "detect", "summary_lines"]
 
 
 def detect(bundle: ClipBundle, table: PairTable, cfg: DetectConfig, out: str | Path, device: torch.device, *,
-           remove: float | None = DEFAULT_REMOVE, threshold: float | None = None, poisoned: str | Path | None = None,
-           overwrite: bool = False, progress: bool = False, num_workers: int | None = None,
-           meta: dict[str, Any] | None = None) -> dict[str, Any]:
+           z: float | None = None, remove: float | None = None, threshold: float | None = None,
+           poisoned: str | Path | None = None, overwrite: bool = False, progress: bool = False,
+           num_workers: int | None = None, meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """Score ``table``, then (rank 0) write ``out`` as one staged folder: nothing is left half
-    written. ``remove`` (a fraction of the scored rows) or ``threshold`` (a score) decides what
-    ``clean.csv`` leaves out; ``poisoned`` (a ``poisoned_indices.json``) adds how well the
+    written. What ``clean.csv`` leaves out is decided by at most one of ``z`` (a robust z-score
+    over the scores; the default, :data:`DEFAULT_Z`), ``remove`` (a fraction of the scored rows)
+    and ``threshold`` (a score); ``poisoned`` (a ``poisoned_indices.json``) adds how well the
     scores find those rows. Returns the summary."""
-    if (remove is None) == (threshold is None):
-        raise TacleanerError("detect: give exactly one of remove (a fraction) and threshold (a score)")
+    if sum(v is not None for v in (z, remove, threshold)) > 1:
+        raise TacleanerError("detect: give at most one of z (a robust z-score), remove (a fraction) and threshold "
+                             "(a score)")
+    if z is None and remove is None and threshold is None:
+        z = DEFAULT_Z
     if remove is not None and not 0 <= remove < 1:
         raise TacleanerError(f"detect: remove must be a fraction in [0, 1), got {remove}")
     positive = None if poisoned is None else read_poisoned(Path(poisoned), len(table))  # fails before the scoring
@@ -52,13 +54,13 @@ def detect(bundle: ClipBundle, table: PairTable, cfg: DetectConfig, out: str | P
     seconds = time.perf_counter() - t
     if not distributed.current().is_main:
         return {}
-    removed, cut = removal_mask(scores, remove, threshold)
+    removed, cut = removal_mask(scores, z=z, remove=remove, threshold=threshold)
     causes = dict(Counter(skipped.values()))
     scored = scores[~np.isnan(scores)]
     summary: dict[str, Any] = {
         **(meta or {}), "rows": len(table), "scored": int(len(scored)), "unscored": causes,
-        "detector": cfg.detector, "k": cfg.k, "reference": min(cfg.reference, len(table)), "seed": cfg.seed,
-        "remove": remove, "threshold": threshold, "cut": cut, "removed": int(removed.sum()),
+        "detector": cfg.detector, "features": cfg.features, "k": cfg.k, "reference": min(cfg.reference, len(table)),
+        "seed": cfg.seed, "z": z, "remove": remove, "threshold": threshold, "cut": cut, "removed": int(removed.sum()),
         "kept": int((~removed).sum()),
         "score_quantiles": {q: float(np.quantile(scored, float(q))) for q in ("0", "0.5", "0.9", "0.99", "1")}
         if len(scored) else {},

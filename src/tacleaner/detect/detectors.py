@@ -1,15 +1,23 @@
-"""Local-outlier scores of a point among a reference sample of the data's embeddings: higher
-means sparser surroundings, which is how backdoor samples of a poisoned CLIP stand out (Huang et
-al., "Detecting Backdoor Samples in Contrastive Language Image Pretraining", ICLR 2025; their
-code, github.com/HanxunH/Detect-CLIP-Backdoor-Samples, was read for this file).
+"""Suspicion scores of a point among a reference sample of the data's image embeddings: local
+outlier scores, higher where the surroundings are sparser, which is how backdoor samples of a
+poisoned CLIP stand out (Huang et al., "Detecting Backdoor Samples in Contrastive Language Image
+Pretraining", ICLR 2025; their code, github.com/HanxunH/Detect-CLIP-Backdoor-Samples, was read
+for this file), and the embedding's own length.
 
 Each detector sees, for a chunk of query points, the sorted distances to their ``k`` nearest
-reference points and those neighbours' indices, plus per reference point its own k-distance
-and local intrinsic dimensionality (LID) within the reference. Written from the definitions:
+reference points and those neighbours' indices, per reference point its own k-distance and
+local intrinsic dimensionality (LID) within the reference, and each query's feature length.
+Written from the definitions:
 
-- ``k-distance``: the distance to the k-th nearest neighbour.
-- ``slof`` (simplified local outlier factor, Schubert et al. 2014): the query's k-distance over
-  the mean k-distance of its k neighbours.
+- ``k-distance``: the distance to the k-th nearest neighbour (other than the point itself).
+- ``slof`` (simplified local outlier factor, Schubert et al. 2014, as Huang et al. compute it):
+  ``mean_o d_k(q) / d_k(o)`` over the k neighbours ``o``: the mean of the density ratios.
+- ``disagreement``: minus the cosine similarity of the pair's image and caption features. A
+  poisoned pair's caption names the target, not what the image shows: before a model learns
+  the trigger, and often after, the two disagree more than a clean pair's. No rate either.
+- ``norm``: the length of the unnormalised image feature. Huang et al. score unnormalised
+  features, and a triggered image's is long: the signal behind much of their detectors' AUROC,
+  here on its own. It needs no neighbours, so it does not depend on the poison rate.
 - ``dao`` (dimensionality-aware outlier score, Anderberg et al. 2024):
   ``mean_o (d_k(q) / d_k(o)) ** LID(o)`` over the k neighbours ``o``; reported as its logarithm,
   computed by log-sum-exp so that a high LID cannot overflow (a monotone change: the ranking,
@@ -36,12 +44,17 @@ EPS = 1e-12  # distances of exact duplicates are 0: keep ratios and logarithms f
 @dataclass(frozen=True)
 class Neighbours:
     """A chunk of queries against the reference: ``dist`` (queries x k, ascending) and ``index``
-    (the neighbours' reference rows); per reference row its ``kdist`` and ``lid``."""
+    (the neighbours' reference rows); per reference row its ``kdist`` and ``lid``; per query the
+    ``norm`` (length) of its unnormalised feature and, for the signals that read captions, the
+    ``agreement`` (cosine similarity) of its image and caption features. The neighbour fields
+    are None when no signal of the detector uses them."""
 
     dist: torch.Tensor
     index: torch.Tensor
     kdist: torch.Tensor
     lid: torch.Tensor
+    norm: torch.Tensor
+    agreement: torch.Tensor | None = None
 
 
 def lid_mle(sorted_dist: torch.Tensor) -> torch.Tensor:
@@ -62,7 +75,7 @@ def k_distance(nb: Neighbours) -> torch.Tensor:
 
 @DETECTORS.register("slof")
 def slof(nb: Neighbours) -> torch.Tensor:
-    return nb.dist[:, -1].clamp_min(EPS) / nb.kdist[nb.index].mean(dim=1).clamp_min(EPS)
+    return (nb.dist[:, -1:].clamp_min(EPS) / nb.kdist[nb.index].clamp_min(EPS)).mean(dim=1)
 
 
 @DETECTORS.register("dao")
@@ -70,6 +83,19 @@ def dao(nb: Neighbours) -> torch.Tensor:
     ratio = torch.log(nb.dist[:, -1:].clamp_min(EPS) / nb.kdist[nb.index].clamp_min(EPS))
     return torch.logsumexp(nb.lid[nb.index] * ratio, dim=1) - math.log(nb.index.shape[1])
 
+
+@DETECTORS.register("norm")
+def norm(nb: Neighbours) -> torch.Tensor:
+    return nb.norm
+
+
+@DETECTORS.register("disagreement")
+def disagreement(nb: Neighbours) -> torch.Tensor:
+    return -nb.agreement
+
+
+NEIGHBOUR_FREE = frozenset({"norm", "disagreement"})  # signals that need no reference sample
+TEXT_SIGNALS = frozenset({"disagreement"})  # signals that read the captions
 
 
 @DETECTORS.register("density")

@@ -32,21 +32,6 @@ def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
     return float((ranks[positive].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
-def removal_mask(scores: np.ndarray, remove: float | None, threshold: float | None) -> tuple[np.ndarray, float]:
-    """Rows to remove (the unscored ones always) and the score cut: ``threshold`` itself, or the
-    cut that removes the ``remove`` fraction of scored rows with the highest scores."""
-    scored = ~np.isnan(scores)
-    if threshold is None:
-        count = int(math.floor((remove or 0.0) * scored.sum() + 1e-9))
-        if count == 0:
-            return ~scored, float("inf")
-        top = np.argsort(-np.where(scored, scores, -np.inf), kind="mergesort")[:count]
-        mask = ~scored
-        mask[top] = True
-        return mask, float(scores[top].min())
-    return ~scored | (np.where(scored, scores, -np.inf) >= threshold), float(threshold)
-
-
 def image_name(table: PairTable, i: int) -> str:
     """Row ``i``'s image as the input wrote it (a CSV's relative path, a shard member's name)."""
     rows = getattr(table.images, "rows", None)

@@ -2,7 +2,7 @@
 set with the backdoored model (:mod:`tacleaner.detect`), removes the most suspicious pairs, and
 trains the clean model from before the attack again on what is left, with the implant's
 settings. In a grid it is a defense entry like the fine-tuning ones (``defenses: [{name:
-filter, params: {detector: density, remove: 0.1}}]``), so "filter, then train" and the
+filter, params: {detector: norm}}]``), so "filter, then train" and the
 fine-tuning defenses are compared on the same seeds, with the same intervals."""
 from __future__ import annotations
 
@@ -10,21 +10,25 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..defenses import DEFENSES, create_defense
-from ..detect import DEFAULT_REMOVE, DetectConfig
+from ..detect import DetectConfig
+from ..detect.cut import DEFAULT_Z
 from ..errors import TacleanerError
 from ..registry import Registry
 
 
 @dataclass
 class Filter:
-    """``detector``, ``k``, ``reference``, ``seed``: as ``tacleaner detect``; ``remove`` the
-    fraction of the implant set left out before training again."""
+    """``detector``, ``features``, ``k``, ``reference``, ``seed``: as ``tacleaner detect``; the
+    pairs left out before training again: those at robust z-score ``z`` or above (the default
+    rule, ``tacleaner detect``'s), or, when ``remove`` is set, that fraction of the implant set."""
 
     detector: str = "dao"
+    features: str = "raw"
     k: int = 16
     reference: int = 4096
     seed: int = 0
-    remove: float = DEFAULT_REMOVE
+    z: float = DEFAULT_Z
+    remove: float | None = None
     name: ClassVar[str] = "filter"
     relative_cost: ClassVar[float] = 1.2  # embedding the implant set once, then training as the implant did (not measured)
     train_defaults: ClassVar[dict[str, Any]] = {}  # it trains with the implant's settings, not a defense's
@@ -33,12 +37,17 @@ class Filter:
                    "clean model again on the rest (tacleaner detect, then the implant's training)")
 
     def __post_init__(self) -> None:
-        if not 0 <= self.remove < 1:
+        if self.remove is not None and not 0 <= self.remove < 1:
             raise TacleanerError(f"filter remove={self.remove}: must be a fraction in [0, 1)")
         self.detect_config()  # a bad detector, k or reference fails when the config is read
 
     def detect_config(self) -> DetectConfig:
-        return DetectConfig(detector=self.detector, k=self.k, reference=self.reference, seed=self.seed)
+        return DetectConfig(detector=self.detector, features=self.features, k=self.k, reference=self.reference,
+                            seed=self.seed)
+
+    def cut(self) -> dict[str, float]:
+        """The removal rule, as :func:`tacleaner.detect.detect` takes it."""
+        return {"remove": self.remove} if self.remove is not None else {"z": self.z}
 
 
 DATA_DEFENSES: Registry[Filter] = Registry("data defense")

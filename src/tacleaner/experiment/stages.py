@@ -139,7 +139,7 @@ def filter_data(exp: Context, b: Backdoor, k: int, c: int, folder: str = "") -> 
         bundle = load_model(unit.backdoored_model)
         bundle.model.to(exp.device)
         detect(bundle, read_pairs(unit.poisoned_pairs), settings.detect_config(), found, exp.device,
-               remove=settings.remove, poisoned=unit.poison / "poisoned_indices.json", overwrite=True)
+               **settings.cut(), poisoned=unit.poison / "poisoned_indices.json", overwrite=True)
     tcfg = for_jobs(train_config({**exp.cfg.train, "seed": c}, {**spec.implant, **d.train}, f"{d.id}.train"), exp.jobs)
     set_threads(tcfg)
     ckpt = train_stage(exp, unit.cleaned(folder or d.id, c), exp.layout.clean_checkpoint(b.world, exp.cfg.pretrain
