@@ -37,8 +37,20 @@ def pipeline(tmp_path_factory):
     implant_and_evaluate(d, "poison", "implant", {"clean_model": "pre", "backdoored": "implant"})
     assert main(["--quiet", "clean", "--defense", "finetune", "--checkpoint", str(d / "implant" / "model.safetensors"),
                  "--data", str(w / "clean.csv"), "--out", str(d / "cleaned"), "--epochs", "1", "--lr", "1e-4",
-                 *TINY_TRAIN]) == 0
+                 "--check", str(w / "zeroshot_val.csv"), "--check-classes", str(w / "classes.json"), *TINY_TRAIN]) == 0
     return d
+
+
+def test_clean_with_check_scans_before_and_after_and_compares_the_suspected_class(pipeline):
+    """`tacleaner clean --check`: the starting model and the cleaned one scanned on the given
+    clean images; the class the first scan found most attracting, measured on both."""
+    check = json.loads((pipeline / "cleaned" / "check.json").read_text())
+    change = check["before_after"]
+    assert change["target"] == check["before"]["target"]
+    assert change["attraction_before"] == check["before"]["attraction"]
+    assert change["anomaly_before"] == check["before"]["anomaly"]
+    assert 0 <= change["attraction_after"] <= 1
+    assert check["after"]["attraction"] >= change["attraction_after"]  # the after scan's top is its most attracting
 
 
 def test_backdoor_is_learned_and_metrics_complete(pipeline):
@@ -129,11 +141,39 @@ def test_scan_reports_every_class_and_writes_the_inverted_triggers(pipeline, cap
     assert [round(r["anomaly"], 6) for r in rows] == [round(z, 6) for z in expected]
     assert all(0 < r["trigger_area"] < 1 and 0 <= r["trigger_flip"] <= 1 for r in rows[:2])
     assert all(r["trigger_area"] is None for r in rows[2:])
-    assert report["suspects"] == [r["name"] for r in rows if r["anomaly"] > 2]
-    assert rows[0]["name"] in printed and "A lead, not a verdict" in printed or not report["suspects"]
+    cut = report["settings"]["cut"]
+    assert report["suspects"] == [r["name"] for r in rows if r["anomaly"] >= cut]
+    decision = report["decision"]
+    assert decision["target"] == rows[0]["name"] and decision["suspected"] == (rows[0]["anomaly"] >= cut)
+    said = "backdoor suspected toward" if decision["suspected"] else "no evidence of a backdoor"
+    assert f"decision: {said}" in printed and decision["sentence"] in printed
+    assert "reliability (" in printed
     assert (out / "inverted_triggers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["--quiet", "scan", "--checkpoint", str(pipeline / "implant" / "model.safetensors"), "--data",
                  str(w / "zeroshot.csv"), "--classes", str(w / "classes.json"), "--out", str(out)]) == 2  # no silent overwrite
+
+
+def test_a_scan_with_before_compares_the_class_the_earlier_scan_suspected(pipeline, capsys, tmp_path):
+    """`tacleaner scan --before`: the earlier scan's most attracting class, measured again. The
+    same model scanned twice (the probes are seeded) gives the same measure before and after; a
+    file that is not a scan report is refused in one line."""
+    w = pipeline / "world"
+    base = ["--quiet", "scan", "--checkpoint", str(pipeline / "implant" / "model.safetensors"), "--data",
+            str(w / "zeroshot.csv"), "--classes", str(w / "classes.json"), "--param", "images=64", "--param", "top=0"]
+    assert main([*base, "--out", str(tmp_path / "first")]) == 0
+    first = json.loads((tmp_path / "first" / "scan.json").read_text())
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "second"), "--before", str(tmp_path / "first" / "scan.json")]) == 0
+    printed = capsys.readouterr().out
+    change = json.loads((tmp_path / "second" / "scan.json").read_text())["before_after"]
+    assert change["target"] == first["decision"]["target"]
+    assert change["attraction_before"] == change["attraction_after"] == first["classes"][0]["attraction"]
+    assert change["anomaly_before"] == pytest.approx(change["anomaly_after"])
+    assert f"{change['target']}, suspected before cleaning: attraction" in printed
+    (tmp_path / "not_a_scan.json").write_text('{"rows": 3}')
+    assert main([*base, "--before", str(tmp_path / "not_a_scan.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: {tmp_path / 'not_a_scan.json'}: not a scan.json written by tacleaner scan"
 
 
 def test_patch_probes_find_the_patch_backdoors_target(pipeline):

@@ -11,7 +11,10 @@ Two signals, neither knowing the trigger or the target:
    patch triggers, which a small L-inf ball need not reach). Each class's score is the share of
    probes that end in it (never their own class), averaged over the kinds. A class is flagged
    by its anomaly index over all classes: (score - median) / (1.4826 x MAD), the robust z-score
-   Neural Cleanse uses (Wang et al., S&P 2019), above 2.
+   Neural Cleanse uses (Wang et al., S&P 2019), at or above ``cut``. Neural Cleanse's cut of 2
+   flags every clean model of the embedded worlds (their top index reaches 14); the default cut
+   (15) lies above every clean model's top index measured before it was set, and the decision it
+   gives (:mod:`tacleaner.findings`) is printed with its error rates on models it never saw.
 2. **Inverted trigger** for the ``top`` classes by attraction (Neural Cleanse's mask and
    pattern, optimised by gradient descent on clean images of other classes): the smallest
    blend ``(1 - m) x + m p`` that sends them to the class, as the mask's share of the image
@@ -23,21 +26,26 @@ the triggers in this toolkit do.
 """
 from __future__ import annotations
 
-import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .data.pairs import load_image
 from .data.zeroshot import Classes, LabelledImages
+from .detect.cut import robust_z
 from .errors import TacleanerError
 from .evaluate import build_classifier
 from .models import ClipBundle
 
-ANOMALY_THRESHOLD = 2.0  # Neural Cleanse's cut on the robust z-score
+# the anomaly index at which the most attracting class is a suspected target: the lowest whole
+# number above every clean model's top index in the measurement made before this cut existed
+# (12 clean models of worlds 0-3, highest 14.2: docs/scan.md); docs/results-trigger-free.md
+# measures it on 63 models none of which was seen when choosing it
+DECISION_CUT = 15.0
 
 
 @dataclass
@@ -64,11 +72,12 @@ class ScanConfig:
     patch_sizes: str = "0.125,0.25,0.333"
     patch_steps: int = 10
     patch_step: float = 0.1
+    cut: float = DECISION_CUT
 
     def __post_init__(self) -> None:
         if not (self.images >= 2 and self.eps > 0 and self.steps >= 1 and self.step_size > 0 and self.top >= 0
                 and self.invert_steps >= 1 and self.invert_lr > 0 and self.mask_weight >= 0 and self.batch_size >= 1
-                and self.patch_steps >= 1 and self.patch_step > 0):
+                and self.patch_steps >= 1 and self.patch_step > 0 and self.cut > 0):
             raise TacleanerError(f"scan settings out of range: {asdict(self)}")
         probe_kinds(self.probe, "scan probe ")
         try:
@@ -116,7 +125,7 @@ class ScanReport:
     images: int
     probe_clean_acc: float
     settings: dict[str, Any]
-    suspects: list[str] = field(default_factory=list)
+    suspects: list[str] = field(default_factory=list)  # classes at or above the cut, most attracting first
 
     @property
     def top(self) -> ClassReport:
@@ -131,10 +140,8 @@ class ScanReport:
 def anomaly_index(scores: list[float]) -> list[float]:
     """Robust z-scores: (s - median) / (1.4826 x median absolute deviation); a flat set of
     scores (MAD 0) gives 0 for the median and a large finite value above it."""
-    med = statistics.median(scores)
-    mad = statistics.median(abs(s - med) for s in scores) * 1.4826
-    floor = 1e-3  # a MAD of 0 (most classes never attract) must not divide by zero
-    return [(s - med) / max(mad, floor) for s in scores]
+    # a MAD of 0 (most classes never attract) must not divide by zero: floor 1e-3
+    return robust_z(np.array(scores, dtype=np.float64), floor=1e-3).tolist()
 
 
 def spaced(n: int, count: int) -> list[int]:
@@ -365,7 +372,7 @@ def scan(bundle: ClipBundle, data: LabelledImages, classes: Classes, cfg: ScanCo
     finally:
         for p in trainable:
             p.requires_grad_(True)
-    suspects = [r.name for r in rows if r.anomaly > ANOMALY_THRESHOLD]
+    suspects = [r.name for r in rows if r.anomaly >= cfg.cut]
     report = ScanReport(rows, len(x), acc, asdict(cfg), suspects)
     return report, triggers
 
@@ -376,11 +383,7 @@ def format_report(report: ScanReport, rows: int = 10) -> str:
         area = "" if r.trigger_area is None else f"{100 * r.trigger_area:.1f}%"
         flip = "" if r.trigger_flip is None else f"{100 * r.trigger_flip:.0f}%"
         lines.append(f"{r.name[:24]:24s} {100 * r.attraction:9.1f}% {r.anomaly:8.1f} {area:>12s} {flip:>6s}")
-    verdict = (f"above Neural Cleanse's cut (anomaly index > {ANOMALY_THRESHOLD:g}): {', '.join(report.suspects)}. "
-               "A lead, not a verdict: clean models of the embedded world reached 14 (docs/scan.md)"
-               if report.suspects else f"no class stands out (every anomaly index <= {ANOMALY_THRESHOLD:g})")
-    lines.append(f"{report.images} images, clean zero-shot accuracy on them {100 * report.probe_clean_acc:.1f}%; "
-                 + verdict)
+    lines.append(f"{report.images} images, clean zero-shot accuracy on them {100 * report.probe_clean_acc:.1f}%")
     return "\n".join(lines)
 
 

@@ -9,7 +9,8 @@ from .options import AddCommand, add_device_option, add_model_options, add_param
 
 SETTINGS_HELP = ("scan setting, repeatable (defaults: images 256, probe linf,patch (or linf, or patch), eps 8/255, "
                  "steps 10, step_size 2/255, patch_sizes 0.125,0.25,0.333, patch_steps 10, patch_step 0.1, top 3, "
-                 "invert_steps 200, invert_lr 0.1, mask_weight 0.05, batch_size 128, seed 0)")
+                 "invert_steps 200, invert_lr 0.1, mask_weight 0.05, batch_size 128, seed 0, cut 15: the anomaly index at "
+                 "which the most attracting class is a suspected target)")
 
 
 def add_parsers(add: AddCommand) -> None:
@@ -19,30 +20,42 @@ def add_parsers(add: AddCommand) -> None:
     s.add_argument("--data", required=True, help="zero-shot CSV (image, label) or ImageFolder tree of clean images")
     s.add_argument("--classes", default="imagenet", help="classes JSON, or 'imagenet'")
     add_param_option(s, help=SETTINGS_HELP)
+    s.add_argument("--before", help="the scan.json of this model before a defense: print the class it suspected, "
+                   "before and after (default: none)")
     s.add_argument("--out", help="folder for scan.json and inverted_triggers.png (default: print only)")
     s.add_argument("--overwrite", action="store_true", help="replace an --out folder tacleaner created")
     add_device_option(s)
 
 
 def scan(args: argparse.Namespace) -> int:
+    from .. import findings
     from .. import scan as scanning
     from ..data.zeroshot import read_classes, read_zeroshot
     from ..environment import resolve_device
-    from ..fileio import prepare_run_dir, write_json
+    from ..fileio import prepare_run_dir, read_json, write_json
     from ..params import build
 
+    before = read_json(args.before) if args.before else None
     classes = read_classes(args.classes)
     data = read_zeroshot(args.data, classes)
     cfg = build(scanning.ScanConfig, parse_params(args.param), "scan --param")
     device = resolve_device(args.device)
     bundle = load_bundle(args)
     if args.out:
-        check_inputs_outside(args.out, [args.checkpoint, args.data, args.classes])
+        check_inputs_outside(args.out, [args.checkpoint, args.data, args.classes, args.before])
     out = prepare_run_dir(args.out, overwrite=args.overwrite, resumable=False) if args.out else None
     report, triggers = scanning.scan(bundle, data, classes, cfg, device)
+    decision = findings.decide(report)
+    result = {**report.to_json(), "decision": decision.to_json()}
     print(scanning.format_report(report))
+    print(f"decision: {decision.sentence()}")
+    print(findings.reliability_line("scan"))
+    if before is not None:
+        result["before_after"] = findings.before_after(before, report, args.before)
+        print(findings.before_after_line(result["before_after"]))
+        print(findings.reliability_line("cleaning"))
     if out is not None:
-        write_json(out / "scan.json", report.to_json())
+        write_json(out / "scan.json", result)
         example, _ = scanning.frame_images(bundle, data, 1)
         scanning.save_triggers(triggers, example[0], out / "inverted_triggers.png")
         print(f"wrote {out / 'scan.json'} and {out / 'inverted_triggers.png'}")

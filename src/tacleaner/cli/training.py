@@ -30,6 +30,10 @@ def add_parsers(add: AddCommand) -> None:
     s = _add_training(add, "clean", "apply a fine-tuning defense to a (backdoored) model", clean)
     s.add_argument("--defense", required=True, help="defense name (see `tacleaner defenses`)")
     add_model_options(s, checkpoint_required=True)
+    s.add_argument("--check", help="clean labelled images (zero-shot CSV or ImageFolder): once cleaned, scan the model "
+                   "before and after and print the suspected target's measure before and after, into check.json "
+                   "(default: none)")
+    s.add_argument("--check-classes", default="imagenet", help="classes of --check: a classes JSON or 'imagenet'")
 
 
 def _add_training(add: AddCommand, name: str, helptext: str, handler) -> argparse.ArgumentParser:
@@ -65,7 +69,24 @@ def clean(args: argparse.Namespace) -> int:
     from ..defenses import create_defense
 
     objective = create_defense(args.defense, **parse_params(args.param))
-    return _train(args, load_bundle(args), objective)
+    check = None
+    if args.check:  # read before training, so that a bad path fails at once
+        from ..data.zeroshot import read_classes, read_zeroshot
+
+        classes = read_classes(args.check_classes)
+        check = read_zeroshot(args.check, classes), classes
+    status = _train(args, load_bundle(args), objective)
+    if check is not None and is_main():
+        from .. import findings
+        from ..fileio import write_json
+        from ..models import load_model
+
+        result = findings.check_cleaning(load_bundle(args), load_model(Path(args.out) / "model.safetensors"),
+                                         *check, args.device or "auto")
+        write_json(Path(args.out) / "check.json", result)
+        print(findings.before_after_line(result["before_after"]))
+        print(findings.reliability_line("cleaning"))
+    return status
 
 
 def _train(args: argparse.Namespace, bundle, objective) -> int:
