@@ -1,6 +1,7 @@
 """Measure `tacleaner scan` over the models of finished experiment grids: every backdoored model
 (its target known from its poisoning run) and every clean one (each world's pretrained model,
-and clean controls: the pretrained model fine-tuned on the implant set without poison).
+and clean controls: the pretrained model fine-tuned on the implant set without poison, found
+under --controls or as a grid's implant that poisoned no pair).
 
     python scripts/scan_grid.py OUT_JSON RUN [RUN ...] [--controls DIR] [--page PAGE.md] \
         [--choose-world 0] [--threads 1]
@@ -35,6 +36,7 @@ from tacleaner.detect.outputs import auroc
 from tacleaner.models import load_model
 from tacleaner.models.checkpoint import weights_sha256
 from tacleaner.scan import ScanConfig, anomaly_index, scan
+from tacleaner.train import is_complete
 
 SIGNALS = {"linf": ["linf"], "patch": ["patch"], "linf+patch": ["linf", "patch"]}
 
@@ -43,15 +45,18 @@ def models(runs: list[Path], controls: Path | None):
     """(key, world folder, kind, attack, target, checkpoint) of every model to scan."""
     for run in runs:
         for world in sorted(run.glob("world*")):
-            if not (world / "pretrain" / "model.safetensors").is_file():
+            if not is_complete(world / "pretrain"):
                 continue
             yield f"{run.name}/{world.name}/pretrain", world, "clean", None, None, world / "pretrain" / "model.safetensors"
             for unit in sorted(world.glob("*/implant*")):
                 ck, manifest = unit / "backdoored" / "model.safetensors", unit / "poison" / "manifest.json"
-                if ck.is_file() and manifest.is_file():
+                if is_complete(ck.parent) and manifest.is_file():
+                    key = f"{run.name}/{world.name}/{unit.parent.name}/{unit.name}"
+                    if not json.loads((unit / "poison" / "poisoned_indices.json").read_text()):
+                        yield key, world, "clean", None, None, ck  # an implant of no poison: a clean control
+                        continue
                     target = json.loads(manifest.read_text())["target"]
-                    yield (f"{run.name}/{world.name}/{unit.parent.name}/{unit.name}", world, "backdoored",
-                           unit.parent.name, target, ck)
+                    yield key, world, "backdoored", unit.parent.name, target, ck
             if controls is not None:
                 for ck in sorted((controls / run.name / world.name).glob("*/model.safetensors")):
                     yield f"{run.name}/{world.name}/control/{ck.parent.name}", world, "clean", None, None, ck
@@ -124,6 +129,52 @@ def score(records: list[dict]) -> dict:
     return out
 
 
+LEARNED = 0.5  # a backdoored model "learned its backdoor" when its ASR@1 on the true trigger is at least this
+
+
+def learned_asr(runs: list[Path], key: str) -> float | None:
+    """ASR@1 of the backdoored model behind ``key`` (its grid's eval.json), None if not found."""
+    for run in runs:
+        if key.startswith(run.name + "/"):
+            ev = run / key[len(run.name) + 1:] / "backdoored" / "eval.json"
+            if ev.is_file():
+                return json.loads(ev.read_text())["asr_at_1"]
+    return None
+
+
+def choose_cut(records: list[dict], kinds: list[str]) -> float:
+    """The decision cut on the top anomaly index from the models a cut may be chosen on: midway
+    between the highest clean model's and the lowest learned backdoor's, where they separate;
+    else the value that calls the most of them right (the lowest such)."""
+    clean = [signal_rows(r, kinds)[2][0] for r in records if r["kind"] == "clean"]
+    bad = [signal_rows(r, kinds)[2][0] for r in records if r["kind"] == "backdoored" and r.get("asr_at_1", 0) >= LEARNED]
+    if max(clean) < min(bad):
+        return (max(clean) + min(bad)) / 2
+    cands = sorted(set(clean + bad))
+    return max(cands, key=lambda c: (sum(v < c for v in clean) + sum(v >= c for v in bad), -c))
+
+
+def decision_table(records: list[dict], kinds: list[str], cut: float) -> list[str]:
+    """How the decision at ``cut`` did: clean models called clean, learned backdoors suspected,
+    and suspected toward their true target; Wilson 95% intervals."""
+    clean = [r for r in records if r["kind"] == "clean"]
+    bad = [r for r in records if r["kind"] == "backdoored" and r.get("asr_at_1", 0) >= LEARNED]
+    weak = [r for r in records if r["kind"] == "backdoored" and r.get("asr_at_1", 0) < LEARNED]
+
+    def frac(k: int, n: int) -> str:
+        lo, hi = wilson(k, n)
+        return f"{k}/{n} [{100 * lo:.0f}%, {100 * hi:.0f}%]" if n else "—"
+
+    called_clean = sum(signal_rows(r, kinds)[2][0] < cut for r in clean)
+    suspected = [r for r in bad if signal_rows(r, kinds)[2][0] >= cut]
+    right = sum(signal_rows(r, kinds)[0][0] == r["target"] for r in suspected)
+    first = sum(signal_rows(r, kinds)[0][0] == r["target"] for r in bad)
+    return [f"| {len(clean)} clean, {len(bad)} learned backdoors ({len(weak)} that did not learn theirs apart) | "
+            f"{frac(called_clean, len(clean))} | {frac(len(suspected), len(bad))} | {frac(right, len(bad))} | "
+            f"{frac(first, len(bad))} | "
+            + ", ".join(f"{r['attack']} {signal_rows(r, kinds)[2][0]:.1f}" for r in weak) + " |"]
+
+
 def page(records: list[dict], choose_world: str | None, command: str, after: list[str] | None = None) -> str:
     from tacleaner.environment import cpu_model
 
@@ -171,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--choose-world", default="world0", help="the world folder whose models may be looked at")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--images", type=int, default=256)
+    p.add_argument("--report-only", action="store_true", help="scan nothing new: report what OUT_JSON holds")
+    p.add_argument("--decision", type=float, help="the shipped decision cut: print the cut the tune world chooses "
+                   "and the decision's error rates at this one")
     p.add_argument("--after", nargs="+", help="run folders whose models were first scanned after the choice: "
                    "also reported apart")
     args = p.parse_args(argv)
@@ -179,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = ScanConfig(images=args.images, probe="linf,patch", top=0)
     done = {r["key"]: r for r in json.loads(args.out.read_text())} if args.out.exists() else {}
     seen = {r["weights"] for r in done.values() if "weights" in r}
-    for key, world, kind, attack, target, ck in models(args.runs, args.controls):
+    for key, world, kind, attack, target, ck in ([] if args.report_only else models(args.runs, args.controls)):
         if key in done:
             seen.add(done[key].setdefault("weights", weights_sha256(ck)))
             continue
@@ -190,12 +244,34 @@ def main(argv: list[str] | None = None) -> int:
         seen.add(digest)
         rec = {"key": key, "world": world.name, "kind": kind, "attack": attack, "target": target,
                "weights": digest, **measure(world, ck, cfg)}
+        if kind == "backdoored":
+            rec["asr_at_1"] = learned_asr(args.runs, key)
         done[key] = rec
         tmp = args.out.with_suffix(".tmp")
         tmp.write_text(json.dumps(list(done.values()), indent=1) + "\n")
         tmp.replace(args.out)
         ranks = {s: (signal_rows(rec, k)[0].index(target) + 1 if target else None) for s, k in SIGNALS.items()}
         print(key, kind, f"{rec['seconds']} s", "target ranks", ranks, flush=True)
+    for rec in done.values():  # records of an older run of this script lack the ASR
+        if rec["kind"] == "backdoored" and rec.get("asr_at_1") is None:
+            rec["asr_at_1"] = learned_asr(args.runs, rec["key"])
+    if args.decision:
+        kinds = SIGNALS["linf+patch"]  # the shipped probes
+        tune = [r for r in done.values() if r["world"] == args.choose_world]
+        held = [r for r in done.values() if r["world"] != args.choose_world]
+        table = ["| models | clean called clean | learned backdoors suspected | suspected toward the true target | "
+                 "true target first | top anomaly of the backdoors that did not learn |", "|---|---|---|---|---|---|"]
+        lines = [f"the shipped cut: {args.decision}", "", "At the shipped cut, the models reported:", "", *table,
+                 *decision_table(held, kinds, args.decision)]
+        for world in sorted({r["world"] for r in held}):
+            lines += ["", f"{world} alone: the cut its own models would choose {choose_cut([r for r in held if r['world'] == world], kinds):.2f}", "", *table,
+                      *decision_table([r for r in held if r["world"] == world], kinds, args.decision)]
+        if tune:
+            lines += ["", f"On {args.choose_world} (looked at to choose):", "", *table,
+                      *decision_table(tune, kinds, args.decision)]
+        print("\n".join(lines))
+        if args.page:
+            args.page.with_suffix(".decision.md").write_text("\n".join(lines) + "\n")
     if args.page:
         command = (f"python scripts/scan_grid.py SCANS.json {' '.join(str(r) for r in args.runs)}"
                    + (f" --controls {args.controls}" if args.controls else "") + f" --choose-world {args.choose_world}"

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from tacleaner.data.pairs import read_pairs
-from tacleaner.detect import DetectConfig, detect
+from tacleaner.detect import DEFAULT_Z, DetectConfig, detect
 from tacleaner.detect.cut import removal_mask, robust_z
 from tacleaner.detect.detectors import DETECTORS, Neighbours, lid_mle
 from tacleaner.detect.outputs import auroc
-from tacleaner.detect.score import Reference, reference_rows, score_pairs
+from tacleaner.detect.score import DEFAULT_DETECTOR, Reference, reference_rows, score_pairs
 from tacleaner.errors import TacleanerError
 
 
@@ -281,17 +281,22 @@ def test_the_command_writes_its_folder_and_refuses_bad_options_in_one_line(poiso
     from tacleaner.cli.detect import DETECTOR_NAMES
 
     assert list(DETECTOR_NAMES) == DETECTORS.names()  # the parser's light list is the registry's
+    from tacleaner.cli.parser import build_parser
+
+    defaults = build_parser()._subparsers._group_actions[0].choices["detect"].parse_args(
+        ["--checkpoint", "m", "--data", "d", "--out", "o"])
+    assert defaults.detector == DEFAULT_DETECTOR == DetectConfig().detector  # the parser's default is the library's
     base = ["--quiet", "detect", "--checkpoint", str(trained_checkpoint), "--data", str(poisoned / "data.csv"),
             "--k", "8", "--reference", "64"]
     assert main([*base, "--out", str(tmp_path / "d"), "--poisoned", str(poisoned / "poisoned_indices.json")]) == 0
     printed = capsys.readouterr().out
-    assert "scored 160 of 160 pairs with dao" in printed and "AUROC" in printed
-    # the default cut: every pair whose robust z-score is at least 3.5, from the scores alone
+    assert "scored 160 of 160 pairs with norm+disagreement" in printed and "AUROC" in printed
+    # the default cut: every pair whose robust z-score is at least 2, from the scores alone
     with open(tmp_path / "d" / "scores.csv", newline="") as f:
         scores = np.array([float(r["score"]) for r in csv.DictReader(f)])
-    expected = int((robust_z(scores) >= 3.5).sum())
+    expected = int((robust_z(scores) >= DEFAULT_Z).sum())
     summary = json.loads((tmp_path / "d" / "summary.json").read_text())
-    assert summary["z"] == 3.5 and summary["remove"] is None and summary["removed"] == expected
+    assert DEFAULT_Z == 2.0 and summary["z"] == 2.0 and summary["remove"] is None and summary["removed"] == expected
     assert len(read_pairs(tmp_path / "d" / "clean.csv")) == 160 - expected
     for bad, says in ((["--remove", "1.5"], "argument --remove: must be a fraction in [0, 1), got 1.5"),
                       (["--remove", "0.1", "--threshold", "2"], "not allowed with argument"),

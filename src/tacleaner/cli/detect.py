@@ -38,10 +38,10 @@ def add_parsers(add: AddCommand) -> None:
     add_pairs_option(s)
     add_data_columns(s)
     s.add_argument("--out", required=True, help="folder to write")
-    s.add_argument("--detector", default="dao", type=detector_name,
+    s.add_argument("--detector", default="norm+disagreement", type=detector_name,
                    help="dao, slof, k-distance (sparse surroundings: Huang et al., ICLR 2025), density (a tight "
                    "cluster), norm (the image feature's length), disagreement (image and caption apart); a+b adds "
-                   "the signals' robust z-scores")
+                   "the signals' robust z-scores (default norm+disagreement: chosen on a tune world, needs no poison rate)")
     s.add_argument("--features", default="raw", choices=("raw", "normalised"),
                    help="distances between the image features as the model outputs them (raw, as Huang et al.) or "
                    "scaled to unit length")
@@ -52,10 +52,10 @@ def add_parsers(add: AddCommand) -> None:
     which = s.add_mutually_exclusive_group()
     which.add_argument("--z", type=finite_float, help="leave out of clean.csv the pairs whose robust z-score "
                        "(score - median) / (1.4826 MAD) is at least this: a cut from the scores alone, no poison rate "
-                       "(the default, at 3.5)")
+                       "(default 2)")
     which.add_argument("--remove", type=fraction, help="leave this fraction of the scored pairs, the most "
-                       "suspicious, out instead (needs a guess at the poison rate)")
-    which.add_argument("--threshold", type=finite_float, help="leave the pairs scoring at least this out instead")
+                       "suspicious, out instead (needs a guess at the poison rate; default none: --z decides)")
+    which.add_argument("--threshold", type=finite_float, help="leave the pairs scoring at least this out instead (default none: --z decides)")
     s.add_argument("--poisoned", help="a poisoning run's poisoned_indices.json: add AUROC and recall at the poison "
                    "count to summary.json (for measuring a detector; default none)")
     s.add_argument("--batch-size", type=int_at_least(1), default=256, help="images per forward pass")
@@ -81,6 +81,12 @@ def detect(args: argparse.Namespace) -> int:
                          poisoned=args.poisoned, overwrite=args.overwrite, progress=not args.quiet,
                          num_workers=args.num_workers, meta={"checkpoint": args.checkpoint, "data": str(args.data)})
     if summary:
+        from ..detect.score import DEFAULT_DETECTOR
+        from ..findings import reliability_line
+
         print(summary_lines(summary))
+        print(reliability_line("detect") if cfg.detector == DEFAULT_DETECTOR and args.z is None and args.remove is None
+              and args.threshold is None else "reliability: measured for the default detector and cut only "
+              "(docs/results-trigger-free.md)")
         print(f"wrote {args.out}/scores.csv, clean.csv, summary.json and histogram.png")
     return 0

@@ -25,7 +25,10 @@ def robust_z(scores: np.ndarray, floor: float = 1e-12) -> np.ndarray:
     return (scores - med) / max(mad, floor)
 
 
-DEFAULT_Z = 3.5  # the default cut; chosen on a tune world, docs/results-detect.md
+# the default cut: the highest mean Youden's J (poisoned share removed minus clean share removed)
+# over six attacks at 5% and 1% poison on the tune world of experiments/trigger-free.yaml, for
+# the default detector (docs/results-trigger-free.md)
+DEFAULT_Z = 2.0
 
 
 def removal_mask(scores: np.ndarray, *, z: float | None = None, remove: float | None = None,

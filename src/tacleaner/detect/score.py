@@ -33,6 +33,9 @@ from .cut import robust_z
 from .detectors import DETECTORS, NEIGHBOUR_FREE, TEXT_SIGNALS, Neighbours, lid_mle
 
 FEATURES = ("raw", "normalised")
+# the default: the candidate with the highest lowest AUROC over six attacks at 5% and 1% poison on
+# the tune world of experiments/trigger-free.yaml (docs/results-trigger-free.md); needs no rate
+DEFAULT_DETECTOR = "norm+disagreement"
 
 
 @dataclass
@@ -42,7 +45,7 @@ class DetectConfig:
     ``normalised`` image features), ``reference`` rows sampled (with ``seed``) to compare every
     row with, ``chunk`` rows scored at a time, ``batch_size`` images per forward pass."""
 
-    detector: str = "dao"
+    detector: str = DEFAULT_DETECTOR
     k: int = 16
     features: str = "raw"
     reference: int = 4096

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 from ..defenses import DEFENSES, create_defense
 from ..detect import DetectConfig
 from ..detect.cut import DEFAULT_Z
+from ..detect.score import DEFAULT_DETECTOR
 from ..errors import TacleanerError
 from ..registry import Registry
 
@@ -22,7 +23,7 @@ class Filter:
     pairs left out before training again: those at robust z-score ``z`` or above (the default
     rule, ``tacleaner detect``'s), or, when ``remove`` is set, that fraction of the implant set."""
 
-    detector: str = "dao"
+    detector: str = DEFAULT_DETECTOR
     features: str = "raw"
     k: int = 16
     reference: int = 4096
