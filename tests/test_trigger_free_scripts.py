@@ -1,0 +1,48 @@
+"""The statistics of the trigger-free measurements (scripts/cleaning_evidence.py,
+scripts/scan_grid.py), checked on hand-computed cases."""
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_spearman_averages_ties_and_gives_a_fisher_interval():
+    ev = script("cleaning_evidence")
+    assert ev.ranks([5, 6, 7, 8, 7]) == [1, 2, 3.5, 5, 3.5]
+    rho, lo, hi = ev.spearman([1, 2, 3, 4, 5], [5, 6, 7, 8, 7])
+    assert rho == pytest.approx(8 / math.sqrt(10 * 9.5))
+    se = 1.06 / math.sqrt(5 - 3)
+    assert lo == pytest.approx(math.tanh(math.atanh(rho) - 1.96 * se))
+    assert hi == pytest.approx(math.tanh(math.atanh(rho) + 1.96 * se))
+    assert ev.spearman([1, 2, 3, 4], [4, 3, 2, 1])[0] == pytest.approx(-1.0)
+
+
+def record(kind: str, top: str, shares: dict[str, float], target: str | None = None, asr: float | None = None) -> dict:
+    return {"key": top, "kind": kind, "target": target, "asr_at_1": asr, "attack": "a" if target else None,
+            "attraction": {n: {"linf": s, "patch": s} for n, s in shares.items()}}
+
+
+def test_the_scan_decision_counts_against_the_cut():
+    sg = script("scan_grid")
+    flat = {f"c{i}": 0.01 * (i % 3) for i in range(20)}  # median 0.01, MAD 0.01
+    clean = record("clean", "x", {**flat, "c0": 0.1})  # anomaly (0.1 - 0.01) / 0.014826 = 6.1
+    bad = record("backdoored", "y", {**flat, "c1": 0.5}, target="c1", asr=0.99)  # 33.0
+    wrong = record("backdoored", "z", {**flat, "c2": 0.5}, target="c5", asr=0.9)  # suspected, wrong class
+    weak = record("backdoored", "w", flat, target="c1", asr=0.1)  # did not learn: reported apart
+    row = sg.decision_table([clean, bad, wrong, weak], ["linf", "patch"], 15.0)[0]
+    assert row.startswith("| 1 clean, 2 learned backdoors (1 that did not learn theirs apart) | 1/1 ")
+    cells = [c.strip() for c in row.split("|")]
+    assert cells[3].startswith("2/2 ") and cells[4].startswith("1/2 ") and cells[5].startswith("1/2 ")
+    assert sg.choose_cut([clean, bad], ["linf", "patch"]) == pytest.approx((6.07 + 33.05) / 2, abs=0.05)
