@@ -63,6 +63,14 @@ def measure(world_dir: Path, unit: Path) -> dict:
     return out
 
 
+def auroc_cell(vals: list[float]) -> str:
+    """AUROCs over worlds as a table cell: the mean and its Student-t 95% interval from two on."""
+    if len(vals) >= 2:
+        sm = summarize(vals)
+        return f"{sm.mean:.3f} [{sm.lo:.3f}, {sm.hi:.3f}]"
+    return f"{vals[0]:.3f}" if vals else "—"
+
+
 def units_label(rows: list[dict]) -> str:
     """What the n of a section counts: worlds when each world has one backdoored model, else the
     backdoored models themselves (several implant seeds of one world are not several worlds)."""
@@ -100,11 +108,7 @@ def page(results: list[dict], tune_world: int | None, command: str) -> str:
                 key = f"{which}/{name}"
                 vals = [r[key]["auroc"] for r in test]
                 rec = [r[key]["recall_at_poison_count"] for r in test]
-                if len(vals) >= 2:
-                    sm = summarize(vals)
-                    cell = f"{sm.mean:.3f} [{sm.lo:.3f}, {sm.hi:.3f}]"
-                else:
-                    cell = f"{vals[0]:.3f}" if vals else "—"
+                cell = auroc_cell(vals)
                 lines.append(f"| {which} | {name} ({k}, {size}) | {cell} | {min(vals):.3f} | "
                              f"{100 * statistics.mean(rec):.1f}% |" + (f" {tune[0][key]['auroc']:.3f} |" if tune else "")
                              if vals else f"| {which} | {name} | — | — | — |")

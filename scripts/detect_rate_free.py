@@ -26,7 +26,6 @@ from tacleaner.detect.cut import robust_z
 from tacleaner.detect.outputs import auroc
 from tacleaner.detect.score import Reference, embed_rows, reference_rows
 from tacleaner.models import load_model
-from tacleaner.stats import summarize
 from tacleaner.train import is_complete
 
 # (detector, features, k, reference): the paper's three at its k on both feature spaces, the
@@ -38,6 +37,13 @@ Z_CUTS = (1.5, 2.0, 2.5, 3.0, 3.5, 5.0)
 # two signals joined by adding their robust z-scores (each on its own scale, no rate needed)
 COMBINATIONS = [("norm", "disagreement"), ("norm", "density normalised (16, 4096)"),
                 ("norm", "k-distance raw (16, 4096)"), ("norm", "disagreement", "k-distance raw (16, 4096)")]
+
+
+def auroc_cell(vals: list[float]) -> str:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from detect_grid import auroc_cell as cell
+
+    return cell(vals)
 
 
 def units(run: Path):
@@ -158,12 +164,7 @@ def page(results: list[dict], tune_world: int | None, command: str) -> str:
                   + (f" world {tune_world} (tune) |" if tune else ""), "|---|---|---|---|" + ("---|" if tune else "")]
         for name in names:
             vals = [r[name]["auroc"] for r in test]
-            cell = "—"
-            if len(vals) >= 2:
-                sm = summarize(vals)
-                cell = f"{sm.mean:.3f} [{sm.lo:.3f}, {sm.hi:.3f}]"
-            elif vals:
-                cell = f"{vals[0]:.3f}"
+            cell = auroc_cell(vals)
             rec = f"{100 * np.mean([r[name]['recall_at_poison_count'] for r in test]):.1f}%" if test else "—"
             lines.append(f"| {name} | {cell} | {min(vals):.3f} | {rec} |" if vals else f"| {name} | — | — | — |")
             if tune:
