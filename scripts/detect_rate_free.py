@@ -6,8 +6,9 @@ the backdoored model, its recall at the poison count, and what the distribution'
     python scripts/detect_rate_free.py RUN OUT_JSON [--tune-world 10] [--page PAGE.md] [--threads 1]
 
 Each unit's raw image features and caption features are computed once, into FEATURES/ (kept,
-so that a rerun and other code score the same features), and scored by every candidate; OUT_JSON
-is rewritten after each unit. ``--tune-world`` is the world on which the default was chosen: the
+so that other code scores the same features), and scored by every candidate; OUT_JSON is
+rewritten after each unit, and a unit already in it is not scored again (delete OUT_JSON to
+rescore every unit, e.g. after changing the candidates). ``--tune-world`` is the world on which the default was chosen: the
 page reports it apart and summarises the others.
 """
 from __future__ import annotations
@@ -188,8 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger().setLevel(logging.ERROR)
     torch.set_num_threads(args.threads)
     feats = args.features or args.out.parent / "features"
-    done = {}
+    # resumable: units already in OUT_JSON are kept as they are (was: every run started from none
+    # and rewrote OUT_JSON with only the units it had reached)
+    done = {(r["world"], r["attack"], r["unit"]): r for r in json.loads(args.out.read_text())} if args.out.exists() else {}
     for world, attack, unit in units(args.run):
+        if (world, attack, unit.name) in done:
+            continue
         path = feats / f"world{world}-{attack}-{unit.name}.npz"
         if not path.is_file():
             extract(unit, path)
