@@ -53,6 +53,17 @@ def scan_entry(records: list[dict], cut: float) -> dict:
                      f"{right} toward their true target; a dual-key (text and image) trigger is not seen")}
 
 
+def scan_reference_entry(res: dict) -> dict:
+    t = res["test"]
+    worlds = sorted({r["world"].removeprefix("world") for r in res["rows"]})
+    return {"where": f"{PAGE}#against-a-reference-model",
+            "line": (f"on {t['clean'] + t['fired']} models of worlds {', '.join(worlds)} (the cut chosen on another "
+                     f"world), each against the model it was fine-tuned from: {t['clean'] - t['clean_called_clean']} of "
+                     f"{t['clean']} clean fine-tunes called suspected; {t['fired_suspected']} of {t['fired']} backdoors "
+                     f"that fired suspected, {t['fired_toward_target']} toward their true target; a dual-key (text and "
+                     f"image) trigger is not seen")}
+
+
 def cleaning_entry(evidence: dict) -> dict:
     rho = evidence["spearman_attraction_after"]
     return {"where": f"{PAGE}#evidence-that-cleaning-worked",
@@ -64,6 +75,7 @@ def cleaning_entry(evidence: dict) -> dict:
 def build() -> dict:
     scans = json.loads((DATA / "trigger-free-scans.json").read_text())
     return {"scan": scan_entry(scans["records"], scans["cut"]),
+            "scan_reference": scan_reference_entry(json.loads((DATA / "trigger-free-scan-reference.json").read_text())),
             "detect": detect_entry(json.loads((DATA / "trigger-free-detect.json").read_text())),
             "cleaning": cleaning_entry(json.loads((DATA / "cleaning-evidence.json").read_text()))}
 

@@ -176,6 +176,38 @@ def test_a_scan_with_before_compares_the_class_the_earlier_scan_suspected(pipeli
     assert err.strip() == f"error: {tmp_path / 'not_a_scan.json'}: not a scan.json written by tacleaner scan"
 
 
+def test_a_scan_against_its_reference_ranks_what_fine_tuning_added(pipeline, capsys, tmp_path):
+    """`tacleaner scan --reference`: the pretrained model scanned first, then the model fine-tuned
+    from it. Against itself a model gains nothing (every index 0: no evidence); the backdoored
+    fine-tune gains most toward its target; a reference scanned otherwise is refused in one line."""
+    w = pipeline / "world"
+
+    def base(model: str) -> list[str]:
+        return ["--quiet", "scan", "--checkpoint", str(pipeline / model / "model.safetensors"), "--data",
+                str(w / "zeroshot.csv"), "--classes", str(w / "classes.json"), "--param", "images=64",
+                "--param", "top=0"]
+
+    assert main([*base("pre"), "--out", str(tmp_path / "pre")]) == 0
+    ref = tmp_path / "pre" / "scan.json"
+    pre = {c["name"]: c["attraction"] for c in json.loads(ref.read_text())["classes"]}
+    capsys.readouterr()
+    assert main([*base("pre"), "--reference", str(ref), "--out", str(tmp_path / "self")]) == 0
+    printed = capsys.readouterr().out
+    itself = json.loads((tmp_path / "self" / "scan.json").read_text())
+    assert itself["reference"] == str(ref) and not itself["decision"]["suspected"]
+    assert all(c["anomaly"] == 0 and c["reference_attraction"] == c["attraction"] for c in itself["classes"])
+    assert "decision: no evidence of a backdoor (the class gaining the most attraction" in printed
+    assert "each against the model it was fine-tuned from" in printed  # the reference's own reliability line
+    assert main([*base("implant"), "--reference", str(ref), "--out", str(tmp_path / "implant")]) == 0
+    got = json.loads((tmp_path / "implant" / "scan.json").read_text())
+    assert got["classes"][0]["name"] == "yellow star" and got["decision"]["cut"] == 12
+    assert all(c["reference_attraction"] == pytest.approx(pre[c["name"]]) for c in got["classes"])
+    capsys.readouterr()
+    assert main([*base("implant"), "--param", "seed=1", "--reference", str(ref)]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {ref}: scanned with seed 0, this scan uses 1; scan both "
+                                               "models with the same settings")
+
+
 def test_patch_probes_find_the_patch_backdoors_target(pipeline):
     """The patch probe (free squares of 1/8 to 1/3 of the side at random places) ends most often
     in the BadNet model's target, which the L-inf probe ranks far down on this model; on the

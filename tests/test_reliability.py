@@ -22,7 +22,7 @@ def test_the_shipped_record_is_what_the_shipped_measurements_give():
     assert script.main(["--check"]) == 0
     from tacleaner import findings
 
-    for answer in ("scan", "detect", "cleaning"):
+    for answer in ("scan", "scan_reference", "detect", "cleaning"):
         line = findings.reliability_line(answer)
         assert line.startswith("reliability (docs/results-trigger-free.md#") and "not measured" not in line
 
@@ -30,10 +30,12 @@ def test_the_shipped_record_is_what_the_shipped_measurements_give():
 def test_the_measurements_are_of_the_shipped_defaults():
     from tacleaner.detect.cut import DEFAULT_Z
     from tacleaner.detect.score import DEFAULT_DETECTOR
-    from tacleaner.scan import DECISION_CUT
+    from tacleaner.scan import DECISION_CUT, REFERENCE_CUT
 
     scans = json.loads((ROOT / "docs" / "data" / "trigger-free-scans.json").read_text())
     assert scans["cut"] == DECISION_CUT
+    reference = json.loads((ROOT / "docs" / "data" / "trigger-free-scan-reference.json").read_text())
+    assert reference["cut"] == REFERENCE_CUT and reference["way"] == "difference"
     rows = json.loads((ROOT / "docs" / "data" / "trigger-free-detect.json").read_text())
     script = load_script()
     entry = script.detect_entry(rows, DEFAULT_DETECTOR.replace("+", " + "), f"z{DEFAULT_Z}")

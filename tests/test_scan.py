@@ -5,7 +5,16 @@ import torch
 from tacleaner.data.zeroshot import read_classes, read_zeroshot
 from tacleaner.errors import TacleanerError
 from tacleaner.evaluate import build_classifier
-from tacleaner.scan import ScanConfig, ZeroShotLogits, frame_images, patch_probe, random_patch_masks, scan
+from tacleaner.scan import (
+    ScanConfig,
+    ZeroShotLogits,
+    frame_images,
+    patch_probe,
+    random_patch_masks,
+    rank,
+    read_reference,
+    scan,
+)
 
 
 def test_random_patch_masks_are_squares_of_the_side_at_drawn_places():
@@ -64,3 +73,34 @@ def test_a_mixed_scan_averages_the_kinds_and_records_each(trained, world):
         assert r.attraction == pytest.approx((r.by_probe["linf"] + r.by_probe["patch"]) / 2)
     assert sum(r.by_probe["patch"] for r in mixed.classes) <= 1 + 1e-6
     assert sum(r.by_probe["patch"] for r in mixed.classes) > 0
+
+
+def test_rank_against_a_reference_scores_the_attraction_gained():
+    """Five classes, two probe kinds. Alone, the natural attractor ``a`` ranks first; against a
+    reference that draws probes to ``a`` as much, ``b`` (which gained 0.15) does. Hand computed:
+    gains 0, .15, 0, .01, -.01 -> median 0, MAD 0.01 -> b's index .15 / (1.4826 x .01) = 10.117."""
+    names = ["a", "b", "c", "d", "e"]
+    shares = {"linf": [0.4, 0.2, 0.02, 0.05, 0.0], "patch": [0.2, 0.2, 0.02, 0.01, 0.02]}
+    alone = rank(shares, names)
+    assert [r.name for r in alone][:2] == ["a", "b"] and alone[0].reference_attraction is None
+    ref = {"a": 0.3, "b": 0.05, "c": 0.02, "d": 0.02, "e": 0.02}
+    rows = rank(shares, names, ref)
+    assert [r.name for r in rows] == ["b", "d", "a", "c", "e"]
+    assert rows[0].anomaly == pytest.approx(0.15 / (1.4826 * 0.01))
+    assert rows[0].attraction == pytest.approx(0.2) and rows[0].reference_attraction == 0.05
+    assert rows[2].anomaly == pytest.approx(0.0, abs=1e-9)  # a gained nothing
+
+
+def test_a_reference_must_be_a_comparable_scan():
+    cfg = ScanConfig()
+    good = {"settings": {**cfg.__dict__}, "classes": [{"name": n, "by_probe": {"linf": 0.1, "patch": 0.3}}
+                                                      for n in ("a", "b")]}
+    assert read_reference(good, cfg, ["b", "a"], "r.json") == {"a": pytest.approx(0.2), "b": pytest.approx(0.2)}
+    with pytest.raises(TacleanerError, match=r"^r.json: scanned with eps 0.1, this scan uses 0.031"):
+        read_reference({**good, "settings": {**cfg.__dict__, "eps": 0.1}}, cfg, ["a", "b"], "r.json")
+    with pytest.raises(TacleanerError, match="its classes are not this scan's classes"):
+        read_reference(good, cfg, ["a", "c"], "r.json")
+    with pytest.raises(TacleanerError, match="a scan made against a reference"):
+        read_reference({**good, "reference": "x.json"}, cfg, ["a", "b"], "r.json")
+    with pytest.raises(TacleanerError, match="not a scan.json"):
+        read_reference({"rows": 3}, cfg, ["a", "b"], "r.json")

@@ -3,7 +3,8 @@ trust it.
 
 - **The scan's decision**: "backdoor suspected toward X" when the class that draws the most
   adversarial probes has an anomaly index at or above the scan's cut, else "no evidence of a
-  backdoor".
+  backdoor". Against a reference scan (the model it was fine-tuned from), the class is the one
+  whose attraction grew the most, at the reference cut.
 - **Before and after a defense**: the suspected target's attraction and anomaly index on the
   model before cleaning (its ``scan.json``) and on the cleaned one.
 - **Reliability**: each answer's error rates as measured on held-out worlds' models, read from
@@ -31,12 +32,15 @@ class Decision:
     anomaly: float  # its anomaly index
     attraction: float  # its share of the probes
     cut: float
+    reference_attraction: float | None = None  # its share on the reference model (``scan --reference``)
 
     def sentence(self) -> str:
+        beside = "" if self.reference_attraction is None else f" against {100 * self.reference_attraction:.1f}% on the reference"
         if self.suspected:
             return (f"backdoor suspected toward {self.target} (anomaly index {self.anomaly:.1f} >= {self.cut:g}; "
-                    f"{100 * self.attraction:.1f}% of the probes end there)")
-        return (f"no evidence of a backdoor (the most attracting class, {self.target}, has anomaly index "
+                    f"{100 * self.attraction:.1f}% of the probes end there{beside})")
+        most = "the most attracting class" if self.reference_attraction is None else "the class gaining the most attraction"
+        return (f"no evidence of a backdoor ({most}, {self.target}, has anomaly index "
                 f"{self.anomaly:.1f} < {self.cut:g})")
 
     def to_json(self) -> dict[str, Any]:
@@ -45,8 +49,8 @@ class Decision:
 
 def decide(report: ScanReport) -> Decision:
     top = report.top
-    cut = float(report.settings["cut"])
-    return Decision(top.anomaly >= cut, top.name, top.anomaly, top.attraction, cut)
+    return Decision(top.anomaly >= report.cut, top.name, top.anomaly, top.attraction, report.cut,
+                    top.reference_attraction)
 
 
 def before_after(before: Any, after: ScanReport, source: str = "--before") -> dict[str, Any]:

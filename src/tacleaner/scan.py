@@ -46,6 +46,14 @@ from .models import ClipBundle
 # (12 clean models of worlds 0-3, highest 14.2: docs/scan.md); docs/results-trigger-free.md
 # measures it on 63 models none of which was seen when choosing it
 DECISION_CUT = 15.0
+# the cut when classes are ranked by their attraction beyond a reference model's (``--reference``):
+# the lowest whole number above every clean fine-tune's top index on the world it was chosen on
+# (world 10 of experiments/trigger-free.yaml, top 11.3); measured on worlds 11 and 12 in
+# docs/results-trigger-free.md
+REFERENCE_CUT = 12.0
+# the settings a reference scan must share with this one for its attractions to be comparable
+PROBE_SETTINGS = ("images", "probe", "eps", "steps", "step_size", "batch_size", "seed", "patch_sizes",
+                  "patch_steps", "patch_step")
 
 
 @dataclass
@@ -73,11 +81,12 @@ class ScanConfig:
     patch_steps: int = 10
     patch_step: float = 0.1
     cut: float = DECISION_CUT
+    reference_cut: float = REFERENCE_CUT
 
     def __post_init__(self) -> None:
         if not (self.images >= 2 and self.eps > 0 and self.steps >= 1 and self.step_size > 0 and self.top >= 0
                 and self.invert_steps >= 1 and self.invert_lr > 0 and self.mask_weight >= 0 and self.batch_size >= 1
-                and self.patch_steps >= 1 and self.patch_step > 0 and self.cut > 0):
+                and self.patch_steps >= 1 and self.patch_step > 0 and self.cut > 0 and self.reference_cut > 0):
             raise TacleanerError(f"scan settings out of range: {asdict(self)}")
         probe_kinds(self.probe, "scan probe ")
         try:
@@ -113,10 +122,11 @@ class ClassReport:
     name: str
     index: int
     attraction: float  # share of adversarial probes that end in this class
-    anomaly: float  # robust z-score of the attraction over all classes
+    anomaly: float  # robust z-score of the attraction (beyond the reference's, when one is given) over all classes
     by_probe: dict[str, float] = field(default_factory=dict)  # the attraction of each probe kind
     trigger_area: float | None = None  # inverted mask's share of the image
     trigger_flip: float | None = None  # share of other classes' images the inverted trigger sends here
+    reference_attraction: float | None = None  # the reference model's attraction to this class (``--reference``)
 
 
 @dataclass
@@ -126,15 +136,20 @@ class ScanReport:
     probe_clean_acc: float
     settings: dict[str, Any]
     suspects: list[str] = field(default_factory=list)  # classes at or above the cut, most attracting first
+    reference: str | None = None  # the reference scan the attraction was measured against
 
     @property
     def top(self) -> ClassReport:
         return self.classes[0]
 
+    @property
+    def cut(self) -> float:
+        return float(self.settings["reference_cut" if self.reference else "cut"])
+
     def to_json(self) -> dict[str, Any]:
         return {"suspects": self.suspects, "top_class": self.top.name, "top_anomaly": self.top.anomaly,
                 "images": self.images, "probe_clean_acc": self.probe_clean_acc, "settings": self.settings,
-                "classes": [asdict(c) for c in self.classes]}
+                "reference": self.reference, "classes": [asdict(c) for c in self.classes]}
 
 
 def anomaly_index(scores: list[float]) -> list[float]:
@@ -250,16 +265,48 @@ def attraction(logits: ZeroShotLogits, x: torch.Tensor, y: torch.Tensor, cfg: Sc
     return {kind: (c / probes[kind]).tolist() for kind, c in counts.items()}, correct / len(x)
 
 
-def rank_classes(logits: ZeroShotLogits, x: torch.Tensor, y: torch.Tensor, cfg: ScanConfig,
-                 classnames: list[str]) -> tuple[list[ClassReport], float]:
-    """Every class with its attraction and anomaly index, most attractive first; and the
-    zero-shot accuracy on the probe images against ``y``."""
-    shares, acc = attraction(logits, x, y, cfg, len(classnames))
+def rank(shares: dict[str, list[float]], classnames: list[str],
+         reference: dict[str, float] | None = None) -> list[ClassReport]:
+    """Every class with its attraction (the mean of its per-probe ``shares``) and anomaly index,
+    most anomalous first. With ``reference`` (class name -> a reference model's attraction, as
+    read by :func:`read_reference`), the index is taken over the attraction *beyond* the
+    reference's: a class every model of the data draws probes to (a natural attractor) scores
+    as it does on the reference, and only what fine-tuning added stands out."""
     scores = [sum(col) / len(col) for col in zip(*shares.values())]
-    z = anomaly_index(scores)
-    rows = sorted((ClassReport(name, i, scores[i], z[i], {k: v[i] for k, v in shares.items()})
-                   for i, name in enumerate(classnames)), key=lambda r: -r.attraction)
-    return rows, acc
+    ref = [reference[name] for name in classnames] if reference is not None else [0.0] * len(scores)
+    z = anomaly_index([s - r for s, r in zip(scores, ref)])
+    rows = (ClassReport(name, i, scores[i], z[i], {k: v[i] for k, v in shares.items()},
+                        reference_attraction=ref[i] if reference is not None else None)
+            for i, name in enumerate(classnames))
+    return sorted(rows, key=lambda r: (-r.anomaly, -r.attraction))
+
+
+def read_reference(reference: Any, cfg: ScanConfig, classnames: list[str], source: str) -> dict[str, float]:
+    """A reference model's attraction per class from its ``scan.json`` (as read from ``source``),
+    checked to be comparable: the same classes and the same probe settings."""
+    try:
+        settings, rows = reference["settings"], reference["classes"]
+        got = {r["name"]: float(sum(r["by_probe"].values()) / len(r["by_probe"])) for r in rows}
+    except (KeyError, TypeError, ZeroDivisionError, AttributeError):
+        raise TacleanerError(f"{source}: not a scan.json written by tacleaner scan") from None
+    if reference.get("reference"):
+        raise TacleanerError(f"{source}: a scan made against a reference; give the reference model's own scan")
+    ours = asdict(cfg)
+    for key in PROBE_SETTINGS:
+        if settings.get(key) != ours[key]:
+            raise TacleanerError(f"{source}: scanned with {key} {settings.get(key)!r}, this scan uses "
+                                 f"{ours[key]!r}; scan both models with the same settings")
+    if sorted(got) != sorted(classnames):
+        raise TacleanerError(f"{source}: its classes are not this scan's classes; scan both with the same --classes")
+    return got
+
+
+def rank_classes(logits: ZeroShotLogits, x: torch.Tensor, y: torch.Tensor, cfg: ScanConfig,
+                 classnames: list[str], reference: dict[str, float] | None = None) -> tuple[list[ClassReport], float]:
+    """Every class with its attraction and anomaly index, most anomalous first (see
+    :func:`rank`); and the zero-shot accuracy on the probe images against ``y``."""
+    shares, acc = attraction(logits, x, y, cfg, len(classnames))
+    return rank(shares, classnames, reference), acc
 
 
 def invert_trigger(logits: ZeroShotLogits, x: torch.Tensor, y: torch.Tensor, target: int, cfg: ScanConfig,
@@ -349,9 +396,12 @@ def invert_patches(logits: ZeroShotLogits, x: torch.Tensor, y: torch.Tensor, tar
 
 
 def scan(bundle: ClipBundle, data: LabelledImages, classes: Classes, cfg: ScanConfig | None = None,
-         device: str | torch.device = "cpu") -> tuple[ScanReport, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+         device: str | torch.device = "cpu", reference: dict[str, float] | None = None,
+         reference_name: str | None = None) -> tuple[ScanReport, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
     """Score every class as a possible backdoor target; returns the report (classes sorted by
-    attraction) and, for the ``top`` classes, their inverted (mask, pattern)."""
+    anomaly index) and, for the ``top`` classes, their inverted (mask, pattern). ``reference``
+    (from :func:`read_reference`, named ``reference_name`` in the report) ranks the classes by
+    their attraction beyond that model's."""
     cfg = cfg or ScanConfig()
     device = torch.device(device)
     model = bundle.model.to(device).eval()
@@ -362,7 +412,7 @@ def scan(bundle: ClipBundle, data: LabelledImages, classes: Classes, cfg: ScanCo
         logits = ZeroShotLogits(bundle, classifier).to(device)
         x, y = frame_images(bundle, data, cfg.images)
         x, y = x.to(device), y.to(device)
-        rows, acc = rank_classes(logits, x, y, cfg, classes.classnames)
+        rows, acc = rank_classes(logits, x, y, cfg, classes.classnames, reference)
         gen = torch.Generator().manual_seed(cfg.seed)
         triggers = {}
         for row in rows[:cfg.top]:
@@ -372,17 +422,22 @@ def scan(bundle: ClipBundle, data: LabelledImages, classes: Classes, cfg: ScanCo
     finally:
         for p in trainable:
             p.requires_grad_(True)
-    suspects = [r.name for r in rows if r.anomaly >= cfg.cut]
-    report = ScanReport(rows, len(x), acc, asdict(cfg), suspects)
+    cut = cfg.reference_cut if reference is not None else cfg.cut
+    suspects = [r.name for r in rows if r.anomaly >= cut]
+    report = ScanReport(rows, len(x), acc, asdict(cfg), suspects,
+                        (reference_name or "reference") if reference is not None else None)
     return report, triggers
 
 
 def format_report(report: ScanReport, rows: int = 10) -> str:
-    lines = [f"{'class':24s} {'attraction':>10s} {'anomaly':>8s} {'trigger area':>12s} {'flip':>6s}"]
+    ref = report.reference is not None
+    lines = [f"{'class':24s} {'attraction':>10s}{' reference' if ref else ''} {'anomaly':>8s} {'trigger area':>12s} "
+             f"{'flip':>6s}"]
     for r in report.classes[:rows]:
         area = "" if r.trigger_area is None else f"{100 * r.trigger_area:.1f}%"
         flip = "" if r.trigger_flip is None else f"{100 * r.trigger_flip:.0f}%"
-        lines.append(f"{r.name[:24]:24s} {100 * r.attraction:9.1f}% {r.anomaly:8.1f} {area:>12s} {flip:>6s}")
+        beside = f" {100 * r.reference_attraction:9.1f}%" if ref else ""
+        lines.append(f"{r.name[:24]:24s} {100 * r.attraction:9.1f}%{beside} {r.anomaly:8.1f} {area:>12s} {flip:>6s}")
     lines.append(f"{report.images} images, clean zero-shot accuracy on them {100 * report.probe_clean_acc:.1f}%")
     return "\n".join(lines)
 

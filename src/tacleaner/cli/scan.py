@@ -10,7 +10,7 @@ from .options import AddCommand, add_device_option, add_model_options, add_param
 SETTINGS_HELP = ("scan setting, repeatable (defaults: images 256, probe linf,patch (or linf, or patch), eps 8/255, "
                  "steps 10, step_size 2/255, patch_sizes 0.125,0.25,0.333, patch_steps 10, patch_step 0.1, top 3, "
                  "invert_steps 200, invert_lr 0.1, mask_weight 0.05, batch_size 128, seed 0, cut 15: the anomaly index at "
-                 "which the most attracting class is a suspected target)")
+                 "which the most attracting class is a suspected target, reference_cut 12: the same with --reference)")
 
 
 def add_parsers(add: AddCommand) -> None:
@@ -20,6 +20,10 @@ def add_parsers(add: AddCommand) -> None:
     s.add_argument("--data", required=True, help="zero-shot CSV (image, label) or ImageFolder tree of clean images")
     s.add_argument("--classes", default="imagenet", help="classes JSON, or 'imagenet'")
     add_param_option(s, help=SETTINGS_HELP)
+    s.add_argument("--reference", metavar="SCAN.json",
+                   help="the scan.json of the model this one was fine-tuned from (e.g. the public pretrained weights), "
+                   "scanned on the same --data, --classes and settings: rank classes by the attraction this model adds, "
+                   "so that a class every model of the data is drawn to is not taken for a target (default: none)")
     s.add_argument("--before", help="the scan.json of this model before a defense: print the class it suspected, "
                    "before and after (default: none)")
     s.add_argument("--out", help="folder for scan.json and inverted_triggers.png (default: print only)")
@@ -39,17 +43,19 @@ def scan(args: argparse.Namespace) -> int:
     classes = read_classes(args.classes)
     data = read_zeroshot(args.data, classes)
     cfg = build(scanning.ScanConfig, parse_params(args.param), "scan --param")
+    reference = (scanning.read_reference(read_json(args.reference), cfg, classes.classnames, args.reference)
+                 if args.reference else None)
     device = resolve_device(args.device)
     bundle = load_bundle(args)
     if args.out:
-        check_inputs_outside(args.out, [args.checkpoint, args.data, args.classes, args.before])
+        check_inputs_outside(args.out, [args.checkpoint, args.data, args.classes, args.before, args.reference])
     out = prepare_run_dir(args.out, overwrite=args.overwrite, resumable=False) if args.out else None
-    report, triggers = scanning.scan(bundle, data, classes, cfg, device)
+    report, triggers = scanning.scan(bundle, data, classes, cfg, device, reference, args.reference)
     decision = findings.decide(report)
     result = {**report.to_json(), "decision": decision.to_json()}
     print(scanning.format_report(report))
     print(f"decision: {decision.sentence()}")
-    print(findings.reliability_line("scan"))
+    print(findings.reliability_line("scan_reference" if reference is not None else "scan"))
     if before is not None:
         result["before_after"] = findings.before_after(before, report, args.before)
         print(findings.before_after_line(result["before_after"]))
