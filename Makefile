@@ -24,7 +24,13 @@ demo: $(STAMP)
 demo-quick: $(STAMP)
 	$(BIN)/tacleaner demo --quick
 
-test: $(STAMP)
+BROWSER := $(VENV)/.browser
+
+$(BROWSER): scripts/install_browser.sh | $(STAMP)
+	scripts/install_browser.sh
+	touch $(BROWSER)
+
+test: $(STAMP) $(BROWSER)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n auto --dist loadscope
 

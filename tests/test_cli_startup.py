@@ -32,7 +32,7 @@ def test_help_imports_no_heavy_library():
                           timeout=120)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.splitlines()[-1])
-    assert len(result["codes"]) == 16 and set(result["codes"].values()) == {0}, result["codes"]
+    assert len(result["codes"]) == 17 and set(result["codes"].values()) == {0}, result["codes"]
     assert result["heavy"] == [], f"--help imported {result['heavy']}"
 
 

@@ -15,7 +15,7 @@ from ..fileio import release_all_locks
 from .parser import build_parser
 
 MULTI_PROCESS = ("train", "clean", "evaluate", "detect", "run", "demo")  # the commands torchrun may start on several processes
-RESUMABLE = ("train", "clean", "run", "demo")  # the commands whose interrupted run folder --resume continues
+RESUMABLE = ("train", "clean", "run", "demo", "audit")  # the commands whose interrupted run folder --resume continues
 REPEAT_GRACE_S = 5.0  # how long torchrun's other processes hold back an error line
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from .audit import add_parsers as add_audit
 from .catalog import add_parsers as add_catalog
 from .detect import add_parsers as add_detect
 from .evaluate import add_parsers as add_evaluate
@@ -19,7 +20,7 @@ from .training import add_parsers as add_training
 
 # in the order --help lists their commands
 FAMILIES = (add_synth, add_catalog, add_poison, add_training, add_evaluate, add_scan, add_detect, add_export,
-            add_show_trigger, add_subtexts, add_experiment)
+            add_show_trigger, add_subtexts, add_audit, add_experiment)
 
 
 class Parser(argparse.ArgumentParser):
