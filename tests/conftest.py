@@ -19,19 +19,18 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
 
 
-# The shared caption samples (the project's real captions): <parent of the repo>/shared/data
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# The real caption samples the text tests measure on, with their sources: tests/data/README.md
+SHARED_DATA = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture(scope="session")
 def shared_captions():
-    """Read one shared caption sample, a caption per line. A missing file fails the test, naming
-    the path: the goals measured on these samples are part of the product, never skipped."""
+    """Read one caption sample of tests/data, a caption per line. A missing file fails the test,
+    naming the path: the goals measured on these samples are part of the product, never skipped."""
     def read(name: str) -> list[str]:
         path = SHARED_DATA / name
         if not path.is_file():
-            pytest.fail(f"{path} not found: the shared data folder must sit beside the repository "
-                        "(<parent of the repo>/shared/data)")
+            pytest.fail(f"{path} not found: the caption samples ship in tests/data")
         return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return read
 

@@ -199,7 +199,7 @@ def _caption(rng: np.random.Generator, objs: list[_Obj], relation: str | None, b
 
 def _web_caption(rng: np.random.Generator, objs: list[_Obj], relation: str | None, bg: str) -> str:
     """The scene in one of the short, article-less or boilerplate forms of CC3M's web alt-texts
-    (``../shared/data/cc3m_val_captions_sample.txt``: "close - up of a cat on tree branch",
+    (``tests/data/cc3m_val_captions_sample.txt``: "close - up of a cat on tree branch",
     "image may contain : person , on stage", "ways to care for a stray kitten", "i live and
     found this worm outside"): a subtext generator must keep the depicted object in them."""
     bare = [f"{o.colour} {o.shape}" if rng.random() < 0.6 else f"{o.size} {o.colour} {o.shape}" for o in objs]
