@@ -87,8 +87,13 @@ def cleaning_findings(inputs, split: dict[str, str], cleaned: dict[str, Any]) ->
     for sel in cleaned["selections"]:
         for c in sel["candidates"]:
             rows.append([c["id"], f"{100 * c['mean']:+.1f}", "chosen" if c["id"] == cleaned["chosen"] else ""])
-    text = [f"The defender's rule chose {pick.defense} at lr {pick.lr:g}: {cleaned['selections'][0]['reason']} "
-            f"({inputs.ca_budget:g} points of validation accuracy). Between defenses: {cleaned['why_defense']}.",
+    within = cleaned["val_ca_change"] >= -inputs.ca_budget / 100 - 1e-12
+    reason = ("the strongest rate, tried from the strongest down, whose validation accuracy stayed within "
+              f"{inputs.ca_budget:g} points of the audited model's" if within else
+              f"no rate kept validation accuracy within {inputs.ca_budget:g} points of the audited model's, so the "
+              "weakest")
+    text = [f"The defender's rule chose {pick.defense} at lr {pick.lr:g}: {reason}. Between defenses: "
+            f"{cleaned['why_defense']}.",
             f"{change['target']}: attraction {_pct(change['attraction_before'])} -> {_pct(change['attraction_after'])}, "
             f"anomaly index {change['anomaly_before']:.1f} -> {change['anomaly_after']:.1f}: the measure "
             + ("fell." if fell else "did not fall: the cleaning left the pull toward it in place."),
