@@ -157,3 +157,21 @@ def test_bad_inputs_get_one_line_and_leave_no_folder(world, suspect, tmp_path, c
             w.writerow((str((world / r["image"]).resolve()), rows[0]["label"]))
     assert error([*base, "--zeroshot", str(one)]).startswith(f"error: {one}: the labelled images show 1 class(es)")
     assert "--defenses 'nosuch'" in error([*base, "--clean-data", str(world / "clean.csv"), "--defenses", "nosuch"])
+
+
+def test_the_worked_examples_world_is_the_demos():
+    """docs/howto-audit.md builds its world with experiments/audit-example.yaml: the demo's data,
+    model, pretraining, attack and world and implant seeds, and no defense."""
+    from importlib import resources
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    example = yaml.safe_load((root / "experiments" / "audit-example.yaml").read_text())
+    demo = yaml.safe_load(resources.files("tacleaner.configs").joinpath("demo.yaml").read_text())
+    for key in ("model", "data", "train", "pretrain", "attacks"):
+        assert example[key] == demo[key], key
+    assert example["defenses"] == []
+    assert example["seeds"]["world"] == demo["seeds"]["world"] and example["seeds"]["implant"] == demo["seeds"]["implant"]
+    assert "tacleaner run experiments/audit-example.yaml --out runs/audit-example" in (
+        root / "docs" / "howto-audit.md").read_text()
