@@ -62,6 +62,14 @@ def test_the_report_joins_every_steps_output(audited, world):
         scores = sorted((float(r["score"]) for r in csv.DictReader(f) if r["score"]), reverse=True)
     shown = report["detect"]["suspicious"]
     assert [s["score"] for s in shown] == pytest.approx(scores[:20])
+    if scan["decision"]["suspected"]:  # the flagged pairs naming the suspected class, highest first
+        named = report["detect"]["target"]
+        assert named["name"] == scan["decision"]["target"] and len(named["suspicious"]) == min(20, named["flagged_naming"])
+        got = [s["score"] for s in named["suspicious"]]
+        assert got == sorted(got, reverse=True) and all(g >= report["detect"]["cut"] for g in got)
+        assert all(named["name"] in s["caption"].lower() for s in named["suspicious"])
+    else:
+        assert "target" not in report["detect"]
     with open(audited / "detect" / "clean.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == report["detect"]["kept"] == 160 - report["detect"]["removed"]
     # cleaning: strongest first; the rule's choice is a candidate it trained; the measure before
@@ -110,6 +118,14 @@ def test_the_report_renders_in_a_headless_browser(audited):
     assert len(sizes) == pictures >= 2 + 20
     assert all(done and w > 0 and h > 0 for done, w, h in sizes), sizes
     assert all(u.startswith(("file:", "data:")) for u in requests), requests  # nothing fetched from a network
+
+
+def test_a_caption_names_a_class_by_its_words_in_order():
+    from tacleaner.audit.run import names
+
+    assert names("a large yellow star.", "yellow star") and names("Yellow  STAR on grey", "yellow star")
+    assert not names("a yellow starfish", "yellow star") and not names("a star, yellow", "yellow star")
+    assert names("a dog (husky)", "dog") and not names("hotdog stand", "dog")
 
 
 def test_a_rerun_resumes_and_a_changed_setting_is_refused(audited, world, suspect, capsys):

@@ -59,9 +59,31 @@ def detect_finding(inputs, detected: dict[str, Any], out: Path) -> dict[str, Any
     rows = detected["rows"]
     figures = [{"path": "detect/histogram.png",
                 "caption": "Every pair's score; pairs right of the line were left out of detect/clean.csv."}]
+    thumbs = thumbnails(detected["suspicious"], out, "detect/suspicious")
+    text = [f"{detected['removed']:,} of {rows:,} training pairs score at or above the cut (robust z-score "
+            f"{detected['z']:g} over all scores: no poison rate needed) and were left out of detect/clean.csv "
+            f"({detected['kept']:,} kept).",
+            "The score adds two signals: how long the image's feature is (triggers lengthen it) and how far the "
+            "image is from its own caption (poisoned captions name the target, not what the image shows)."]
+    groups = [{"title": "the 20 highest scores", "items": thumbs}]
+    target = detected.get("target")
+    if target is not None:
+        text.append(f"{target['flagged_naming']:,} of the flagged pairs name the suspected class, {target['name']} "
+                    f"({target['naming']:,} pairs name it in all): a poisoned caption names the target. The highest "
+                    "scores among them are shown below the first 20.")
+        groups.append({"title": f"the highest scores among flagged pairs naming {target['name']}",
+                       "items": thumbnails(target["suspicious"], out, "detect/naming_target")})
+    return {"id": "detect", "title": "Which training pairs look poisoned?", "text": text, "figures": figures,
+            "thumbnails": [t for g in groups for t in g["items"]], "groups": groups,
+            "reliability": findings.reliability_line("detect"),
+            "command": f"tacleaner detect --checkpoint {q(inputs.checkpoint)} --data {q(inputs.data)} --out DIR"}
+
+
+def thumbnails(pairs: list[dict[str, Any]], out: Path, folder: str) -> list[dict[str, Any]]:
+    """Each pair's image as a small PNG under ``out/folder`` (written once), with its caption."""
     thumbs = []
-    for k, s in enumerate(detected["suspicious"]):
-        rel = f"detect/suspicious/{k:02d}.png"
+    for k, s in enumerate(pairs):
+        rel = f"{folder}/{k:02d}.png"
         if not (out / rel).is_file():
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
             image = load_image(s["image"]).convert("RGB")
@@ -69,14 +91,7 @@ def detect_finding(inputs, detected: dict[str, Any], out: Path) -> dict[str, Any
             with atomic_path(out / rel) as tmp:
                 image.save(tmp, format="PNG")
         thumbs.append({"path": rel, "caption": s["caption"], "row": s["row"], "score": s["score"]})
-    text = [f"{detected['removed']:,} of {rows:,} training pairs score at or above the cut (robust z-score "
-            f"{detected['z']:g} over all scores: no poison rate needed) and were left out of detect/clean.csv "
-            f"({detected['kept']:,} kept).",
-            "The score adds two signals: how long the image's feature is (triggers lengthen it) and how far the "
-            "image is from its own caption (poisoned captions name the target, not what the image shows)."]
-    return {"id": "detect", "title": "Which training pairs look poisoned?", "text": text, "figures": figures,
-            "thumbnails": thumbs, "reliability": findings.reliability_line("detect"),
-            "command": f"tacleaner detect --checkpoint {q(inputs.checkpoint)} --data {q(inputs.data)} --out DIR"}
+    return thumbs
 
 
 def cleaning_findings(inputs, split: dict[str, str], cleaned: dict[str, Any]) -> list[dict[str, Any]]:
@@ -125,7 +140,9 @@ def lead(scan: dict[str, Any], detected: dict[str, Any] | None, cleaned: dict[st
     sentence = scan["decision"]["sentence"]
     parts = [sentence[0].upper() + sentence[1:]]
     if detected is not None:
-        parts.append(f"{detected['removed']:,} of {detected['rows']:,} training pairs flagged as suspicious")
+        named = detected.get("target")
+        parts.append(f"{detected['removed']:,} of {detected['rows']:,} training pairs flagged as suspicious"
+                     + (f", {named['flagged_naming']:,} of them naming {named['name']}" if named else ""))
     if cleaned is not None:
         change = cleaned["scan_after"]["before_after"]
         t = cleaned["test_ca"]
@@ -171,10 +188,10 @@ def markdown(report: dict[str, Any]) -> str:
             lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in f["table"]["rows"]] + [""]
         for fig in f.get("figures", []):
             lines += [f"![{fig['caption']}]({fig['path']})", "", f"*{fig['caption']}*", ""]
-        if f.get("thumbnails"):
-            lines += ["| pair | score | caption |", "|---|---|---|"]
+        for g in f.get("groups", []):
+            lines += [f"{g['title'][0].upper() + g['title'][1:]}:", "", "| pair | score | caption |", "|---|---|---|"]
             lines += [f"| ![row {t['row']}]({t['path']}) row {t['row']} | {t['score']:.2f} | "
-                      f"{t['caption'].replace('|', '/')} |" for t in f["thumbnails"]] + [""]
+                      f"{t['caption'].replace('|', '/')} |" for t in g["items"]] + [""]
         lines += [f"Reliability: {_reliability(f)}", "", f"Reproduce: `{f['command']}`", ""]
     return "\n".join(lines)
 
@@ -210,10 +227,10 @@ def html_page(report: dict[str, Any], out: Path) -> str:
         for fig in f.get("figures", []):
             body.append(f"<figure>{_img(out, fig['path'], fig['caption'])}<figcaption>{e(fig['caption'])}"
                         "</figcaption></figure>")
-        if f.get("thumbnails"):
-            body.append('<div class="thumbs">')
+        for g in f.get("groups", []):
+            body.append(f"<h3>{e(g['title'][0].upper() + g['title'][1:])}</h3><div class=\"thumbs\">")
             body += [f"<figure>{_img(out, t['path'], t['caption'])}<figcaption>row {t['row']}, score "
-                     f"{t['score']:.2f}: {e(t['caption'])}</figcaption></figure>" for t in f["thumbnails"]]
+                     f"{t['score']:.2f}: {e(t['caption'])}</figcaption></figure>" for t in g["items"]]
             body.append("</div>")
         body.append(f'<p class="reliability">Reliability: {e(_reliability(f))}</p>')
         body.append(f"<p>Reproduce: <code>{e(f['command'])}</code></p></section>")

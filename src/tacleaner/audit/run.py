@@ -3,6 +3,7 @@ completion mark."""
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -100,7 +101,10 @@ class Audit:
                          what="the base model")
         return scanning.read_reference(base, self.scan_cfg, self.classes.classnames, self.inputs.base)
 
-    def detect(self) -> dict[str, Any] | None:
+    def detect(self, scan: dict[str, Any]) -> dict[str, Any] | None:
+        """Score the training pairs; the most suspicious, and, when the scan suspects a class,
+        the most suspicious of the flagged pairs whose caption names it (a poisoned caption
+        usually does: that is how the pair teaches the target)."""
         if self.pairs is None:
             return None
         from ..detect import DetectConfig, detect
@@ -114,12 +118,19 @@ class Audit:
         with open(folder / "scores.csv", newline="", encoding="utf-8") as f:
             rows = [r for r in csv.DictReader(f) if r["score"]]
         rows.sort(key=lambda r: -float(r["score"]))
-        top = []
-        for r in rows[:SUSPICIOUS]:
-            i = int(r["row"])
-            top.append({"row": i, "image": str(self.pairs.images[i]), "caption": r["caption"],
-                        "score": float(r["score"])})
-        return {**summary, "suspicious": top, "folder": str(folder)}
+
+        def shown(chosen: list[dict[str, str]]) -> list[dict[str, Any]]:
+            return [{"row": int(r["row"]), "image": str(self.pairs.images[int(r["row"])]), "caption": r["caption"],
+                     "score": float(r["score"])} for r in chosen[:SUSPICIOUS]]
+
+        result = {**summary, "suspicious": shown(rows), "folder": str(folder)}
+        if scan["decision"]["suspected"]:
+            target = scan["decision"]["target"]
+            naming = [r for r in rows if names(r["caption"], target)]
+            flagged = [r for r in naming if float(r["score"]) >= summary["cut"]]
+            result["target"] = {"name": target, "naming": len(naming), "flagged_naming": len(flagged),
+                                "suspicious": shown(flagged)}
+        return result
 
     def clean_one(self, cand: Candidate) -> float:
         """Clean with one candidate (resuming its run folder); its validation accuracy."""
@@ -210,11 +221,16 @@ class Audit:
         split = self.split()
         reference = self.reference()
         first = self.scan(self.model, self.out / "scan", reference)
-        detected = self.detect()
+        detected = self.detect(first)
         cleaned = self.choose(first, reference)
         report = build_report(self.inputs, split, first, detected, cleaned, self.out, str(self.device))
         write_reports(report, self.out)
         return report
+
+
+def names(caption: str, target: str) -> bool:
+    """Whether ``caption`` names the class ``target`` (its words in order, any case)."""
+    return re.search(r"\b" + r"\s+".join(map(re.escape, target.lower().split())) + r"\b", caption.lower()) is not None
 
 
 def run_audit(inputs: AuditInputs, device: torch.device, say: Callable[[str], None] = print, progress: bool = True,

@@ -79,7 +79,7 @@ def audit(args: argparse.Namespace) -> int:
     out = Path(args.out)
     print(report["decision"])
     for f in report["findings"]:
-        print(f"  {f['title']} {f['reliability']}")
+        print(f"  {f['id']}: {f['reliability']}")
     print(f"wrote {out / 'report.html'}, report.md and report.json")
     return 0
 
