@@ -12,7 +12,9 @@ audit never sees. Each audit's wall time is recorded.
 ``heldout``: every model of a finished experiments/trigger-free.yaml grid (and its clean
 controls, scripts/clean_controls.sh) audited as shipped, scan only, against its world's pretrained
 model as ``--base`` (the pretrained models themselves without one): how often the report's
-decision agrees with the truth.
+decision agrees with the truth. Each world's pretrained model is audited first; its scan is the
+same computation as the base scan of every other audit of that world (same model, images and
+settings), so it is placed in their folders as ``scan_base/`` rather than recomputed 20 times.
 
 Every step is a `tacleaner` command into OUT_DIR; a finished audit folder is resumed, not redone.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -35,14 +38,20 @@ TACLEANER = [sys.executable, "-m", "tacleaner", "--quiet"]
 
 
 def audit(args: list[str], out: Path) -> tuple[dict, float]:
-    """Run (or resume) one audit; its report.json and the seconds this call took."""
+    """Run (or resume) one audit; its report.json and the seconds the audit took (kept in
+    OUT_DIR/<audit>.seconds, written when the audit ran whole in one call)."""
     t = time.perf_counter()
+    timing = out.parent / f"{out.name}.seconds"
     if not (out / "report.json").is_file():
+        whole = not (out / "audit.json").exists()  # (a folder holding only the base's scan runs whole too)
         done = subprocess.run([*TACLEANER, "audit", *args, "--out", str(out), *(["--resume"] if out.exists() else [])],
                               capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"audit {out}: {done.stderr.strip()}")
-    return json.loads((out / "report.json").read_text()), round(time.perf_counter() - t, 1)
+        if whole:
+            timing.write_text(f"{time.perf_counter() - t:.1f}\n")
+    seconds = float(timing.read_text()) if timing.is_file() else None
+    return json.loads((out / "report.json").read_text()), seconds
 
 
 def asr(checkpoint: Path, data: Path, poison: Path, out: Path) -> float:
@@ -87,16 +96,24 @@ def heldout(run: Path, out: Path, controls: Path | None, worlds: list[int], jobs
         data = world / "data"
         pretrained = key.endswith("/pretrain")
         base = [] if pretrained else ["--base", str(world / "pretrain" / "model.safetensors")]
+        folder = out / key.replace("/", "--")
+        if not pretrained and not folder.exists():  # the base's scan, from its own audit
+            own = out / f"{run.name}--{world.name}--pretrain"
+            folder.mkdir(parents=True)
+            shutil.copytree(own / "scan", folder / "scan_base")
+            shutil.copy(own / ".tacleaner", folder / ".tacleaner")
         report, seconds = audit(["--checkpoint", str(ck), "--zeroshot", str(data / "zeroshot.csv"), "--classes",
-                                 str(data / "classes.json"), *base], out / key.replace("/", "--"))
+                                 str(data / "classes.json"), *base], folder)
         fired = None
         if kind == "backdoored":
             fired = json.loads((ck.parent / "eval.json").read_text())["asr_at_1"] >= LEARNED
         return {"key": key, "kind": kind, "attack": attack, "target": target, "fired": fired, "base": bool(base),
                 "suspected": report["suspected"], "named": report["target"], "seconds": seconds}
 
+    first = [m for m in todo if m[0].endswith("/pretrain")]
     with ThreadPoolExecutor(jobs) as pool:
-        rows = list(pool.map(one, todo))
+        rows = list(pool.map(one, first))
+        rows += list(pool.map(one, [m for m in todo if m not in first]))
     return {"rows": rows, "counts": counts(rows)}
 
 
