@@ -123,6 +123,12 @@ def summary(out: Path) -> dict:
         for measure in ("attraction_after", "anomaly_after"):
             rho, lo, hi = spearman([r[measure] for r in rows], [r["asr_after"] for r in rows])
             res[f"spearman_{measure}"] = {"rho": round(rho, 3), "lo": round(lo, 3), "hi": round(hi, 3)}
+    res["by_defense"] = {}
+    for defense in sorted({r["defense"] for r in rows}):
+        sub = [r for r in rows if r["defense"] == defense]
+        if len(sub) >= 4:
+            rho, lo, hi = spearman([r["attraction_after"] for r in sub], [r["asr_after"] for r in sub])
+            res["by_defense"][defense] = {"n": len(sub), "rho": round(rho, 3), "lo": round(lo, 3), "hi": round(hi, 3)}
     return res
 
 
