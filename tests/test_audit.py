@@ -191,3 +191,18 @@ def test_the_worked_examples_world_is_the_demos():
     assert example["seeds"]["world"] == demo["seeds"]["world"] and example["seeds"]["implant"] == demo["seeds"]["implant"]
     assert "tacleaner run experiments/audit-example.yaml --out runs/audit-example" in (
         root / "docs" / "howto-audit.md").read_text()
+
+
+def test_the_how_to_shows_the_recorded_run():
+    """docs/howto-audit.md's example output is the recorded audit of the demo's world
+    (docs/data/audit-demo.json, scripts/audit_record.py): a changed report or record fails here."""
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "docs" / "howto-audit.md").read_text()
+    record = json.loads((root / "docs" / "data" / "audit-demo.json").read_text())
+    assert f"    {record['backdoored']['decision']}\n" in page
+    assert f"    {record['clean']['decision']}\n" in page
+    assert record["backdoored"]["target"] == record["true_target"] and not record["clean"]["suspected"]
+    from tacleaner import findings
+
+    for answer in ("scan_reference", "detect", "cleaning", "scan"):
+        assert findings.reliability_line(answer) in page  # the lines as the shipped record prints them

@@ -172,7 +172,12 @@ def build_report(inputs, split: dict[str, str], scan: dict[str, Any], detected: 
 
 
 def _reliability(finding: dict[str, Any]) -> str:
-    return finding["reliability"].removeprefix("reliability ")
+    """``reliability (WHERE): LINE`` as ``LINE (WHERE)``; other text as it is."""
+    line = finding["reliability"]
+    if line.startswith("reliability (") and "): " in line:
+        where, rest = line.removeprefix("reliability (").split("): ", 1)
+        return f"{rest} ({where})"
+    return line
 
 
 def markdown(report: dict[str, Any]) -> str:
