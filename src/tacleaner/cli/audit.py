@@ -6,7 +6,14 @@ import argparse
 from pathlib import Path
 
 from ..fileio import check_inputs_outside
-from .options import AddCommand, add_data_columns, add_device_option, add_run_folder_options, int_at_least
+from .options import (
+    AddCommand,
+    add_data_columns,
+    add_device_option,
+    add_model_options,
+    add_run_folder_options,
+    int_at_least,
+)
 
 RATES_HELP = "learning rates to try for each defense, comma-separated (default 5e-4,1e-3,1.5e-3; the last is the demo's)"
 
@@ -31,9 +38,7 @@ def comma_rates(text: str) -> list[float]:
 def add_parsers(add: AddCommand) -> None:
     s = add("audit", "is this CLIP model backdoored? scan it, score its training pairs (--data), clean it by the "
             "defender's rule (--clean-data) and write one report (report.html, report.md, report.json)", audit)
-    s.add_argument("--checkpoint", required=True, help="the model to audit: ours (safetensors), open_clip, or an "
-                   "OpenAI-format state dict")
-    s.add_argument("--model", help="architecture for foreign checkpoints (default: the name our checkpoints carry)")
+    add_model_options(s, checkpoint_required=True)
     s.add_argument("--zeroshot", required=True, help="labelled clean images: zero-shot CSV (image, label) or "
                    "ImageFolder tree; split in halves, one to choose on, one to report on")
     s.add_argument("--classes", required=True, help="classes JSON (classnames, templates), or 'imagenet'")
@@ -60,9 +65,10 @@ def add_parsers(add: AddCommand) -> None:
 def audit(args: argparse.Namespace) -> int:
     from ..audit import AuditInputs, run_audit
     from ..environment import resolve_device
+    from ..errors import TacleanerError
 
     if args.ca_budget < 0:
-        raise_error(f"--ca-budget {args.ca_budget:g}: expected points >= 0")
+        raise TacleanerError(f"--ca-budget {args.ca_budget:g}: expected points >= 0")
     inputs = AuditInputs(checkpoint=args.checkpoint, zeroshot=args.zeroshot, classes=args.classes, out=args.out,
                          model=args.model, data=args.data, clean_data=args.clean_data, base=args.base,
                          image_col=args.image_col, caption_col=args.caption_col, defenses=args.defenses,
@@ -82,9 +88,3 @@ def audit(args: argparse.Namespace) -> int:
         print(f"  {f['id']}: {f['reliability']}")
     print(f"wrote {out / 'report.html'}, report.md and report.json")
     return 0
-
-
-def raise_error(message: str) -> None:
-    from ..errors import TacleanerError
-
-    raise TacleanerError(message)
