@@ -163,6 +163,7 @@ def test_bad_inputs_get_one_line_and_leave_no_folder(world, suspect, tmp_path, c
     bad_model = tmp_path / "bad.safetensors"
     bad_model.write_bytes(b"not a model at all")
     assert str(bad_model) in error([*base, "--checkpoint", str(bad_model)])
+    assert str(bad_model) in error([*base, "--base", str(bad_model)])
     with open(world / "zeroshot.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     one = tmp_path / "one_class.csv"

@@ -67,6 +67,7 @@ class Audit:
                             if inputs.clean_data else None)
         candidates(inputs.defenses, inputs.rates)  # names and rates fail before any work
         self.model = load_model(inputs.checkpoint, inputs.model)
+        self.base = load_model(inputs.base, inputs.model) if inputs.base else None  # a bad file fails here
         self.scan_cfg = scanning.ScanConfig(images=inputs.scan_images, top=1)
 
     # -- steps ------------------------------------------------------------------------------
@@ -95,10 +96,9 @@ class Audit:
         return result
 
     def reference(self) -> dict[str, float] | None:
-        if not self.inputs.base:
+        if self.base is None:
             return None
-        base = self.scan(load_model(self.inputs.base, self.inputs.model), self.out / "scan_base",
-                         what="the base model")
+        base = self.scan(self.base, self.out / "scan_base", what="the base model")
         return scanning.read_reference(base, self.scan_cfg, self.classes.classnames, self.inputs.base)
 
     def detect(self, scan: dict[str, Any]) -> dict[str, Any] | None:
