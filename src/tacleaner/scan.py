@@ -422,10 +422,9 @@ def scan(bundle: ClipBundle, data: LabelledImages, classes: Classes, cfg: ScanCo
     finally:
         for p in trainable:
             p.requires_grad_(True)
-    cut = cfg.reference_cut if reference is not None else cfg.cut
-    suspects = [r.name for r in rows if r.anomaly >= cut]
-    report = ScanReport(rows, len(x), acc, asdict(cfg), suspects,
-                        (reference_name or "reference") if reference is not None else None)
+    report = ScanReport(rows, len(x), acc, asdict(cfg),
+                        reference=(reference_name or "reference") if reference is not None else None)
+    report.suspects = [r.name for r in rows if r.anomaly >= report.cut]
     return report, triggers
 
 

@@ -130,8 +130,12 @@ class CaBudget:
 
     ca_budget: float = 2.0  # points of validation CA a setting may cost on its worst tune run
 
+    def keeps(self, change: float) -> bool:
+        """Whether a validation CA change (a fraction) stays within the budget."""
+        return change >= -self.ca_budget / 100 - 1e-12
+
     def choose(self, candidates: list[Candidate]) -> tuple[int, str]:
-        ok = [k for k, c in enumerate(candidates) if c.worst >= -self.ca_budget / 100 - 1e-12]
+        ok = [k for k, c in enumerate(candidates) if self.keeps(c.worst)]
         if not ok:
             return 0, (f"no candidate kept validation CA within {self.ca_budget:g} points on every tune run; "
                        "the weakest (listed first) is used")

@@ -17,6 +17,7 @@ from PIL import Image
 from .. import findings
 from ..data.pairs import load_image
 from ..fileio import atomic_path, write_json, write_text
+from ..selection import CaBudget
 from .cleaning import Candidate
 
 THUMB = 96  # pixels, the suspicious pairs' thumbnails
@@ -102,7 +103,7 @@ def cleaning_findings(inputs, split: dict[str, str], cleaned: dict[str, Any]) ->
     for sel in cleaned["selections"]:
         for c in sel["candidates"]:
             rows.append([c["id"], f"{100 * c['mean']:+.1f}", "chosen" if c["id"] == cleaned["chosen"] else ""])
-    within = cleaned["val_ca_change"] >= -inputs.ca_budget / 100 - 1e-12
+    within = CaBudget(inputs.ca_budget).keeps(cleaned["val_ca_change"])
     reason = ("the strongest rate, tried from the strongest down, whose validation accuracy stayed within "
               f"{inputs.ca_budget:g} points of the audited model's" if within else
               f"no rate kept validation accuracy within {inputs.ca_budget:g} points of the audited model's, so the "

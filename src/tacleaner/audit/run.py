@@ -19,6 +19,7 @@ from ..fileio import read_json, write_json
 from ..models import ClipBundle, load_model
 from ..params import build
 from ..selection import CaBudget, select
+from ..selection import Candidate as Evidence
 from ..train import is_complete
 from ..train import train as run_training
 from ..train_config import TrainConfig
@@ -167,12 +168,10 @@ class Audit:
             for cand in reversed(cands):  # strongest first: the first within budget is the rule's choice
                 val_ca = self.clean_one(cand)
                 tried[cand] = val_ca - val_before
-                if tried[cand] >= -self.inputs.ca_budget / 100 - 1e-12:
+                if rule.keeps(tried[cand]):
                     break
             order = [c for c in cands if c in tried]
-            from ..selection import Candidate
-
-            record = select(rule, defense, [Candidate(c.id, (tried[c],)) for c in order])
+            record = select(rule, defense, [Evidence(c.id, (tried[c],)) for c in order])
             pick = next(c for c in order if c.id == record["chosen"])
             after = self.scan(self.cleaned(pick), self.out / "scan_after" / pick.id, reference, before,
                               what=f"the model cleaned by {pick.id}")
