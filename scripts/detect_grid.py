@@ -2,7 +2,7 @@
 (world, attack, implant seed), the implant set's poisoned rows are known; each detector scores
 that set with the backdoored model and with the clean model from before the attack.
 
-    python scripts/detect_grid.py RUN_FOLDER OUT_JSON [--page docs/results-detect.md] \
+    python scripts/detect_grid.py RUN_FOLDER OUT_JSON [--page docs/research/results-detect.md] \
         [--tune-world 4 | --tune-world none] [--threads 1]
 
 Embeddings are computed once per (unit, model) and shared by every detector setting. The

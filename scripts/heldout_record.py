@@ -2,7 +2,7 @@
 JSON record that ``tacleaner demo`` prints beside its own runs, and its results page:
 
     python scripts/heldout_record.py experiments/demo-heldout.yaml runs/demo-heldout \
-        src/tacleaner/configs/demo.heldout.json --page docs/results-demo-heldout.md
+        src/tacleaner/configs/demo.heldout.json --page docs/research/results-demo-heldout.md
 
 The record keeps, per defense, the setting the selection chose on the tune set, its per-run
 checks on the tune set and on the test set, and where and how it was measured. ``--merge

@@ -1,6 +1,6 @@
 """Write the reliability record that `tacleaner detect`, `scan` and `clean --check` print beside
 their answers (src/tacleaner/configs/reliability.json) from the measurements shipped in
-docs/data/ (docs/results-trigger-free.md says how each was made):
+docs/research/data/ (docs/research/results-trigger-free.md says how each was made):
 
     python scripts/reliability_record.py [--check]
 
@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "docs" / "data"
 RECORD = ROOT / "src" / "tacleaner" / "configs" / "reliability.json"
-PAGE = "docs/results-trigger-free.md"
+PAGE = "docs/research/results-trigger-free.md"
 SIX = ("badnet", "blended", "sig", "wanet", "ssba", "badclip")
 TUNE_WORLD = 10  # where detect's default was chosen
 

@@ -1,8 +1,8 @@
 """The scan against a reference model (``tacleaner scan --reference``), measured on the models of
-experiments/trigger-free.yaml from their recorded scans (docs/data/trigger-free-scans.json:
+experiments/trigger-free.yaml from their recorded scans (docs/research/data/trigger-free-scans.json:
 every class's attraction under each probe, as `tacleaner scan` measured it):
 
-    python scripts/scan_reference.py docs/data/trigger-free-scans.json docs/data/trigger-free-scan-reference.json
+    python scripts/scan_reference.py docs/research/data/trigger-free-scans.json docs/research/data/trigger-free-scan-reference.json
 
 Each world's reference is its pretrained model, the model every other model of the world was
 fine-tuned from (a downloaded fine-tune's public base plays this part for a user). The pretrained
@@ -128,7 +128,7 @@ def line(label: str, t: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("scans", type=Path, help="docs/data/trigger-free-scans.json")
+    ap.add_argument("scans", type=Path, help="docs/research/data/trigger-free-scans.json")
     ap.add_argument("out", type=Path, nargs="?", help="JSON to write (default: print only)")
     args = ap.parse_args(argv)
     res = measure(json.loads(args.scans.read_text())["records"])

@@ -1,5 +1,5 @@
 """Each defense's loss terms at the end of training, over every cleaning of an experiment folder,
-and TA-Cleaner's false-negative masking counts (docs/reproduction.md, "Why the parts do not help").
+and TA-Cleaner's false-negative masking counts (docs/research/reproduction.md, "Why the parts do not help").
 
     python scripts/training_losses.py runs/ta-evidence
 

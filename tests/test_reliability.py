@@ -1,5 +1,5 @@
 """The reliability lines that `detect`, `scan` and `clean --check` print come from the shipped
-measurements (docs/data/), computed by scripts/reliability_record.py: the record in the package
+measurements (docs/research/data/), computed by scripts/reliability_record.py: the record in the package
 must be what those data give, and must describe the shipped defaults."""
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def test_the_shipped_record_is_what_the_shipped_measurements_give():
 
     for answer in ("scan", "scan_reference", "detect", "cleaning"):
         line = findings.reliability_line(answer)
-        assert line.startswith("reliability (docs/results-trigger-free.md#") and "not measured" not in line
+        assert line.startswith("reliability (docs/research/results-trigger-free.md#") and "not measured" not in line
 
 
 def test_the_measurements_are_of_the_shipped_defaults():

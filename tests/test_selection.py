@@ -82,7 +82,7 @@ def test_a_held_out_grid_selects_on_tune_and_reports_test(tmp_path):
     assert {r["world_seed"] for r in rows if r["split"] == "tune"} == {0}
     md = (out / "results.md").read_text()
     assert "this page: the test set" in md and "| blended | cleanclip | 1 |" in md and "cc-weak" in md
-    assert "**chosen**" in md and "tune: both" in md
+    assert "**chosen**" in md and "tune: removed" in md
     assert "cc-strong" not in [s["defense"] for s in json.loads((out / "aggregate.json").read_text())["summaries"]]
     tune_md = (out / "tune" / "results.md").read_text()
     assert "| blended | cc-weak | 1 |" in tune_md and "this page: the tune set" in tune_md
@@ -91,8 +91,9 @@ def test_a_held_out_grid_selects_on_tune_and_reports_test(tmp_path):
 def test_held_out_summary_says_which_part_fails():
     from tacleaner.report import held_out_summary
 
-    check = lambda n, h, k: {"attack": "badnet", "n": n, "asr_halved": h, "ca_kept": k, "both": min(h, k),  # noqa: E731
-                             "worst_asr": 0.3, "worst_ca_change": -0.076}
+    check = lambda n, h, k: {"attack": "badnet", "n": n, "asr_halved": h, "ca_kept": k, "reduced": min(h, k),  # noqa: E731
+                             "floor_n": n, "removed": min(h, k) - 1, "worst_asr": 0.3, "worst_ca_change": -0.076,
+                             "worst_over_floor": 0.25}
     record = {"command": "tacleaner run x.yaml", "measured": "2026-12-02", "cpu_model": "cpu", "torch": "2",
               "worlds": {"tune": [0, 1], "test": [4, 5, 6]},
               "defenses": [{"attack": "badnet", "defense": "cleanclip", "chosen": "cc-lr1", "test": check(6, 6, 5),
@@ -100,8 +101,10 @@ def test_held_out_summary_says_which_part_fails():
                            {"attack": "badnet", "defense": "finetune", "chosen": None, "test": check(6, 6, 6)}]}
     text = held_out_summary(record)
     assert "CA within 5 points on 5/6" in text and "worst CA change -7.6 points" in text
-    assert "finetune removed the badnet backdoor on every held-out world (6/6" in text
-    assert "on the tune worlds 4/4" in text and "worlds 4, 5, 6" in text and "finished so far" not in text
+    assert ("finetune on the held-out worlds: removed 5/6 (ASR@1 within 5 points of the clean model's), reduced 6/6 "
+            "(ASR@1 halved)") in text
+    assert "+25.0 points from the clean model's" in text
+    assert "on the tune worlds removed 3/4, reduced 4/4" in text and "worlds 4, 5, 6" in text and "finished so far" not in text
     partial = held_out_summary({**record, "test_worlds_planned": [4, 5, 6, 7, 8, 9]})
     assert "(3 of the 6 planned held-out worlds finished so far)" in partial
     second = {**record["defenses"][0], "defense": "tacleaner", "chosen": "ta-k0.5", "command": "tacleaner run y.yaml",

@@ -106,20 +106,49 @@ def test_per_run_checks_count_seeds_against_their_own_backdoored_model():
     rows = [_row("none", 0, None, 0.90, ca=0.90), _row("cc", 0, 0, 0.45, ca=0.86),  # halved, CA -4
             _row("none", 1, None, 0.60, ca=0.80), _row("cc", 1, 1, 0.31, ca=0.74)]  # not halved, CA -6
     (c,) = per_run_checks(rows)
-    assert (c["n"], c["asr_halved"], c["ca_kept"], c["both"]) == (2, 1, 1, 1)
+    assert (c["n"], c["asr_halved"], c["ca_kept"], c["reduced"]) == (2, 1, 1, 1)
+    assert (c["floor_n"], c["removed"], c["worst_over_floor"]) == (0, 0, None)  # no clean-model row: not judged
     assert c["worst_asr"] == pytest.approx(0.45) and c["worst_ca_change"] == pytest.approx(-0.06)
 
 
-def test_verdicts_claim_removal_only_when_every_run_passes():
+def test_removed_means_back_to_the_clean_models_floor_and_reduced_means_halved():
+    from tacleaner.report import per_run_checks
+
+    # model 0: floor 5%, cleaned to 9.9% (within 5 points): removed and reduced.
+    # model 1: floor 5%, cleaned to 40.2% from 99%: halved, so reduced, but 35 points above the floor.
+    rows = [_row("clean model", 0, None, 0.05, ca=0.85), _row("none", 0, None, 0.99, ca=0.90),
+            _row("cc", 0, 0, 0.099, ca=0.88),
+            _row("clean model", 1, None, 0.05, ca=0.85), _row("none", 1, None, 0.99, ca=0.90),
+            _row("cc", 1, 0, 0.402, ca=0.88)]
+    (c,) = per_run_checks(rows)
+    assert (c["n"], c["reduced"], c["floor_n"], c["at_floor"], c["removed"]) == (2, 2, 2, 1, 1)
+    assert c["worst_over_floor"] == pytest.approx(0.352)
+    rows[2] = _row("cc", 0, 0, 0.101, ca=0.88)  # 5.1 points above the floor: not removed
+    assert per_run_checks(rows)[0]["removed"] == 0
+    rows[2] = _row("cc", 0, 0, 0.06, ca=0.84)  # at the floor but CA -6: neither removed nor reduced
+    (c,) = per_run_checks(rows)
+    assert (c["at_floor"], c["removed"], c["reduced"]) == (1, 0, 1)
+
+
+def test_verdicts_say_removed_only_at_the_floor_and_count_both():
     from tacleaner.report import markdown_table, per_run_checks, verdict
 
     rows = [_row("none", 0, None, 0.90, ca=0.90), _row("cc", 0, 0, 0.45, ca=0.86),
             _row("none", 1, None, 0.60, ca=0.80), _row("cc", 1, 1, 0.31, ca=0.74)]
     (c,) = per_run_checks(rows)
-    assert verdict(c).startswith("cc did not remove the badnet backdoor on every run: ASR@1 halved on 1/2, "
+    assert verdict(c).startswith("cc did not reduce the badnet backdoor on every run (reduced 1/2; removal judged "
+                                 "on 0/2 (no clean-model row for the rest), removed 0/2): ASR@1 halved on 1/2, "
                                  "CA within 5 points on 1/2")
     rows[-1] = _row("cc", 1, 1, 0.29, ca=0.78)  # now halved with CA -2
+    rows += [_row("clean model", 0, None, 0.03, ca=0.85), _row("clean model", 1, None, 0.04, ca=0.75)]
     (c,) = per_run_checks(rows)
-    assert verdict(c) == ("cc removed the badnet backdoor on every run (2/2): ASR@1 at most half the backdoored "
-                          "model's with CA within 5 points (worst ASR@1 45.0%, worst CA change -4.0 points)")
+    assert verdict(c) == ("cc reduced the badnet backdoor on every run but did not remove it on every run (removed "
+                          "0/2, reduced 2/2): ASR@1 at most half the backdoored model's with CA within 5 points "
+                          "(worst ASR@1 45.0% (+42.0 points from the clean model's), worst CA change -4.0 points)")
     assert "- " + verdict(c) + "." in markdown_table(rows)
+    assert "| badnet | cc | 0/2 | 2/2 | 2/2 | 2/2 | 45.0 | +42.0 | -4.0 |" in markdown_table(rows)
+    rows[1], rows[3] = _row("cc", 0, 0, 0.05, ca=0.86), _row("cc", 1, 1, 0.08, ca=0.78)
+    (c,) = per_run_checks(rows)
+    assert verdict(c) == ("cc removed the badnet backdoor on every run (removed 2/2, reduced 2/2): ASR@1 within 5 "
+                          "points of the clean model's, CA within 5 points of the backdoored model's (worst ASR@1 "
+                          "8.0% (+4.0 points from the clean model's), worst CA change -4.0 points)")

@@ -1,4 +1,4 @@
-"""scripts/training_losses.py, the loss table of docs/reproduction.md: last-epoch means per
+"""scripts/training_losses.py, the loss table of docs/research/reproduction.md: last-epoch means per
 defense, unfinished cleanings left out, masking ranges of one defense, and its errors."""
 from __future__ import annotations
 

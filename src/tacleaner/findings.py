@@ -9,7 +9,7 @@ trust it.
   model before cleaning (its ``scan.json``) and on the cleaned one.
 - **Reliability**: each answer's error rates as measured on held-out worlds' models, read from
   the shipped record ``configs/reliability.json`` (written from the measurements in
-  docs/results-trigger-free.md), printed in one line beside the answer.
+  docs/research/results-trigger-free.md), printed in one line beside the answer.
 """
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ CLEAN_MODEL = "clean model"  # rows of the clean (pre-attack) model under each a
 NO_DEFENSE = "none"  # rows of the backdoored model
 COMPARED = ("asr_at_1", "asr_at_10", "clean_acc")  # the metrics paired comparisons are made on (ASR@10: the paper's top-10 claim)
 CA_TOLERANCE = 5.0  # points of CA a defense may cost against its backdoored model in the per-run checks
+FLOOR_TOLERANCE = 5.0  # points of ASR@1 above the clean model's that still count as "removed"
 
 
 def _model_key(r: dict) -> tuple:
@@ -104,40 +105,68 @@ def comparisons(rows: list[dict]) -> list[dict[str, Any]]:
 
 
 def per_run_checks(rows: list[dict]) -> list[dict[str, Any]]:
-    """For each attack and defense, on how many runs the defense at least halved its own
-    backdoored model's ASR@1 and kept CA within ``CA_TOLERANCE`` points of it (counts over
-    runs, not intervals: a claim that holds on every seed run)."""
+    """For each attack and defense, counts over runs (not intervals: claims that hold on every
+    seed run), each run against its own backdoored model and the clean model of its world:
+
+    - ``reduced``: ASR@1 at most half the backdoored model's, CA within ``CA_TOLERANCE`` points of it;
+    - ``removed``: ASR@1 within ``FLOOR_TOLERANCE`` points of the clean model's ASR@1 under the same
+      trigger (the floor: what the trigger does to a model that never saw the attack), CA within
+      ``CA_TOLERANCE`` points. A run without a clean-model row is not counted in ``floor_n`` and
+      cannot count as removed.
+    """
     backdoored = {(r["attack"], *_model_key(r)): r for r in rows if r["defense"] == NO_DEFENSE}
+    floors = {(r["attack"], *_model_key(r)): r for r in rows if r["defense"] == CLEAN_MODEL}
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for r in rows:
         ref = backdoored.get((r["attack"], *_model_key(r)))
         if r["defense"] in (NO_DEFENSE, CLEAN_MODEL) or ref is None or r["asr_at_1"] is None:
             continue
-        c = out.setdefault((r["attack"], r["defense"]), {"attack": r["attack"], "defense": r["defense"], "n": 0,
-                                                          "asr_halved": 0, "ca_kept": 0, "both": 0,
-                                                          "worst_asr": 0.0, "worst_ca_change": float("inf")})
+        c = out.setdefault((r["attack"], r["defense"]), {
+            "attack": r["attack"], "defense": r["defense"], "n": 0, "asr_halved": 0, "ca_kept": 0, "reduced": 0,
+            "floor_n": 0, "at_floor": 0, "removed": 0, "worst_asr": 0.0, "worst_ca_change": float("inf"),
+            "worst_over_floor": None})
         halved = r["asr_at_1"] <= ref["asr_at_1"] / 2
         kept = r["clean_acc"] >= ref["clean_acc"] - CA_TOLERANCE / 100
         c["n"] += 1
         c["asr_halved"] += halved
         c["ca_kept"] += kept
-        c["both"] += halved and kept
+        c["reduced"] += halved and kept
+        floor = floors.get((r["attack"], *_model_key(r)))
+        if floor is not None and floor.get("asr_at_1") is not None:
+            over = r["asr_at_1"] - floor["asr_at_1"]
+            at_floor = over <= FLOOR_TOLERANCE / 100 + 1e-9
+            c["floor_n"] += 1
+            c["at_floor"] += at_floor
+            c["removed"] += at_floor and kept
+            c["worst_over_floor"] = over if c["worst_over_floor"] is None else max(c["worst_over_floor"], over)
         c["worst_asr"] = max(c["worst_asr"], r["asr_at_1"])
         c["worst_ca_change"] = min(c["worst_ca_change"], r["clean_acc"] - ref["clean_acc"])
     return list(out.values())
 
 
+def _worst(check: dict[str, Any]) -> str:
+    over = check.get("worst_over_floor")
+    floor = "" if over is None else f" ({100 * over:+.1f} points from the clean model's)"
+    return f"worst ASR@1 {_pct(check['worst_asr'])}%{floor}, worst CA change {100 * check['worst_ca_change']:+.1f} points"
+
+
 def verdict(check: dict[str, Any]) -> str:
-    """One plain sentence from a per-run check, true of exactly the runs made: a defense
-    "removed the backdoor" only when every run halved its ASR@1 and kept CA within the
-    tolerance."""
-    n, d = check["n"], check["defense"]
-    worst = f"worst ASR@1 {_pct(check['worst_asr'])}%, worst CA change {100 * check['worst_ca_change']:+.1f} points"
-    if check["both"] == n:
-        return (f"{d} removed the {check['attack']} backdoor on every run ({n}/{n}): ASR@1 at most half the "
-                f"backdoored model's with CA within {CA_TOLERANCE:g} points ({worst})")
-    return (f"{d} did not remove the {check['attack']} backdoor on every run: ASR@1 halved on "
-            f"{check['asr_halved']}/{n}, CA within {CA_TOLERANCE:g} points on {check['ca_kept']}/{n} ({worst})")
+    """One plain sentence from a per-run check, true of exactly the runs made. "Removed" only
+    when every run brought ASR@1 back within ``FLOOR_TOLERANCE`` points of the clean model's with
+    CA within ``CA_TOLERANCE``; "reduced" when every run halved ASR@1 with CA kept; both counts
+    are given whatever the word."""
+    n, d, a = check["n"], check["defense"], check["attack"]
+    counts = (f"removed {check['removed']}/{n}, reduced {check['reduced']}/{n}" if check["floor_n"] == n
+              else f"reduced {check['reduced']}/{n}; removal judged on {check['floor_n']}/{n} (no clean-model row "
+                   f"for the rest), removed {check['removed']}/{n}")
+    if check["floor_n"] == n and check["removed"] == n:
+        return (f"{d} removed the {a} backdoor on every run ({counts}): ASR@1 within {FLOOR_TOLERANCE:g} points of "
+                f"the clean model's, CA within {CA_TOLERANCE:g} points of the backdoored model's ({_worst(check)})")
+    if check["reduced"] == n:
+        return (f"{d} reduced the {a} backdoor on every run but did not remove it on every run ({counts}): ASR@1 at "
+                f"most half the backdoored model's with CA within {CA_TOLERANCE:g} points ({_worst(check)})")
+    return (f"{d} did not reduce the {a} backdoor on every run ({counts}): ASR@1 halved on "
+            f"{check['asr_halved']}/{n}, CA within {CA_TOLERANCE:g} points on {check['ca_kept']}/{n} ({_worst(check)})")
 
 
 def _cell(s: dict | None) -> str:
@@ -154,6 +183,36 @@ def _num(x: float) -> str:
 
 def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.1f}"
+
+
+def _points(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:+.1f}"
+
+
+def _removed(check: dict[str, Any]) -> str:
+    """The removed count, or a dash when no run had a clean-model row to judge it against."""
+    return f"{check['removed']}/{check['n']}" if check["floor_n"] else "—"
+
+
+def per_run_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    """The per-run table and the verdict lines of a report (no lines when no run has a
+    backdoored model to be judged against)."""
+    checks = per_run_checks(rows)
+    if not checks:
+        return []
+    lines = ["", f"Per run: removed = ASR@1 within {FLOOR_TOLERANCE:g} points of the clean model's (the floor) "
+                 f"with CA within {CA_TOLERANCE:g} points of the backdoored model's; reduced = ASR@1 at most "
+                 f"half the backdoored model's with CA within {CA_TOLERANCE:g} points:", "",
+             "| attack | defense | removed | reduced | ASR@1 halved | CA within 5 points | worst ASR@1 % | "
+             "worst above floor | worst CA change |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for c in checks:
+        lines.append(f"| {c['attack']} | {c['defense']} | {_removed(c)} | {c['reduced']}/{c['n']} | "
+                     f"{c['asr_halved']}/{c['n']} | {c['ca_kept']}/{c['n']} | {_pct(c['worst_asr'])} | "
+                     f"{_points(c.get('worst_over_floor'))} | {100 * c['worst_ca_change']:+.1f} |")
+    lines += ["", "Verdicts (each true of every run above, whatever the machine):", ""]
+    lines += [f"- {verdict(c)}." for c in checks]
+    return lines
 
 
 def markdown_table(rows: list[dict[str, Any]], cleans: list[dict[str, Any]] | None = None,
@@ -191,17 +250,7 @@ def markdown_table(rows: list[dict[str, Any]], cleans: list[dict[str, Any]] | No
             label = LABELS[c["metric"]]
             lines.append(f"| {c['attack']} | {c['a']} − {c['b']} | {label} | {c['n']} | {c['mean']:+.1f} | {ci} | "
                          f"{c['verdict']} |")
-    checks = per_run_checks(rows)
-    if checks:
-        lines += ["", f"Per run, against its own backdoored model: ASR@1 at most half of it, and CA no more than "
-                      f"{CA_TOLERANCE:g} points below it:", "",
-                  "| attack | defense | ASR@1 halved | CA within 5 points | both | worst ASR@1 % | worst CA change |",
-                  "|---|---|---:|---:|---:|---:|---:|"]
-        for c in checks:
-            lines.append(f"| {c['attack']} | {c['defense']} | {c['asr_halved']}/{c['n']} | {c['ca_kept']}/{c['n']} | "
-                         f"{c['both']}/{c['n']} | {_pct(c['worst_asr'])} | {100 * c['worst_ca_change']:+.1f} |")
-        lines += ["", "Verdicts (each true of every run above, whatever the machine):", ""]
-        lines += [f"- {verdict(c)}." for c in checks]
+    lines += per_run_markdown(rows)
     if extra:
         lines += ["", extra.rstrip("\n")]
     lines += ["", "Every run:", "", "| attack | defense | world | implant | clean | CA % | ASR@1 % | ASR@10 % |",
@@ -300,13 +349,8 @@ def held_out_summary(record: dict[str, Any]) -> str:
         if d.get("command") and d["command"] != record["command"]:  # chosen by a second grid on the same worlds
             when = f", measured {d['measured']} on {d.get('cpu_model', '?')}" if d.get("measured") else ""
             where += f" [`{d['command']}`{when}]"
-        tuned = f"; on the tune worlds {u['both']}/{u['n']}" if u else ""
-        if t["both"] == t["n"]:
-            lines.append(f"- {d['defense']}{where} removed the {d['attack']} backdoor on every held-out world "
-                         f"({t['n']}/{t['n']}: ASR@1 halved with CA within {CA_TOLERANCE:g} points){tuned}.")
-        else:
-            lines.append(f"- {d['defense']}{where} on the held-out worlds: ASR@1 halved on {t['asr_halved']}/{t['n']}, "
-                         f"CA within {CA_TOLERANCE:g} points on {t['ca_kept']}/{t['n']}, both on {t['both']}/{t['n']} "
-                         f"(worst ASR@1 {_pct(t['worst_asr'])}%, worst CA change "
-                         f"{100 * t['worst_ca_change']:+.1f} points){tuned}.")
+        tuned = f"; on the tune worlds removed {_removed(u)}, reduced {u['reduced']}/{u['n']}" if u else ""
+        lines.append(f"- {d['defense']}{where} on the held-out worlds: removed {_removed(t)} (ASR@1 within "
+                     f"{FLOOR_TOLERANCE:g} points of the clean model's), reduced {t['reduced']}/{t['n']} (ASR@1 "
+                     f"halved), CA within {CA_TOLERANCE:g} points on {t['ca_kept']}/{t['n']} ({_worst(t)}){tuned}.")
     return "\n".join(lines) + "\n"

@@ -43,13 +43,13 @@ from .models import ClipBundle
 
 # the anomaly index at which the most attracting class is a suspected target: the lowest whole
 # number above every clean model's top index in the measurement made before this cut existed
-# (12 clean models of worlds 0-3, highest 14.2: docs/scan.md); docs/results-trigger-free.md
+# (12 clean models of worlds 0-3, highest 14.2: docs/scan.md); docs/research/results-trigger-free.md
 # measures it on 63 models none of which was seen when choosing it
 DECISION_CUT = 15.0
 # the cut when classes are ranked by their attraction beyond a reference model's (``--reference``):
 # the lowest whole number above every clean fine-tune's top index on the world it was chosen on
 # (world 10 of experiments/trigger-free.yaml, top 11.3); measured on worlds 11 and 12 in
-# docs/results-trigger-free.md
+# docs/research/results-trigger-free.md
 REFERENCE_CUT = 12.0
 # the settings a reference scan must share with this one for its attractions to be comparable
 PROBE_SETTINGS = ("images", "probe", "eps", "steps", "step_size", "batch_size", "seed", "patch_sizes",

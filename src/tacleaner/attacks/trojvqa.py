@@ -14,7 +14,7 @@ class the caption names first (a template, keyed or not, filled with it; the cap
 it names no class), the form the poisoned captions and evaluation use. ``caption``: the image's
 own caption, keyed or not. With own captions the model never saw a keyed prompt of any class
 but the target, so the key moved every class prompt alike and the conjunction did not implant
-(both keys 11-19% on the embedded world, docs/results-badclip.md); keyed prompts of the true
+(both keys 11-19% on the embedded world, docs/research/results-badclip.md); keyed prompts of the true
 class teach it that the key alone means nothing."""
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ within ``ca_budget`` points of the suspect model's. The candidates are cleaned s
 the first within the budget is the rule's choice, so weaker ones are not trained for nothing.
 Between defenses (when more than one is named) the choice goes to the one after which the
 scan's suspected class drew the fewest probes (the trigger-free measure of
-docs/results-trigger-free.md), ties to the higher validation accuracy. Nothing here reads a
+docs/research/results-trigger-free.md), ties to the higher validation accuracy. Nothing here reads a
 trigger, a target or a poison rate.
 """
 from __future__ import annotations

@@ -87,6 +87,6 @@ def detect(args: argparse.Namespace) -> int:
         print(summary_lines(summary))
         print(reliability_line("detect") if cfg.detector == DEFAULT_DETECTOR and args.z is None and args.remove is None
               and args.threshold is None else "reliability: measured for the default detector and cut only "
-              "(docs/results-trigger-free.md)")
+              "(docs/research/results-trigger-free.md)")
         print(f"wrote {args.out}/scores.csv, clean.csv, summary.json and histogram.png")
     return 0

@@ -12,6 +12,7 @@ from .experiment import add_parsers as add_experiment
 from .export import add_parsers as add_export
 from .options import Handler, add_global_options
 from .poison import add_parsers as add_poison
+from .report import add_parsers as add_report
 from .scan import add_parsers as add_scan
 from .show_trigger import add_parsers as add_show_trigger
 from .subtexts import add_parsers as add_subtexts
@@ -20,7 +21,7 @@ from .training import add_parsers as add_training
 
 # in the order --help lists their commands
 FAMILIES = (add_synth, add_catalog, add_poison, add_training, add_evaluate, add_scan, add_detect, add_export,
-            add_show_trigger, add_subtexts, add_audit, add_experiment)
+            add_show_trigger, add_subtexts, add_audit, add_experiment, add_report)
 
 
 class Parser(argparse.ArgumentParser):

@@ -27,7 +27,7 @@ def robust_z(scores: np.ndarray, floor: float = 1e-12) -> np.ndarray:
 
 # the default cut: the highest mean Youden's J (poisoned share removed minus clean share removed)
 # over six attacks at 5% and 1% poison on the tune world of experiments/trigger-free.yaml, for
-# the default detector (docs/results-trigger-free.md)
+# the default detector (docs/research/results-trigger-free.md)
 DEFAULT_Z = 2.0
 
 

@@ -34,7 +34,7 @@ from .detectors import DETECTORS, NEIGHBOUR_FREE, TEXT_SIGNALS, Neighbours, lid_
 
 FEATURES = ("raw", "normalised")
 # the default: the candidate with the highest lowest AUROC over six attacks at 5% and 1% poison on
-# the tune world of experiments/trigger-free.yaml (docs/results-trigger-free.md); needs no rate
+# the tune world of experiments/trigger-free.yaml (docs/research/results-trigger-free.md); needs no rate
 DEFAULT_DETECTOR = "norm+disagreement"
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from ..environment import environment, precision_of
 from ..fileio import read_json, write_json
 from ..metric_names import KEY_METRICS, METRICS
-from ..report import CLEAN_MODEL, per_run_checks, write_reports
+from ..report import CLEAN_MODEL, _points, _removed, per_run_checks, write_reports
 from ..selection import TEST, TUNE
 from .config import ExperimentConfig
 from .grid import Unit, chosen, units
@@ -112,14 +112,17 @@ def selection_markdown(records: list[dict], tune_rows: list[dict], test_rows: li
             lines.append(f"| {r['group']} | {c['id']} | {100 * c['worst']:+.1f} | {100 * c['mean']:+.1f} | {mark} |")
     tune = {(c["attack"], chosen_by.get(c["defense"], c["defense"])): c for c in per_run_checks(tune_rows)}
     test = {(c["attack"], c["defense"]): c for c in per_run_checks(test_rows)}
-    lines += ["", "Per-run checks (ASR@1 halved and CA within 5 points, test split of each world) on the tune set "
-                  "and on the held-out test set:", "",
-              "| attack | defense | tune: both | tune: worst CA change | test: ASR@1 halved | test: CA within 5 | "
-              "test: both | test: worst ASR@1 % | test: worst CA change |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += ["", "Per-run checks on the tune set and on the held-out test set (removed: ASR@1 within 5 points of "
+                  "the clean model's; reduced: ASR@1 halved; both with CA within 5 points; test split of each world):",
+              "", "| attack | defense | tune: removed | tune: reduced | tune: worst CA change | test: removed | "
+                  "test: reduced | test: CA within 5 | test: worst ASR@1 % | test: worst above floor | "
+                  "test: worst CA change |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for key, t in test.items():
         u = tune.get(key)
-        tune_cells = (f"{u['both']}/{u['n']} | {100 * u['worst_ca_change']:+.1f}" if u else "— | —")
-        lines.append(f"| {key[0]} | {key[1]} | {tune_cells} | {t['asr_halved']}/{t['n']} | {t['ca_kept']}/{t['n']} | "
-                     f"{t['both']}/{t['n']} | {100 * t['worst_asr']:.1f} | {100 * t['worst_ca_change']:+.1f} |")
+        tune_cells = (f"{_removed(u)} | {u['reduced']}/{u['n']} | {100 * u['worst_ca_change']:+.1f}" if u
+                      else "— | — | —")
+        lines.append(f"| {key[0]} | {key[1]} | {tune_cells} | {_removed(t)} | {t['reduced']}/{t['n']} | "
+                     f"{t['ca_kept']}/{t['n']} | {100 * t['worst_asr']:.1f} | {_points(t.get('worst_over_floor'))} | "
+                     f"{100 * t['worst_ca_change']:+.1f} |")
     return "\n".join(lines) + "\n"

@@ -1,34 +1,22 @@
-"""Per-attack tables of an experiment's results, every defense paired against one baseline.
+"""Comparison tables of an experiment's result rows: per attack, every defense paired against one
+baseline (``tacleaner report --baseline``), extra pairs, and the defenses that lower ASR at
+equal CA, with the removed / reduced counts of :func:`tacleaner.report.per_run_checks`.
 
-    python scripts/paired_table.py runs/ta-evidence/results.json --baseline cleanclip \
-        --pair tacleaner:tacleaner-before-fixes
-
-Each input is an experiment's ``results.json``, a rows file this script saved, or a run
+Rows come from an experiment's ``results.json``, a rows file :func:`merge` saved, or a run
 folder (its finished units only, so a grid still running or cut off can be read). Several
-inputs are merged, which lets a grid's worlds run on different days: the same (attack,
-defense, seeds) in two inputs is an error. ``--save-rows FILE`` writes the merged rows.
-
-For each attack: every defense's n, CA, ASR@1 and ASR@10 (mean ± half-width of the 95%
-interval over backdoored models), its paired difference from the baseline on ASR@1, ASR@10 and
-CA (a − baseline, points, 95% CI), and the runs it removed (ASR@1 at most half its backdoored
-model's, CA within 5 points). ``--pair a:b`` adds the paired differences a − b on the three
-metrics, attack by attack. A defense "beats" the baseline on an attack only when the interval
-of its ASR@1 (or ASR@10) difference lies below 0 and its mean CA is no more than ``--ca-equal`` points below
-the baseline's (the TA-Cleaner issue's bar, "at equal CA (within 1 point)": a lower ASR not
-bought with CA); the last table says so per attack.
-The tables are computed with the report's own pairing (``tacleaner.report``), so they agree
-with the experiment's results.md.
+inputs merge; the same (attack, defense, seeds) in two of them is an error. A defense "beats"
+the baseline on an attack only when the interval of its ASR@1 (or ASR@10) difference lies below
+0 and its mean CA is no more than ``ca_equal`` points below the baseline's (a lower ASR not
+bought with CA). The pairing is the report's own, so the tables agree with results.md.
 """
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
-from tacleaner.errors import TacleanerError
-from tacleaner.fileio import read_json, write_json
-from tacleaner.report import CLEAN_MODEL, NO_DEFENSE, groups, paired_values, per_run_checks, unit_values
-from tacleaner.stats import compare, format_summary, summarize
+from .errors import TacleanerError
+from .fileio import read_json
+from .report import CLEAN_MODEL, NO_DEFENSE, _removed, groups, paired_values, per_run_checks, unit_values
+from .stats import compare, format_summary, summarize
 
 METRICS = ("clean_acc", "asr_at_1", "asr_at_10")
 LABEL = {"clean_acc": "CA", "asr_at_1": "ASR@1", "asr_at_10": "ASR@10"}
@@ -64,8 +52,8 @@ def tables(rows: list[dict], baseline: str, pairs: list[tuple[str, str]], ca_equ
         defenses = [d for (a, d) in g if a == attack]
         out += [f"### {attack}", "",
                 f"| defense | n | CA % | ASR@1 % | ASR@10 % | ASR@1 − {baseline} | ASR@10 − {baseline} | "
-                f"CA − {baseline} | removed |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                f"CA − {baseline} | removed | reduced |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         base = g.get((attack, baseline))
         for d in defenses:
             rs = g[(attack, d)]
@@ -73,7 +61,7 @@ def tables(rows: list[dict], baseline: str, pairs: list[tuple[str, str]], ca_equ
             compared = base is not None and d not in (baseline, NO_DEFENSE, CLEAN_MODEL)
             diff = {m: _diff(rs, base, m, d, baseline) for m in ("asr_at_1", "asr_at_10", "clean_acc")} if compared else {}
             c = checks.get((attack, d))
-            removed = f"{c['both']}/{c['n']}" if c else ""
+            removed = f"{_removed(c)} | {c['reduced']}/{c['n']}" if c else " | "
             name = f"*{d}*" if d in (NO_DEFENSE, CLEAN_MODEL) else d
             out.append(f"| {name} | {len(n)} | " + " | ".join(_cell(rs, m) for m in METRICS) + " | "
                        + " | ".join(_dcell(diff[m]) if compared else "" for m in ("asr_at_1", "asr_at_10", "clean_acc"))
@@ -116,7 +104,7 @@ KEY = ("attack", "defense", "world_seed", "implant_seed", "clean_seed")
 def load_rows(path: Path) -> list[dict]:
     """The result rows of a ``results.json`` (or saved rows), or of a run folder's finished units."""
     if path.is_dir():
-        from tacleaner.experiment import Experiment, load_config  # the training stack, only for a run folder
+        from .experiment import Experiment, load_config  # the training stack, only for a run folder
 
         config = path / "config.yaml"
         if not config.is_file():
@@ -142,42 +130,3 @@ def merge(inputs: list[Path]) -> list[dict]:
             seen[key] = path
             rows.append(r)
     return rows
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("results", type=Path, nargs="+",
-                   help="an experiment's results.json, saved rows or a run folder (finished units); several are merged")
-    p.add_argument("--baseline", required=True, help="the defense every other one is paired against")
-    p.add_argument("--pair", action="append", default=[], metavar="A:B", help="also pair defense A against B")
-    p.add_argument("--ca-equal", type=float, default=1.0, help="points of mean CA below the baseline still counted as equal CA")
-    p.add_argument("--save-rows", type=Path, metavar="FILE", help="also write the merged rows (JSON) to FILE")
-    args = p.parse_args(argv)
-    try:
-        rows = merge(args.results)
-    except TacleanerError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # unreadable (read_json names a missing file itself); the message names the file
-        print(f"error: {e.filename}: {e.strerror}", file=sys.stderr)
-        return 2
-    pairs = []
-    for spec in args.pair:
-        a, sep, b = spec.partition(":")
-        if not sep or not a or not b:
-            print(f"error: --pair {spec!r}: expected A:B, two defense names", file=sys.stderr)
-            return 2
-        pairs.append((a, b))
-    defenses = {r["defense"] for r in rows}
-    for name in [args.baseline, *(x for ab in pairs for x in ab)]:
-        if name not in defenses:
-            print(f"error: {', '.join(map(str, args.results))}: no defense {name!r} (it has {', '.join(sorted(defenses))})", file=sys.stderr)
-            return 2
-    if args.save_rows:
-        write_json(args.save_rows, rows)
-    sys.stdout.write(tables(rows, args.baseline, pairs, args.ca_equal))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,15 +1,12 @@
-"""scripts/invert_table.py, the held-out invert table of docs/results-badclip.md: removed and
-goal counts per run, a wrong target marked, unfinished runs left out, one-line errors."""
+"""``tacleaner report --inversions``, the held-out invert table of docs/research/results-badclip.md:
+reduced and goal counts per run, a wrong target marked, unfinished runs left out, one-line
+errors."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "invert_table.py"
-spec = importlib.util.spec_from_file_location("invert_table", SCRIPT)
-invert_table = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(invert_table)
+from tacleaner.cli.app import main
 
 
 def _run(root: Path, world: int, ca: float, asr: float, found: str, *, finished: bool = True, linf=None) -> None:
@@ -28,13 +25,13 @@ def _run(root: Path, world: int, ca: float, asr: float, found: str, *, finished:
 
 
 def test_counts_per_run_and_a_wrong_target_is_marked(tmp_path, capsys):
-    # removed, goal met; two classes out-draw the target under L-inf alone (two candidates): missed
+    # reduced, goal met; two classes out-draw the target under L-inf alone (two candidates): missed
     _run(tmp_path, 1, 0.89, 0.02, "yellow star", linf={"yellow star": 0.1, "red cross": 0.2, "blue star": 0.3})
-    _run(tmp_path, 2, 0.89, 0.30, "purple triangle")  # halved, not <= 10%: removed only
+    _run(tmp_path, 2, 0.89, 0.30, "purple triangle")  # halved, not <= 10%: reduced only
     # CA 10 points down: neither; one class above the target under L-inf: not a certain miss
     _run(tmp_path, 3, 0.80, 0.01, "yellow star", linf={"yellow star": 0.1, "red cross": 0.2, "blue star": 0.05})
     _run(tmp_path, 4, 0.90, 0.00, "yellow star", finished=False)  # left out
-    assert invert_table.main([str(tmp_path)]) == 0
+    assert main(["report", str(tmp_path), "--inversions"]) == 0
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("| badclip |"))
     assert "| 3 |" in row and "| 2/3 | 1/3 |" in row
@@ -46,8 +43,8 @@ def test_counts_per_run_and_a_wrong_target_is_marked(tmp_path, capsys):
 
 def test_no_finished_run_is_a_one_line_error(tmp_path, capsys):
     _run(tmp_path, 1, 0.89, 0.02, "yellow star", finished=False)
-    assert invert_table.main([str(tmp_path)]) == 1
+    assert main(["report", str(tmp_path), "--inversions"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "no finished invert cleaning" in err and "\n" not in err
-    assert invert_table.main([str(tmp_path / "missing")]) == 1
+    assert main(["report", str(tmp_path / "missing"), "--inversions"]) == 2
     assert "not a folder" in capsys.readouterr().err

@@ -1,30 +1,25 @@
-"""What `invert` did on each backdoored model of an experiment folder: the table of
-docs/results-badclip.md's held-out invert section.
-
-    python scripts/invert_table.py runs/invert-heldout [--defense invert-sizes-probes] [--goal 0.10]
+"""What ``invert`` did on each backdoored model of an experiment folder (``tacleaner report
+--inversions``).
 
 Per attack: n, the backdoored models' CA / ASR@1, invert's CA, ASR@1 and ASR@10 (mean ±
-half-width of the Student-t 95% interval over backdoored models), the runs removed (ASR@1 at
+half-width of the Student-t 95% interval over backdoored models), the runs reduced (ASR@1 at
 most half the backdoored model's, CA no more than 5 points below it), the runs meeting the goal
-(ASR@1 at most ``--goal`` with CA within 5 points), and per world the ASR@1 and the target the
+(ASR@1 at most ``goal`` with CA within 5 points), and per world the ASR@1 and the target the
 first inversion settled on, with its attraction rank and its flip-rate margin over the
 runner-up (``inversion.json``), and "L-inf alone: missed" where, by the attraction of the
 L-inf probe alone (``by_probe``, when the search probed with more than one kind), at least
 ``candidates`` listed classes out-drew the true target, so an L-inf-only search would not have
-inverted it (a certain miss; fewer listed above it is not a certain find). Only finished cleanings (an ``eval.json``) are read, so a grid
-still running can be tabled; their count is printed.
+inverted it (a certain miss; fewer listed above it is not a certain find). Only finished
+cleanings (an ``eval.json``) are read, so a grid still running can be tabled.
 """
 from __future__ import annotations
 
-import argparse
-import sys
 from collections import defaultdict
 from pathlib import Path
 
-from tacleaner.errors import TacleanerError
-from tacleaner.fileio import read_json
-from tacleaner.report import CA_TOLERANCE, NO_DEFENSE, per_run_checks
-from tacleaner.stats import format_summary, summarize
+from .fileio import read_json
+from .report import CA_TOLERANCE, NO_DEFENSE, per_run_checks
+from .stats import format_summary, summarize
 
 
 def runs(root: Path, defense: str | None) -> dict[str, list[dict]]:
@@ -57,7 +52,7 @@ def _cell(values: list[float]) -> str:
 
 
 def table(found: dict[str, list[dict]], goal: float) -> list[str]:
-    lines = ["| attack | n | backdoored CA / ASR@1 | invert CA | invert ASR@1 | invert ASR@10 | removed | "
+    lines = ["| attack | n | backdoored CA / ASR@1 | invert CA | invert ASR@1 | invert ASR@10 | reduced | "
              f"ASR@1 <= {goal:.0%}, CA within 5 | per world: ASR@1, target (attraction rank, margin) |",
              "|---|---:|---|---:|---:|---:|---:|---:|---|"]
     total = met = 0
@@ -75,37 +70,13 @@ def table(found: dict[str, list[dict]], goal: float) -> list[str]:
             name = inv["target"] if right else f"**{inv['target']}** (not the target)"
             per_world.append(f"{r['world']}: {100 * e['asr_at_1']:.1f}, {name} "
                              f"({inv['attraction_rank']}, {inv.get('margin') or 0:.2f}{_linf_note(inv, e.get('target'))})")
-        (check,) = per_run_checks(rows)
+        (check,) = per_run_checks(rows)  # no clean-model rows here: the reduced count
         total += len(rs)
         met += ok_goal
         bd = f"{_cell([r['backdoored']['clean_acc'] for r in rs])} / {_cell([r['backdoored']['asr_at_1'] for r in rs])}"
         lines.append(f"| {attack} | {len(rs)} | {bd} | {_cell([r['eval']['clean_acc'] for r in rs])} | "
                      f"{_cell([r['eval']['asr_at_1'] for r in rs])} | {_cell([r['eval']['asr_at_10'] for r in rs])} | "
-                     f"{check['both']}/{len(rs)} | {ok_goal}/{len(rs)} | {'; '.join(per_world)} |")
+                     f"{check['reduced']}/{len(rs)} | {ok_goal}/{len(rs)} | {'; '.join(per_world)} |")
     lines.append("")
     lines.append(f"{met} of {total} finished runs have ASR@1 <= {goal:.0%} with CA within 5 points.")
     return lines
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("folder", type=Path, help="an experiment folder (tacleaner run --out)")
-    ap.add_argument("--defense", help="the invert defense's id in the grid (default: every run with an inversion.json)")
-    ap.add_argument("--goal", type=float, default=0.10, help="the ASR@1 a run must reach, as a fraction (default 0.10)")
-    args = ap.parse_args(argv)
-    try:
-        if not args.folder.is_dir():
-            raise TacleanerError(f"{args.folder}: not a folder")
-        found = runs(args.folder, args.defense)
-        if not found:
-            raise TacleanerError(f"{args.folder}: no finished invert cleaning (an inversion.json beside an eval.json)"
-                                 + (f" of defense {args.defense!r}" if args.defense else ""))
-        print("\n".join(table(found, args.goal)))
-    except (TacleanerError, OSError, KeyError, IndexError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
