@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tacleaner.cli import main
+from tacleaner_cli import main
 
 
 @pytest.fixture(scope="module")

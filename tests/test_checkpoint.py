@@ -88,8 +88,8 @@ def test_export_round_trip(fmt, tiny, tmp_path):
     back gives the same weights, and the file holds only tensors (weights_only loads it)."""
     import open_clip
 
-    from tacleaner.cli import main
     from tacleaner.models import save_model
+    from tacleaner_cli import main
 
     ours = tmp_path / "ours.safetensors"
     save_model(tiny, ours, epoch=3)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tacleaner.cli import main
+from tacleaner_cli import main
 
 GOOD_RUN = {
     "name": "c", "model": {"name": "tacleaner-tiny-rn"},
@@ -280,7 +280,7 @@ def test_global_options_before_or_after_the_command(capsys):
 
 
 def test_help_shows_every_default():
-    from tacleaner.cli import build_parser
+    from tacleaner_cli import build_parser
 
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")

@@ -3,8 +3,8 @@ import shutil
 
 import pytest
 
-from tacleaner.cli import main
 from tacleaner.models import save_model
+from tacleaner_cli import main
 
 
 def run(capsys, *argv):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tacleaner.cli import main
+from tacleaner_cli import main
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 

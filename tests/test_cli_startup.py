@@ -12,7 +12,7 @@ HEAVY = ("torch", "torchvision", "open_clip", "spacy", "numpy", "PIL", "tacleane
 
 PROBE = """
 import contextlib, io, json, sys
-from tacleaner.cli import build_parser, main
+from tacleaner_cli import build_parser, main
 
 sub = next(a for a in build_parser()._actions if a.dest == "command")
 codes = {}
@@ -32,17 +32,17 @@ def test_help_imports_no_heavy_library():
                           timeout=120)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.splitlines()[-1])
-    assert len(result["codes"]) == 17 and set(result["codes"].values()) == {0}, result["codes"]
+    assert len(result["codes"]) == 18 and set(result["codes"].values()) == {0}, result["codes"]
     assert result["heavy"] == [], f"--help imported {result['heavy']}"
 
 
 def test_light_name_lists_match_the_library():
     """Choices the parser names without importing the module that defines them."""
-    from tacleaner.cli.export import FORMATS
     from tacleaner.models import EXPORT_FORMATS
+    from tacleaner_cli.export import FORMATS
 
     assert sorted(FORMATS) == sorted(EXPORT_FORMATS)
-    from tacleaner.cli.subtexts import NEGATIVE_MODES
     from tacleaner.text.negative_modes import NEGATIVE_MODES as REGISTERED
+    from tacleaner_cli.subtexts import NEGATIVE_MODES
 
     assert NEGATIVE_MODES == REGISTERED

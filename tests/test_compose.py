@@ -58,7 +58,7 @@ def test_losses_are_the_first_parts_and_the_others_extra_terms(tiny, world):
 def test_a_combination_trains_from_the_command_line_and_records_its_name(world, trained_checkpoint, tmp_path):
     import yaml
 
-    from tacleaner.cli import main
+    from tacleaner_cli import main
 
     out = tmp_path / "run"
     code = main(["--quiet", "clean", "--defense", "cleanclip+par", "--checkpoint", str(trained_checkpoint),

@@ -277,11 +277,11 @@ def test_detect_refuses_to_replace_a_folder_it_did_not_make(poisoned, trained, t
 
 def test_the_command_writes_its_folder_and_refuses_bad_options_in_one_line(poisoned, trained_checkpoint, tmp_path,
                                                                            capsys):
-    from tacleaner.cli import main
-    from tacleaner.cli.detect import DETECTOR_NAMES
+    from tacleaner_cli import main
+    from tacleaner_cli.detect import DETECTOR_NAMES
 
     assert list(DETECTOR_NAMES) == DETECTORS.names()  # the parser's light list is the registry's
-    from tacleaner.cli.parser import build_parser
+    from tacleaner_cli.parser import build_parser
 
     defaults = build_parser()._subparsers._group_actions[0].choices["detect"].parse_args(
         ["--checkpoint", "m", "--data", "d", "--out", "o"])
@@ -337,7 +337,7 @@ def test_a_grid_compares_filter_then_train_with_a_fine_tuning_defense_on_the_sam
     beside fine-tuning's in results.json and the report."""
     import yaml
 
-    from tacleaner.cli import main
+    from tacleaner_cli import main
 
     config = {
         "name": "filter", "model": {"name": "tacleaner-tiny-rn"},

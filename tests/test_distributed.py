@@ -16,10 +16,10 @@ import torch
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
-from tacleaner.cli import main
 from tacleaner.distributed import Dist, EpochBatches, shard
 from tacleaner.errors import TacleanerError
 from tacleaner.models import save_model
+from tacleaner_cli import main
 
 DRIVER = Path(__file__).with_name("ddp_driver.py")
 OBJECTIVES = ["finetune", "cleanclip", "tacleaner", "par", "invert", "tacleaner+par"]

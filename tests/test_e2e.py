@@ -4,7 +4,7 @@ import json
 import pytest
 import yaml
 
-from tacleaner.cli import main
+from tacleaner_cli import main
 
 TINY_TRAIN = ["--batch-size", "64", "--warmup-steps", "10", "--log-every", "5"]
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from tacleaner.cli import main
+from tacleaner_cli import main
 
 CONFIG = {
     "name": "tiny",

@@ -72,7 +72,7 @@ def test_losses_pull_triggered_images_to_their_clean_embedding(trained, world):
 
 
 def test_without_classes_it_fails_before_any_run_folder(world, trained_checkpoint, tmp_path, capsys):
-    from tacleaner.cli import main
+    from tacleaner_cli import main
 
     out = tmp_path / "run"
     code = main(["clean", "--defense", "invert", "--checkpoint", str(trained_checkpoint), "--data",
@@ -85,7 +85,7 @@ def test_without_classes_it_fails_before_any_run_folder(world, trained_checkpoin
 
 
 def test_a_cleaning_run_writes_what_it_inverted(world, trained_checkpoint, tmp_path):
-    from tacleaner.cli import main
+    from tacleaner_cli import main
 
     out = tmp_path / "run"
     params = [a for k, v in FAST.items() for a in ("--param", f"{k}={v}")]

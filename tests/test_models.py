@@ -6,9 +6,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tacleaner.cli import main
 from tacleaner.data.zeroshot import imagenet_classes
 from tacleaner.models import list_models, shipped_models
+from tacleaner_cli import main
 
 
 def test_fast_batch_preprocess_equals_per_image_preprocess(tiny):

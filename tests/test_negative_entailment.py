@@ -56,7 +56,7 @@ def test_people_swaps_keep_their_origin_and_contradict(tmp_path, capsys):
     still says where its replacement came from."""
     import json
 
-    from tacleaner.cli import main
+    from tacleaner_cli import main
 
     path = tmp_path / "caps.txt"
     path.write_text("A little boy is resting on a bench .\nA girl in a red dress\n")

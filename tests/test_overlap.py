@@ -6,9 +6,9 @@ import shutil
 
 import yaml
 
-from tacleaner.cli import main
 from tacleaner.data.overlap import shared_images
 from tacleaner.data.pairs import read_pairs
+from tacleaner_cli import main
 
 
 def test_shared_images_by_path_and_by_content(world, tmp_path):

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tacleaner.cli import main
 from tacleaner.experiment import parse_config
+from tacleaner_cli import main
 
 PAPER = Path(__file__).resolve().parents[1] / "experiments" / "paper" / "rn50-cc3m.yaml"
 

@@ -70,8 +70,8 @@ def test_par_brings_its_learning_rate_schedule_under_the_users_settings(world, t
     """PAR's public train.py: lr 3e-6 reached in a straight line from 3e-5 over half the steps,
     then a cosine to 1e-9; a setting the user gives wins."""
 
-    from tacleaner.cli import main
     from tacleaner.train import TrainConfig, schedule
+    from tacleaner_cli import main
 
     cfg = TrainConfig(**{**create_defense("par").train_defaults, "epochs": 2})
     f = schedule(cfg, 10)

@@ -6,12 +6,12 @@ import json
 import pytest
 import torch
 
-from tacleaner.cli import main
 from tacleaner.data.pairs import read_pairs
 from tacleaner.defenses import create_defense
 from tacleaner.errors import TacleanerError
 from tacleaner.models import create_model
 from tacleaner.train import TrainConfig, train
+from tacleaner_cli import main
 
 
 def test_unknown_precision_and_fp16_without_cuda_are_refused(world, tmp_path, capsys):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from tacleaner import comparison
-from tacleaner.cli.app import main
+from tacleaner_cli.app import main
 
 
 def _row(attack, defense, world, asr, ca, asr10=1.0):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tacleaner.cli.app import main
+from tacleaner_cli.app import main
 
 
 def _run(root: Path, world: int, ca: float, asr: float, found: str, *, finished: bool = True, linf=None) -> None:

@@ -8,10 +8,10 @@ import tarfile
 import pytest
 from safetensors.torch import load_file
 
-from tacleaner.cli import main
 from tacleaner.data.pairs import load_image, read_pairs
 from tacleaner.data.shards import expand_shards
 from tacleaner.errors import TacleanerError
+from tacleaner_cli import main
 
 
 def add(tar, name, data: bytes):

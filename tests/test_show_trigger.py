@@ -13,7 +13,7 @@ from PIL import Image
 from tacleaner.attacks import create_attack
 from tacleaner.attacks.show import GUTTER, cell_size, sample_indices, trigger_grid
 from tacleaner.attacks.stealth import format_report, linf, psnr, ssim, stealth_report
-from tacleaner.cli import main
+from tacleaner_cli import main
 
 
 def rand_image(seed: int, h: int = 32, w: int = 32, low: int = 0, high: int = 256) -> np.ndarray:

@@ -164,7 +164,7 @@ def test_config_knobs(plain):
 def test_cli_prints_json_in_input_order(tmp_path, capsys):
     import json
 
-    from tacleaner.cli import main
+    from tacleaner_cli import main
 
     captions = ["A black dog runs across the green grass .", "two red circles above a blue square",
                 "A little girl in a pink dress is climbing the stairs ."]

@@ -12,9 +12,9 @@ from PIL import Image
 
 from tacleaner.attacks import ATTACKS, create_attack, load_attack, poison_dataset
 from tacleaner.attacks.frame import model_frame
-from tacleaner.cli import main
 from tacleaner.data.pairs import PairDataset, load_image, read_pairs
 from tacleaner.evaluate import _Images
+from tacleaner_cli import main
 
 # width x height: landscape and portrait photos, a small odd one, squares off and at the frame
 SIZES = [(500, 375), (375, 500), (640, 427), (97, 61), (300, 300), (32, 32)]

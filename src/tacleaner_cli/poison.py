@@ -4,9 +4,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..console import stderr_log
-from ..errors import TacleanerError
-from ..fileio import check_inputs_outside
+from tacleaner.console import stderr_log
+from tacleaner.errors import TacleanerError
+from tacleaner.fileio import check_inputs_outside
+
 from .common import describe, load_clean_model, parse_params
 from .options import (
     AddCommand,
@@ -41,9 +42,9 @@ def add_parsers(add: AddCommand) -> None:
 
 
 def poison(args: argparse.Namespace) -> int:
-    from ..attacks import create_attack, poison_dataset
-    from ..data.zeroshot import imagenet_classes, read_classes
-    from ..environment import resolve_device
+    from tacleaner.attacks import create_attack, poison_dataset
+    from tacleaner.data.zeroshot import imagenet_classes, read_classes
+    from tacleaner.environment import resolve_device
 
     classes = read_classes(args.classes) if args.classes else imagenet_classes()
     target = classes.classnames[classes.index(args.target)]

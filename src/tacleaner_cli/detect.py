@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..fileio import check_inputs_outside
+from tacleaner.fileio import check_inputs_outside
+
 from .common import load_bundle
 from .options import (
     AddCommand,
@@ -66,10 +67,10 @@ def add_parsers(add: AddCommand) -> None:
 
 
 def detect(args: argparse.Namespace) -> int:
-    from .. import distributed
-    from ..data.pairs import read_pairs
-    from ..detect import DetectConfig, summary_lines
-    from ..detect import detect as run_detect
+    from tacleaner import distributed
+    from tacleaner.data.pairs import read_pairs
+    from tacleaner.detect import DetectConfig, summary_lines
+    from tacleaner.detect import detect as run_detect
 
     cfg = DetectConfig(detector=args.detector, k=args.k, features=args.features, reference=args.reference,
                        seed=args.seed, batch_size=args.batch_size)
@@ -81,8 +82,8 @@ def detect(args: argparse.Namespace) -> int:
                          poisoned=args.poisoned, overwrite=args.overwrite, progress=not args.quiet,
                          num_workers=args.num_workers, meta={"checkpoint": args.checkpoint, "data": str(args.data)})
     if summary:
-        from ..detect.score import DEFAULT_DETECTOR
-        from ..findings import reliability_line
+        from tacleaner.detect.score import DEFAULT_DETECTOR
+        from tacleaner.findings import reliability_line
 
         print(summary_lines(summary))
         print(reliability_line("detect") if cfg.detector == DEFAULT_DETECTOR and args.z is None and args.remove is None

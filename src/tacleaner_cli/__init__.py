@@ -1,4 +1,5 @@
-"""Command line: ``tacleaner <command>``, the only package that reads argv.
+"""The application: ``tacleaner <command>``, the only package that reads argv. The library
+(``tacleaner``) never imports it; it imports the library.
 
 ``main(argv)`` (app.py) returns the exit status; ``build_parser`` (parser.py) assembles one
 module per command family, each with its parsers beside its handlers; options.py holds the

@@ -19,7 +19,7 @@ def add_parsers(add: AddCommand) -> None:
 
 
 def models(args: argparse.Namespace) -> int:
-    from ..models import list_models, shipped_models
+    from tacleaner.models import list_models, shipped_models
 
     names = list_models() if args.all else shipped_models() + OPEN_CLIP_SHOWN
     print("\n".join(names))
@@ -29,19 +29,19 @@ def models(args: argparse.Namespace) -> int:
 
 
 def attacks(args: argparse.Namespace) -> int:
-    from ..attacks import ATTACKS
+    from tacleaner.attacks import ATTACKS
 
     return _print_registry(ATTACKS)
 
 
 def defenses(args: argparse.Namespace) -> int:
-    from ..defenses import DEFENSES
+    from tacleaner.defenses import DEFENSES
 
     return _print_registry(DEFENSES, COMBINING)
 
 
 def _print_registry(registry, footer: str = "") -> int:
-    from ..params import default_of
+    from tacleaner.params import default_of
 
     for name in registry:
         cls = registry.get(name)

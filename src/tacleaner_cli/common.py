@@ -10,10 +10,10 @@ from typing import Any
 
 import yaml
 
-from ..errors import TacleanerError
-from ..fileio import load_yaml_file
-from ..params import build
-from ..train_config import with_defaults
+from tacleaner.errors import TacleanerError
+from tacleaner.fileio import load_yaml_file
+from tacleaner.params import build
+from tacleaner.train_config import with_defaults
 
 
 def dataclass_from(cls: type, args: argparse.Namespace, yaml_path: str | None = None,
@@ -67,7 +67,7 @@ def output_file(path: str, overwrite: bool, what: str = "file") -> Path:
 def load_bundle(args: argparse.Namespace):
     """The model of ``--checkpoint`` (with ``--model`` for foreign files), else ``--model``
     with random or ``--pretrained`` weights."""
-    from ..models import create_model, load_model
+    from tacleaner.models import create_model, load_model
 
     if getattr(args, "checkpoint", None):
         return load_model(args.checkpoint, args.model)
@@ -80,14 +80,14 @@ def load_clean_model(args: argparse.Namespace):
     """The clean (pre-implant) model of ``--clean-model``, for attacks that optimise against it."""
     if not args.clean_model:
         return None
-    from ..models import load_model
+    from tacleaner.models import load_model
 
     return load_model(args.clean_model, args.model)
 
 
 def is_main() -> bool:
     """Whether this process prints the result (always, unless a torchrun rank other than 0)."""
-    from ..distributed import current
+    from tacleaner.distributed import current
 
     return current().is_main
 

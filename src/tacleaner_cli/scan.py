@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..fileio import check_inputs_outside
+from tacleaner.fileio import check_inputs_outside
+
 from .common import load_bundle, parse_params
 from .options import AddCommand, add_device_option, add_model_options, add_param_option
 
@@ -32,12 +33,12 @@ def add_parsers(add: AddCommand) -> None:
 
 
 def scan(args: argparse.Namespace) -> int:
-    from .. import findings
-    from .. import scan as scanning
-    from ..data.zeroshot import read_classes, read_zeroshot
-    from ..environment import resolve_device
-    from ..fileio import prepare_run_dir, read_json, write_json
-    from ..params import build
+    from tacleaner import findings
+    from tacleaner import scan as scanning
+    from tacleaner.data.zeroshot import read_classes, read_zeroshot
+    from tacleaner.environment import resolve_device
+    from tacleaner.fileio import prepare_run_dir, read_json, write_json
+    from tacleaner.params import build
 
     before = read_json(args.before) if args.before else None
     classes = read_classes(args.classes)

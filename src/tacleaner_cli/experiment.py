@@ -10,7 +10,8 @@ from importlib import resources
 
 import yaml
 
-from ..fileio import check_inputs_outside
+from tacleaner.fileio import check_inputs_outside
+
 from .common import is_main
 from .options import AddCommand, add_run_folder_options, positive_int
 
@@ -34,14 +35,14 @@ def _add_grid_options(s: argparse.ArgumentParser, default_out: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..experiment import load_config
+    from tacleaner.experiment import load_config
 
     cfg, raw = load_config(args.config)
     return _run_experiment(cfg, raw, args.out or f"runs/{cfg.name}", args)
 
 
 def demo(args: argparse.Namespace) -> int:
-    from ..experiment import parse_config
+    from tacleaner.experiment import parse_config
 
     name = "demo-quick.yaml" if args.quick else "demo.yaml"
     configs = resources.files("tacleaner.configs")
@@ -50,15 +51,15 @@ def demo(args: argparse.Namespace) -> int:
     code = _run_experiment(parse_config(raw, name), raw, out, args)
     record = configs.joinpath(HELD_OUT_RECORD)
     if code == 0 and not args.quick and is_main() and record.is_file():
-        from ..report import held_out_summary
+        from tacleaner.report import held_out_summary
 
         print(held_out_summary(json.loads(record.read_text())))
     return code
 
 
 def _run_experiment(cfg, raw, out, args) -> int:
-    from ..distributed import from_env
-    from ..experiment import Experiment
+    from tacleaner.distributed import from_env
+    from tacleaner.experiment import Experiment
 
     t0 = time.perf_counter()
     check_inputs_outside(out, [getattr(args, "config", None)]

@@ -6,7 +6,8 @@ import dataclasses
 import json
 from pathlib import Path
 
-from ..errors import TacleanerError
+from tacleaner.errors import TacleanerError
+
 from .options import AddCommand, non_negative_int, seed_int
 
 NEGATIVE_MODES = ("wordnet", "random")  # tacleaner.text.negative_modes' registry, named without importing spaCy
@@ -25,7 +26,7 @@ def add_parsers(add: AddCommand) -> None:
 
 
 def subtexts(args: argparse.Namespace) -> int:
-    from ..text.subtexts import SubtextConfig, SubtextGenerator
+    from tacleaner.text.subtexts import SubtextConfig, SubtextGenerator
 
     captions = _read_captions(Path(args.captions))
     cfg = SubtextConfig(spacy_model=args.spacy_model, seed=args.seed, negatives_per_positive=args.m,

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import TacleanerError
+from tacleaner.errors import TacleanerError
+
 from .common import load_bundle, output_file
 from .options import AddCommand, add_model_options
 
@@ -23,7 +24,7 @@ def add_parsers(add: AddCommand) -> None:
 
 
 def export(args: argparse.Namespace) -> int:
-    from ..models import export_model
+    from tacleaner.models import export_model
 
     out = output_file(args.out, args.overwrite)
     if out.exists() and out.resolve() == Path(args.checkpoint).resolve():

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..data.synth_config import SynthConfig
+from tacleaner.data.synth_config import SynthConfig
+
 from .common import dataclass_from
 from .options import AddCommand, add_dataclass_options
 
@@ -16,7 +17,7 @@ def add_parsers(add: AddCommand) -> None:
 
 
 def synth(args: argparse.Namespace) -> int:
-    from ..data.synth import generate
+    from tacleaner.data.synth import generate
 
     cfg = dataclass_from(SynthConfig, args)
     out = generate(args.out, cfg, overwrite=args.overwrite, progress=not args.quiet)

@@ -9,9 +9,10 @@ import os
 import sys
 import time
 
-from ..console import command_console
-from ..errors import SharedError, TacleanerError
-from ..fileio import release_all_locks
+from tacleaner.console import command_console
+from tacleaner.errors import SharedError, TacleanerError
+from tacleaner.fileio import release_all_locks
+
 from .parser import build_parser
 
 MULTI_PROCESS = ("train", "clean", "evaluate", "detect", "run", "demo")  # the commands torchrun may start on several processes

@@ -6,12 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import TacleanerError
+from tacleaner.errors import TacleanerError
+
 from .options import AddCommand
 
 
 def add_parsers(add: AddCommand) -> None:
-    r = add("report", "read an experiment's results again: the report (means with 95% intervals, paired comparisons, "
+    r = add("report", "read an experiment's results again: the report (means with intervals, paired comparisons, "
             "removed / reduced counts, verdicts), or every defense paired against --baseline", report)
     r.add_argument("results", nargs="+", type=Path, metavar="RUN",
                    help="a run folder (`tacleaner run --out`; its finished units), its results.json or saved rows; "
@@ -29,7 +30,7 @@ def add_parsers(add: AddCommand) -> None:
                    "with an inversion.json)")
     r.add_argument("--goal", type=float, default=0.10,
                    help="with --inversions: the ASR@1 a run must reach, as a fraction")
-    r.add_argument("--save-rows", type=Path, metavar="FILE", help="also write the merged rows (JSON) to FILE")
+    r.add_argument("--save-rows", type=Path, metavar="FILE", help="also write the merged rows (JSON) to FILE (default: none)")
 
 
 def _pairs(specs: list[str]) -> list[tuple[str, str]]:
@@ -43,9 +44,9 @@ def _pairs(specs: list[str]) -> list[tuple[str, str]]:
 
 
 def report(args: argparse.Namespace) -> int:
-    from ..comparison import merge, tables
-    from ..fileio import write_json
-    from ..report import markdown_table
+    from tacleaner.comparison import merge, tables
+    from tacleaner.fileio import write_json
+    from tacleaner.report import markdown_table
 
     pairs = _pairs(args.pair)
     if pairs and not args.baseline:
@@ -67,7 +68,7 @@ def report(args: argparse.Namespace) -> int:
 
 def _inversions(args: argparse.Namespace) -> int:
     """The invert table of each input, a run folder with at least one finished invert cleaning."""
-    from ..inversion_table import runs, table
+    from tacleaner.inversion_table import runs, table
 
     for folder in args.results:
         if not folder.is_dir():

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import TacleanerError
-from ..fileio import check_inputs_outside
-from ..train_config import TrainConfig
+from tacleaner.errors import TacleanerError
+from tacleaner.fileio import check_inputs_outside
+from tacleaner.train_config import TrainConfig
+
 from .common import dataclass_from, is_main, load_bundle, parse_params
 from .options import (
     AddCommand,
@@ -53,8 +54,8 @@ def _add_training(add: AddCommand, name: str, helptext: str, handler) -> argpars
 def train(args: argparse.Namespace) -> int:
     import torch
 
-    from ..defenses import create_defense
-    from ..models import create_model, load_model
+    from tacleaner.defenses import create_defense
+    from tacleaner.models import create_model, load_model
 
     if args.init and args.pretrained:
         raise TacleanerError("--init and --pretrained both name starting weights; pass one")
@@ -66,20 +67,20 @@ def train(args: argparse.Namespace) -> int:
 
 
 def clean(args: argparse.Namespace) -> int:
-    from ..defenses import create_defense
+    from tacleaner.defenses import create_defense
 
     objective = create_defense(args.defense, **parse_params(args.param))
     check = None
     if args.check:  # read before training, so that a bad path fails at once
-        from ..data.zeroshot import read_classes, read_zeroshot
+        from tacleaner.data.zeroshot import read_classes, read_zeroshot
 
         classes = read_classes(args.check_classes)
         check = read_zeroshot(args.check, classes), classes
     status = _train(args, load_bundle(args), objective)
     if check is not None and is_main():
-        from .. import findings
-        from ..fileio import write_json
-        from ..models import load_model
+        from tacleaner import findings
+        from tacleaner.fileio import write_json
+        from tacleaner.models import load_model
 
         result = findings.check_cleaning(load_bundle(args), load_model(Path(args.out) / "model.safetensors"),
                                          *check, args.device or "auto")
@@ -92,9 +93,9 @@ def clean(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace, bundle, objective) -> int:
     import torch
 
-    from ..data.pairs import read_pairs
-    from ..environment import resolve_device, resolve_precision
-    from ..train import train
+    from tacleaner.data.pairs import read_pairs
+    from tacleaner.environment import resolve_device, resolve_precision
+    from tacleaner.train import train
 
     cfg = dataclass_from(TrainConfig, args, args.config, defaults=objective.train_defaults)
     objective.check_ready()

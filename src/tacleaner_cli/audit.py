@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..fileio import check_inputs_outside
+from tacleaner.fileio import check_inputs_outside
+
 from .options import (
     AddCommand,
     add_data_columns,
@@ -63,9 +64,9 @@ def add_parsers(add: AddCommand) -> None:
 
 
 def audit(args: argparse.Namespace) -> int:
-    from ..audit import AuditInputs, run_audit
-    from ..environment import resolve_device
-    from ..errors import TacleanerError
+    from tacleaner.audit import AuditInputs, run_audit
+    from tacleaner.environment import resolve_device
+    from tacleaner.errors import TacleanerError
 
     if args.ca_budget < 0:
         raise TacleanerError(f"--ca-budget {args.ca_budget:g}: expected points >= 0")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..console import stderr_log
-from ..errors import TacleanerError
+from tacleaner.console import stderr_log
+from tacleaner.errors import TacleanerError
+
 from .common import describe, load_clean_model, output_file, parse_params
 from .options import (
     AddCommand,
@@ -44,11 +45,11 @@ def add_parsers(add: AddCommand) -> None:
 
 
 def show_trigger(args: argparse.Namespace) -> int:
-    from ..attacks.frame import frame_for
-    from ..attacks.show import read_table, sample_indices, trigger_grid, triggered_samples
-    from ..attacks.stealth import format_report, stealth_report
-    from ..data.pairs import image_size
-    from ..fileio import atomic_path
+    from tacleaner.attacks.frame import frame_for
+    from tacleaner.attacks.show import read_table, sample_indices, trigger_grid, triggered_samples
+    from tacleaner.attacks.stealth import format_report, stealth_report
+    from tacleaner.data.pairs import image_size
+    from tacleaner.fileio import atomic_path
 
     out = output_file(args.out, args.overwrite, "PNG file")
     table = read_table(args.data, args.image_col, args.caption_col)
@@ -75,7 +76,7 @@ def show_trigger(args: argparse.Namespace) -> int:
 
 def _run_attack(args: argparse.Namespace):
     """Exactly the attack and trigger of the poisoning run ``--trigger``."""
-    from ..attacks import load_attack
+    from tacleaner.attacks import load_attack
 
     if args.param:
         raise TacleanerError("--param does not combine with --trigger: the run fixes the attack's parameters")
@@ -93,10 +94,10 @@ def _run_attack(args: argparse.Namespace):
 def _named_attack(args: argparse.Namespace, table, shown_sizes):
     """``--attack`` with its ``--param``; a learned trigger is learned here from the shown data
     (and ``--clean-model``) toward ``--target``."""
-    from ..attacks import PoisonContext, create_attack
-    from ..attacks.frame import frame_for
-    from ..attacks.poison import require_model
-    from ..data.zeroshot import read_classes
+    from tacleaner.attacks import PoisonContext, create_attack
+    from tacleaner.attacks.frame import frame_for
+    from tacleaner.attacks.poison import require_model
+    from tacleaner.data.zeroshot import read_classes
 
     attack = create_attack(args.attack, **parse_params(args.param))
     if attack.ready():

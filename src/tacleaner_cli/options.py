@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from typing import Any, Callable
 
-from ..params import coerce, field_types
+from tacleaner.params import coerce, field_types
 
 Handler = Callable[[argparse.Namespace], int]  # a command: parsed options in, exit status out
 AddCommand = Callable[[str, str, Handler], argparse.ArgumentParser]  # (name, help, handler) -> its parser

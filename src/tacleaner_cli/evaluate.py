@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import warnings
 
-from ..errors import TacleanerError
+from tacleaner.errors import TacleanerError
+
 from .common import is_main, load_bundle, output_file, parse_params
 from .options import AddCommand, add_device_option, add_model_options, add_param_option, non_negative_int, positive_int
 
@@ -31,10 +32,10 @@ def add_parsers(add: AddCommand) -> None:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    from .. import distributed
-    from ..data.zeroshot import read_classes, read_zeroshot
-    from ..evaluate import evaluate as run_eval
-    from ..fileio import write_json
+    from tacleaner import distributed
+    from tacleaner.data.zeroshot import read_classes, read_zeroshot
+    from tacleaner.evaluate import evaluate as run_eval
+    from tacleaner.fileio import write_json
 
     _check_options(args)
     classes = read_classes(args.classes)
@@ -50,7 +51,7 @@ def evaluate(args: argparse.Namespace) -> int:
     if not is_main():
         return 0
     if result["skipped"]:
-        from ..data.pairs import describe_skipped
+        from tacleaner.data.pairs import describe_skipped
 
         warnings.warn(f"{args.data}: {sum(result['skipped'].values())} file(s) not evaluated "
                       f"({describe_skipped(result['skipped'])})" + (f"; counted in {args.out}" if args.out else ""))
@@ -79,7 +80,7 @@ def _check_options(args: argparse.Namespace) -> None:
 
 def _attack_and_target(args: argparse.Namespace, classes):
     """The attack of ``--trigger`` or ``--attack`` (None: clean accuracy only) and its target."""
-    from ..attacks import create_attack, load_attack
+    from tacleaner.attacks import create_attack, load_attack
 
     attack, target = None, args.target
     if args.trigger:  # reuse exactly the attack and trigger of a poisoning run
@@ -100,7 +101,7 @@ def _attack_and_target(args: argparse.Namespace, classes):
 def _present_only(args: argparse.Namespace, data, classes, target):
     """``--present-classes``: the images and classes restricted to the classes present in
     ``--data``, the target kept by name."""
-    from ..data.zeroshot import present_classes
+    from tacleaner.data.zeroshot import present_classes
 
     if target is not None:
         target = classes.classnames[classes.index(target)]  # by name: indices change below
