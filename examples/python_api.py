@@ -11,13 +11,20 @@ from pathlib import Path
 
 import torch
 
-from tacleaner.attacks import create_attack, load_attack, poison_dataset
-from tacleaner.data.pairs import read_pairs
-from tacleaner.data.zeroshot import read_classes, read_zeroshot
-from tacleaner.defenses import create_defense
-from tacleaner.evaluate import evaluate
-from tacleaner.models import create_model, load_model
-from tacleaner.train import TrainConfig, train
+from tacleaner import (
+    TrainConfig,
+    create_attack,
+    create_defense,
+    create_model,
+    evaluate,
+    load_attack,
+    load_model,
+    poison_dataset,
+    read_classes,
+    read_pairs,
+    read_zeroshot,
+    train,
+)
 
 world, out = Path(sys.argv[1]), Path(sys.argv[2])
 classes = read_classes(world / "classes.json")

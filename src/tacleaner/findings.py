@@ -48,6 +48,8 @@ class Decision:
 
 
 def decide(report: ScanReport) -> Decision:
+    """The scan's decision: the most attracting class is a suspected target when its anomaly
+    index reaches the report's cut (``cut`` without a reference scan, ``reference_cut`` with one)."""
     top = report.top
     return Decision(top.anomaly >= report.cut, top.name, top.anomaly, top.attraction, report.cut,
                     top.reference_attraction)

@@ -34,27 +34,28 @@ def add_parsers(add: AddCommand) -> None:
 
 def scan(args: argparse.Namespace) -> int:
     from tacleaner import findings
-    from tacleaner import scan as scanning
     from tacleaner.data.zeroshot import read_classes, read_zeroshot
     from tacleaner.environment import resolve_device
     from tacleaner.fileio import prepare_run_dir, read_json, write_json
     from tacleaner.params import build
+    from tacleaner.scan import ScanConfig, format_report, frame_images, read_reference, save_triggers
+    from tacleaner.scan import scan as run_scan
 
     before = read_json(args.before) if args.before else None
     classes = read_classes(args.classes)
     data = read_zeroshot(args.data, classes)
-    cfg = build(scanning.ScanConfig, parse_params(args.param), "scan --param")
-    reference = (scanning.read_reference(read_json(args.reference), cfg, classes.classnames, args.reference)
+    cfg = build(ScanConfig, parse_params(args.param), "scan --param")
+    reference = (read_reference(read_json(args.reference), cfg, classes.classnames, args.reference)
                  if args.reference else None)
     device = resolve_device(args.device)
     bundle = load_bundle(args)
     if args.out:
         check_inputs_outside(args.out, [args.checkpoint, args.data, args.classes, args.before, args.reference])
     out = prepare_run_dir(args.out, overwrite=args.overwrite, resumable=False) if args.out else None
-    report, triggers = scanning.scan(bundle, data, classes, cfg, device, reference, args.reference)
+    report, triggers = run_scan(bundle, data, classes, cfg, device, reference, args.reference)
     decision = findings.decide(report)
     result = {**report.to_json(), "decision": decision.to_json()}
-    print(scanning.format_report(report))
+    print(format_report(report))
     print(f"decision: {decision.sentence()}")
     print(findings.reliability_line("scan_reference" if reference is not None else "scan"))
     if before is not None:
@@ -63,7 +64,7 @@ def scan(args: argparse.Namespace) -> int:
         print(findings.reliability_line("cleaning"))
     if out is not None:
         write_json(out / "scan.json", result)
-        example, _ = scanning.frame_images(bundle, data, 1)
-        scanning.save_triggers(triggers, example[0], out / "inverted_triggers.png")
+        example, _ = frame_images(bundle, data, 1)
+        save_triggers(triggers, example[0], out / "inverted_triggers.png")
         print(f"wrote {out / 'scan.json'} and {out / 'inverted_triggers.png'}")
     return 0

@@ -11,13 +11,14 @@ from typing import Any, Callable
 import torch
 
 from .. import findings
-from .. import scan as scanning
 from ..data.pairs import read_pairs
 from ..data.zeroshot import Classes, LabelledImages, read_classes, read_zeroshot
 from ..errors import TacleanerError
 from ..fileio import read_json, write_json
 from ..models import ClipBundle, load_model
 from ..params import build
+from ..scan import ScanConfig, frame_images, read_reference, save_triggers
+from ..scan import scan as run_scan
 from ..selection import CaBudget, select
 from ..selection import Candidate as Evidence
 from ..train import is_complete
@@ -69,7 +70,7 @@ class Audit:
         candidates(inputs.defenses, inputs.rates)  # names and rates fail before any work
         self.model = load_model(inputs.checkpoint, inputs.model)
         self.base = load_model(inputs.base, inputs.model) if inputs.base else None  # a bad file fails here
-        self.scan_cfg = scanning.ScanConfig(images=inputs.scan_images, top=1)
+        self.scan_cfg = ScanConfig(images=inputs.scan_images, top=1)
 
     # -- steps ------------------------------------------------------------------------------
     def split(self) -> dict[str, str]:
@@ -85,14 +86,14 @@ class Audit:
             return read_json(folder / "scan.json")
         self.say(f"scanning {what} ({self.scan_cfg.images} validation images)")
         ref_name = str(self.out / "scan_base" / "scan.json") if reference is not None else None
-        report, triggers = scanning.scan(bundle, self.val, self.classes, self.scan_cfg, self.device, reference,
+        report, triggers = run_scan(bundle, self.val, self.classes, self.scan_cfg, self.device, reference,
                                          ref_name)
         result = {**report.to_json(), "decision": findings.decide(report).to_json()}
         if before is not None:
             result["before_after"] = findings.before_after(before, report, "the audit's first scan")
         folder.mkdir(parents=True, exist_ok=True)
-        example, _ = scanning.frame_images(bundle, self.val, 1)
-        scanning.save_triggers(triggers, example[0], folder / "inverted_triggers.png")
+        example, _ = frame_images(bundle, self.val, 1)
+        save_triggers(triggers, example[0], folder / "inverted_triggers.png")
         write_json(folder / "scan.json", result)
         return result
 
@@ -100,7 +101,7 @@ class Audit:
         if self.base is None:
             return None
         base = self.scan(self.base, self.out / "scan_base", what="the base model")
-        return scanning.read_reference(base, self.scan_cfg, self.classes.classnames, self.inputs.base)
+        return read_reference(base, self.scan_cfg, self.classes.classnames, self.inputs.base)
 
     def detect(self, scan: dict[str, Any]) -> dict[str, Any] | None:
         """Score the training pairs; the most suspicious, and, when the scan suspects a class,
