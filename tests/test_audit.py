@@ -196,10 +196,10 @@ def test_the_worked_examples_world_is_the_demos():
 
 def test_the_how_to_shows_the_recorded_run():
     """docs/howto-audit.md's example output is the recorded audit of the demo's world
-    (docs/research/data/audit-demo.json, scripts/audit_record.py): a changed report or record fails here."""
+    (docs/research/data/audit-demo.json, research/audit_record.py): a changed report or record fails here."""
     root = Path(__file__).resolve().parents[1]
     page = (root / "docs" / "howto-audit.md").read_text()
-    record = json.loads((root / "docs" / "data" / "audit-demo.json").read_text())
+    record = json.loads((root / "docs" / "research" / "data" / "audit-demo.json").read_text())
     assert f"    {record['backdoored']['decision']}\n" in page
     assert f"    {record['clean']['decision']}\n" in page
     assert record["backdoored"]["target"] == record["true_target"] and not record["clean"]["suspected"]

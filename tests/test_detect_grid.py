@@ -1,11 +1,11 @@
-"""scripts/detect_grid.py's page: a section's n names what it counts, worlds or the backdoored
+"""research/detect_grid.py's page: a section's n names what it counts, worlds or the backdoored
 models of one world, and its AUROC interval is over those units."""
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "detect_grid.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "research" / "detect_grid.py"
 spec = importlib.util.spec_from_file_location("detect_grid", SCRIPT)
 detect_grid = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(detect_grid)

@@ -1,4 +1,4 @@
-"""scripts/heldout_record.py --merge: a second grid on the same worlds replaces only its own
+"""research/heldout_record.py --merge: a second grid on the same worlds replaces only its own
 defenses in the shipped record, each entry naming its grid; different worlds are refused."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "heldout_record.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "research" / "heldout_record.py"
 spec = importlib.util.spec_from_file_location("heldout_record", SCRIPT)
 heldout_record = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(heldout_record)

@@ -1,5 +1,5 @@
 """The reliability lines that `detect`, `scan` and `clean --check` print come from the shipped
-measurements (docs/research/data/), computed by scripts/reliability_record.py: the record in the package
+measurements (docs/research/data/), computed by research/reliability_record.py: the record in the package
 must be what those data give, and must describe the shipped defaults."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("reliability_record", ROOT / "scripts" / "reliability_record.py")
+    spec = importlib.util.spec_from_file_location("reliability_record", ROOT / "research" / "reliability_record.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -32,11 +32,11 @@ def test_the_measurements_are_of_the_shipped_defaults():
     from tacleaner.detect.score import DEFAULT_DETECTOR
     from tacleaner.scan import DECISION_CUT, REFERENCE_CUT
 
-    scans = json.loads((ROOT / "docs" / "data" / "trigger-free-scans.json").read_text())
+    scans = json.loads((ROOT / "docs" / "research" / "data" / "trigger-free-scans.json").read_text())
     assert scans["cut"] == DECISION_CUT
-    reference = json.loads((ROOT / "docs" / "data" / "trigger-free-scan-reference.json").read_text())
+    reference = json.loads((ROOT / "docs" / "research" / "data" / "trigger-free-scan-reference.json").read_text())
     assert reference["cut"] == REFERENCE_CUT and reference["way"] == "difference"
-    rows = json.loads((ROOT / "docs" / "data" / "trigger-free-detect.json").read_text())
+    rows = json.loads((ROOT / "docs" / "research" / "data" / "trigger-free-detect.json").read_text())
     script = load_script()
     entry = script.detect_entry(rows, DEFAULT_DETECTOR.replace("+", " + "), f"z{DEFAULT_Z}")
     assert entry == script.build()["detect"]

@@ -1,4 +1,4 @@
-"""scripts/training_losses.py, the loss table of docs/research/reproduction.md: last-epoch means per
+"""research/training_losses.py, the loss table of docs/research/reproduction.md: last-epoch means per
 defense, unfinished cleanings left out, masking ranges of one defense, and its errors."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "training_losses.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "research" / "training_losses.py"
 spec = importlib.util.spec_from_file_location("training_losses", SCRIPT)
 training_losses = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(training_losses)

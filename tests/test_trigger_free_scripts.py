@@ -1,5 +1,5 @@
-"""The statistics of the trigger-free measurements (scripts/cleaning_evidence.py,
-scripts/scan_grid.py), checked on hand-computed cases."""
+"""The statistics of the trigger-free measurements (research/cleaning_evidence.py,
+research/scan_grid.py), checked on hand-computed cases."""
 from __future__ import annotations
 
 import importlib.util
@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "research" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -82,7 +82,7 @@ def test_the_shipped_reference_measurement_is_what_the_recorded_scans_give():
     import json
 
     sr = script("scan_reference")
-    data = ROOT / "docs" / "data"
+    data = ROOT / "docs" / "research" / "data"
     got = sr.measure(json.loads((data / "trigger-free-scans.json").read_text())["records"])
     shipped = json.loads((data / "trigger-free-scan-reference.json").read_text())
     assert (got["way"], got["cut"]) == (shipped["way"], shipped["cut"])

@@ -331,7 +331,7 @@ def write_reports(rows: list[dict[str, Any]], out: Path, cleans: list[dict[str, 
 
 
 def held_out_summary(record: dict[str, Any]) -> str:
-    """What a shipped held-out record (``scripts/heldout_record.py``) says, as plain lines: per
+    """What a shipped held-out record (``research/heldout_record.py``) says, as plain lines: per
     defense, the per-run checks on the worlds its setting was chosen on and on those it was
     not. ``tacleaner demo`` prints it after its own runs, so its verdict is never read as a
     promise about worlds it did not see."""

@@ -15,7 +15,7 @@ from tacleaner.fileio import check_inputs_outside
 from .common import is_main
 from .options import AddCommand, add_run_folder_options, positive_int
 
-HELD_OUT_RECORD = "demo.heldout.json"  # what experiments/demo-heldout.yaml measured (scripts/heldout_record.py)
+HELD_OUT_RECORD = "demo.heldout.json"  # what experiments/demo-heldout.yaml measured (research/heldout_record.py)
 
 
 def add_parsers(add: AddCommand) -> None:

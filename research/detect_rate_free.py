@@ -3,7 +3,7 @@
 the backdoored model, its recall at the poison count, and what the distribution's own cut
 (robust z-score, no rate) removes.
 
-    python scripts/detect_rate_free.py RUN OUT_JSON [--tune-world 10] [--page PAGE.md] [--threads 1]
+    python research/detect_rate_free.py RUN OUT_JSON [--tune-world 10] [--page PAGE.md] [--threads 1]
 
 Each unit's raw image features and caption features are computed once, into FEATURES/ (kept,
 so that other code scores the same features), and scored by every candidate; OUT_JSON is
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         print(world, attack, {k: v["auroc"] for k, v in done[(world, attack, unit.name)].items() if isinstance(v, dict)},
               flush=True)
     if args.page:
-        command = f"python scripts/detect_rate_free.py {args.run} {args.out} --tune-world {args.tune_world}"
+        command = f"python research/detect_rate_free.py {args.run} {args.out} --tune-world {args.tune_world}"
         ref = json.loads(args.reference.read_text()) if args.reference else None
         args.page.write_text(headline(list(done.values()), args.tune_world, ref) + "\n\n"
                              + page(list(done.values()), args.tune_world, command) + "\n")

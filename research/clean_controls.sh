@@ -2,8 +2,8 @@
 # Clean models for measuring the scan's false-positive rate: each world's pretrained model of a
 # finished grid fine-tuned without poison, five ways (the implant set at the implant's schedule
 # with two more seeds, at twice and at 0.4 times its rate, and CleanCLIP on the clean split at
-# the demo's schedule). Written where scripts/scan_grid.py --controls looks for them:
-#   scripts/clean_controls.sh runs/trigger-free runs/controls 10 11 12
+# the demo's schedule). Written where research/scan_grid.py --controls looks for them:
+#   research/clean_controls.sh runs/trigger-free runs/controls 10 11 12
 # A finished model is skipped, so the script resumes.
 set -euo pipefail
 run=$1; out=$2; shift 2

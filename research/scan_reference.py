@@ -2,7 +2,7 @@
 experiments/trigger-free.yaml from their recorded scans (docs/research/data/trigger-free-scans.json:
 every class's attraction under each probe, as `tacleaner scan` measured it):
 
-    python scripts/scan_reference.py docs/research/data/trigger-free-scans.json docs/research/data/trigger-free-scan-reference.json
+    python research/scan_reference.py docs/research/data/trigger-free-scans.json docs/research/data/trigger-free-scan-reference.json
 
 Each world's reference is its pretrained model, the model every other model of the world was
 fine-tuned from (a downloaded fine-tune's public base plays this part for a user). The pretrained

@@ -2,7 +2,7 @@
 (world, attack, implant seed), the implant set's poisoned rows are known; each detector scores
 that set with the backdoored model and with the clean model from before the attack.
 
-    python scripts/detect_grid.py RUN_FOLDER OUT_JSON [--page docs/research/results-detect.md] \
+    python research/detect_grid.py RUN_FOLDER OUT_JSON [--page docs/research/results-detect.md] \
         [--tune-world 4 | --tune-world none] [--threads 1]
 
 Embeddings are computed once per (unit, model) and shared by every detector setting. The
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         print(world, attack, unit.name, {k: v for k, v in done[key].items() if "/" in k and "seconds" not in k},
               flush=True)
     if args.page:
-        command = (f"python scripts/detect_grid.py {args.label or args.run} DETECTORS.json "
+        command = (f"python research/detect_grid.py {args.label or args.run} DETECTORS.json "
                    f"--tune-world {'none' if args.tune_world is None else args.tune_world}")
         args.page.write_text(page(list(done.values()), args.tune_world, command) + "\n")
     return 0

@@ -1,7 +1,7 @@
 """Each defense's loss terms at the end of training, over every cleaning of an experiment folder,
 and TA-Cleaner's false-negative masking counts (docs/research/reproduction.md, "Why the parts do not help").
 
-    python scripts/training_losses.py runs/ta-evidence
+    python research/training_losses.py runs/ta-evidence
 
 For each defense: the number of finished cleanings and the mean, over them, of the last epoch's
 summary line in ``metrics.jsonl`` (CLIP loss, in-modal loss, TA loss, masked columns per batch;

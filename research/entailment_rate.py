@@ -8,7 +8,7 @@ for each it prints: captions, coverage (captions with at least one positive and 
 negatives, and the share that :func:`tacleaner.text.quality.entailed` flags (the replacement is
 a synonym, hypernym or similar-to of the replaced word in any WordNet sense: an upper bound).
 
-    python scripts/entailment_rate.py [FILE ...] [--mode wordnet|random] [--examples N] [--json]
+    python research/entailment_rate.py [FILE ...] [--mode wordnet|random] [--examples N] [--json]
 """
 from __future__ import annotations
 

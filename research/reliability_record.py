@@ -2,7 +2,7 @@
 their answers (src/tacleaner/configs/reliability.json) from the measurements shipped in
 docs/research/data/ (docs/research/results-trigger-free.md says how each was made):
 
-    python scripts/reliability_record.py [--check]
+    python research/reliability_record.py [--check]
 
 --check compares the shipped record with what the data give and exits 1 on a difference (the
 test suite runs it).
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "docs" / "data"
+DATA = ROOT / "docs" / "research" / "data"
 RECORD = ROOT / "src" / "tacleaner" / "configs" / "reliability.json"
 PAGE = "docs/research/results-trigger-free.md"
 SIX = ("badnet", "blended", "sig", "wanet", "ssba", "badclip")
@@ -37,7 +37,7 @@ def detect_entry(rows: list[dict], detector: str = "norm + disagreement", cut: s
 
 
 def scan_entry(records: list[dict], cut: float) -> dict:
-    sys.path.insert(0, str(ROOT / "scripts"))
+    sys.path.insert(0, str(ROOT / "research"))
     from scan_grid import LEARNED, signal_rows
 
     kinds = ["linf", "patch"]
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(record, indent=1) + "\n"
     if args.check:
         if RECORD.read_text() != text:
-            print(f"{RECORD} differs from what {DATA} gives: run scripts/reliability_record.py", file=sys.stderr)
+            print(f"{RECORD} differs from what {DATA} gives: run research/reliability_record.py", file=sys.stderr)
             return 1
         return 0
     RECORD.write_text(text)

@@ -3,7 +3,7 @@ held-out record, from the rows the pages record ("Every run:" tables), under the
 rule (``report.per_run_checks``: removed = back within 5 points of the clean model's ASR@1,
 reduced = halved; both with CA within 5 points). Nothing is retrained:
 
-    python scripts/rederive_verdicts.py docs/research/results-demo-heldout.md \
+    python research/rederive_verdicts.py docs/research/results-demo-heldout.md \
         docs/research/results-par-heldout.md docs/research/results-tacleaner-heldout.md \
         --record src/tacleaner/configs/demo.heldout.json
 

@@ -3,7 +3,7 @@
 and clean controls: the pretrained model fine-tuned on the implant set without poison, found
 under --controls or as a grid's implant that poisoned no pair).
 
-    python scripts/scan_grid.py OUT_JSON RUN [RUN ...] [--controls DIR] [--page PAGE.md] \
+    python research/scan_grid.py OUT_JSON RUN [RUN ...] [--controls DIR] [--page PAGE.md] \
         [--choose-world 0] [--threads 1]
 
 Each model is scanned once with every probe kind (``linf,patch``, ``top`` 0: no trigger
@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.page:
             args.page.with_suffix(".decision.md").write_text("\n".join(lines) + "\n")
     if args.page:
-        command = (f"python scripts/scan_grid.py SCANS.json {' '.join(str(r) for r in args.runs)}"
+        command = (f"python research/scan_grid.py SCANS.json {' '.join(str(r) for r in args.runs)}"
                    + (f" --controls {args.controls}" if args.controls else "") + f" --choose-world {args.choose_world}"
                    + (f" --after {' '.join(args.after)}" if args.after else ""))
         args.page.write_text(page(list(done.values()), args.choose_world, command, args.after) + "\n")

@@ -4,8 +4,8 @@ with each defense, scan the cleaned model with ``--before``, evaluate the true A
 scan never sees), and measure how well the after-cleaning measure ranks the true ASR@1
 (Spearman's rho with a 95% interval).
 
-    python scripts/cleaning_evidence.py RUN OUT_DIR [--worlds 11 12] [--attacks ID ...] [--defenses D ...] [--jobs 2]
-    python scripts/cleaning_evidence.py RUN OUT_DIR --summary docs/research/data/cleaning-evidence.json
+    python research/cleaning_evidence.py RUN OUT_DIR [--worlds 11 12] [--attacks ID ...] [--defenses D ...] [--jobs 2]
+    python research/cleaning_evidence.py RUN OUT_DIR --summary docs/research/data/cleaning-evidence.json
 
 Every step is a `tacleaner` command (scan, clean, scan --before, evaluate) writing its folder
 under OUT_DIR/<world>/<attack>/; a step whose output exists is skipped, so a stopped run resumes.

@@ -3,7 +3,7 @@ grid, showing a clean image, the same image with the attack's real trigger, and 
 patches the defense inverts first (before any training, on the backdoored model: its epoch-0
 inversion, which is deterministic), labelled with the target it found and each patch's flip rate.
 
-    python scripts/inversion_figure.py --grid runs/badclip --attacks badclip trojvqa badnet --out docs/research/inversion.png
+    python research/inversion_figure.py --grid runs/badclip --attacks badclip trojvqa badnet --out docs/research/inversion.png
 
 Reads the grid's folders (world0/data, world0/ATTACK/implantI/{poison,backdoored}); writes one PNG.
 """

@@ -1,7 +1,7 @@
 """Summarise a held-out grid (``tacleaner run`` of a config with ``conditions``) into the small
 JSON record that ``tacleaner demo`` prints beside its own runs, and its results page:
 
-    python scripts/heldout_record.py experiments/demo-heldout.yaml runs/demo-heldout \
+    python research/heldout_record.py experiments/demo-heldout.yaml runs/demo-heldout \
         src/tacleaner/configs/demo.heldout.json --page docs/research/results-demo-heldout.md
 
 The record keeps, per defense, the setting the selection chose on the tune set, its per-run
@@ -89,7 +89,7 @@ def main() -> None:
                   f"only, one torch thread per stage. Test worlds finished: {', '.join(map(str, done))} of "
                   f"{', '.join(map(str, planned))}"
                   + (" (the grid resumes with `--resume`; this page is made from the finished units by "
-                     "`scripts/heldout_record.py`)" if len(done) < len(planned) else "") + ". "
+                     "`research/heldout_record.py`)" if len(done) < len(planned) else "") + ". "
                   "Another machine's arithmetic moves every number by a few points (a world seed is a larger "
                   "perturbation: the spread across the test worlds is the spread to expect).\n\n")
         write_text(args.page, header + page)

@@ -1,7 +1,7 @@
 """What `tacleaner audit` decided, against the truth, on models whose truth is known.
 
-    python scripts/audit_record.py demo RUN OUT_DIR OUT_JSON      # RUN: a `tacleaner demo` folder
-    python scripts/audit_record.py heldout RUN OUT_DIR OUT_JSON [--controls DIR] [--worlds 11 12] [--jobs 2]
+    python research/audit_record.py demo RUN OUT_DIR OUT_JSON      # RUN: a `tacleaner demo` folder
+    python research/audit_record.py heldout RUN OUT_DIR OUT_JSON [--controls DIR] [--worlds 11 12] [--jobs 2]
 
 ``demo``: the demo's backdoored model audited end to end (against its pretrained model as
 ``--base``, its training pairs, cleaning on the world's clean pairs), the same model without
@@ -10,7 +10,7 @@ of the backdoored and of the chosen cleaned model (`tacleaner evaluate --trigger
 audit never sees. Each audit's wall time is recorded.
 
 ``heldout``: every model of a finished experiments/trigger-free.yaml grid (and its clean
-controls, scripts/clean_controls.sh) audited as shipped, scan only, against its world's pretrained
+controls, research/clean_controls.sh) audited as shipped, scan only, against its world's pretrained
 model as ``--base`` (the pretrained models themselves without one): how often the report's
 decision agrees with the truth. Each world's pretrained model is audited first; its scan is the
 same computation as the base scan of every other audit of that world (same model, images and
