@@ -1,7 +1,7 @@
 """How many negative subtexts a picture of the caption may still fit, before and after refusing
 near-equivalent replacements (``SubtextConfig.refuse_entailed``).
 
-A negative must contradict the image (DESIGN.md, "Subtexts: negatives must be false of the
+A negative must contradict the image (docs/design.md, "Subtexts: negatives must be false of the
 image"). For each caption file (one caption per line; default: the shared CC3M and Flickr8k
 samples) subtexts are generated twice, with the refusal off ("before") and on ("after"), and
 for each it prints: captions, coverage (captions with at least one positive and one negative),

@@ -2,7 +2,7 @@
 
 Two selected samples whose positives are "A red circle." and "red circles" describe images that
 both fit either text; one must not be pushed away from the other's positive as if it were a
-negative (DESIGN.md, "Subtexts: negatives must be false of the image"). Comparing exact strings
+negative (docs/design.md, "Subtexts: negatives must be false of the image"). Comparing exact strings
 misses such pairs, so texts are compared by a key: lowercase, punctuation dropped, the articles
 a/an/the dropped, and simple plurals folded ("circles" -> "circle", "boxes" -> "box",
 "berries" -> "berry", "men" -> "man"; "movies" -> "movy" is a known miss). Pure string rules,
