@@ -84,7 +84,7 @@ def main() -> None:
     if args.page:
         done, planned = rec["worlds"]["test"], rec["test_worlds_planned"]
         header = (f"# Results: `{args.config.name}` (held-out conditions)\n\n"
-                  f"Back to the [README](../README.md); how the settings are chosen: [selection.md](selection.md).\n\n"
+                  f"Back to the [research record](index.md); how the settings are chosen: [selection.md](../selection.md).\n\n"
                   f"`{args.command}`, measured {rec['measured']} on {rec['cpu_model']} (torch {rec['torch']}), CPU "
                   f"only, one torch thread per stage. Test worlds finished: {', '.join(map(str, done))} of "
                   f"{', '.join(map(str, planned))}"

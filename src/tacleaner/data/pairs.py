@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 
 from ..errors import TacleanerError
 from .columns import ColumnBuilder, PathColumn
+from .decode import decode
 from .shards import is_member, is_shard_spec, member_bytes, read_shards
 from .table import SKIP_CAUSES, PairTable, describe_skipped
 
@@ -118,15 +119,17 @@ def image_size(path: str | Path) -> tuple[int, int]:
 
 
 def load_image(path: str | Path) -> Image.Image:
-    """Open an image as RGB, or fail with a one-line error naming the file
-    (:class:`MissingImage` or :class:`UnreadableImage`, which training counts apart)."""
+    """Open an image as 8-bit RGB as a person sees it (:func:`~.decode.decode`: EXIF orientation
+    applied, transparency composited onto white, high bit depths scaled), or fail with a
+    one-line error naming the file (:class:`MissingImage` or :class:`UnreadableImage`, which
+    training counts apart)."""
     try:
         source = image_source(path)
     except TacleanerError as e:  # a shard or shard member that is not there
         raise MissingImage(str(e)) from None
     try:
         with Image.open(source) as img:
-            return img.convert("RGB")
+            return decode(img)
     except FileNotFoundError:
         raise MissingImage(f"{path}: image file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
