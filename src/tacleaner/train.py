@@ -339,12 +339,33 @@ def _step(run: _Run, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], to
     if cfg.grad_clip > 0:
         scaler.unscale_(optimizer)  # clipping sees the true gradients
         torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+    lr = optimizer.param_groups[0]["lr"]
     scaler.step(optimizer)
     scaler.update()
     run.scheduler.step()
     with torch.no_grad():
         run.model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+    _check_finite(run, loss, lr)
     return losses, loss
+
+
+def _check_finite(run: _Run, loss: torch.Tensor, lr: float) -> None:
+    """Stop the run, on every rank, when the step's loss or any parameter after it is not finite
+    (a learning rate far too high): one error naming the step and the rate, and nothing written
+    as complete (the last epoch's checkpoint stays as it was)."""
+    with torch.no_grad():
+        params = [p for p in run.model.parameters()]
+        ok = torch.isfinite(loss.detach()) & torch.isfinite(torch.nn.utils.get_total_norm(params, foreach=True))
+    good = bool(ok)
+    if run.dist.enabled:  # a rank's NaN reaches every rank's weights through DDP; agree before stopping
+        good = all(v[0] for v in run.dist.all_gather_ints([int(good)], run.device))
+    if not good:
+        what = "loss" if not bool(torch.isfinite(loss.detach())) else "weights"
+        raise TacleanerError(
+            f"{run.out}: training diverged at step {run.scheduler.last_epoch} (learning rate {lr:.3g} at that step; "
+            f"the run's lr {run.cfg.lr:g}): the {what} "
+            f"became NaN or infinite; nothing was written as complete. Lower --lr (or the config's lr) and start "
+            "again with --overwrite or a new --out")
 
 
 def _end_epoch(run: _Run, epoch: int, at: EpochProgress, warned: bool) -> tuple[dict[str, int], bool]:
