@@ -117,3 +117,15 @@ def test_wordnet_id_folders_map_to_imagenet_indices_whole_or_subset(tmp_path):
     sub, sub_classes = present_classes(data, classes)
     assert sub.labels == [0, 1, 2] and sub_classes.classnames[1] == "banana"
     assert sub_classes.templates == classes.templates
+
+
+def test_a_duplicated_class_is_named_with_both_places(tmp_path):
+    import json
+
+    from tacleaner.data.zeroshot import read_classes
+    from tacleaner.errors import TacleanerError
+
+    path = tmp_path / "classes.json"
+    path.write_text(json.dumps({"classnames": ["cat", "dog", "red star", "dog"]}))
+    with pytest.raises(TacleanerError, match=r"classes.json: class names are not unique: 'dog' is class 1 and class 3"):
+        read_classes(path)

@@ -55,8 +55,11 @@ def read_classes(path: str | Path) -> Classes:
     bad = [t for t in templates if not isinstance(t, str) or "{}" not in t]
     if bad:
         raise TacleanerError(f"{path}: template {bad[0]!r} has no '{{}}' for the class name")
-    if len(set(obj["classnames"])) != len(obj["classnames"]):
-        raise TacleanerError(f"{path}: class names are not unique")
+    seen: dict[str, int] = {}
+    for i, name in enumerate(obj["classnames"]):
+        if name in seen:
+            raise TacleanerError(f"{path}: class names are not unique: {name!r} is class {seen[name]} and class {i}")
+        seen[name] = i
     return Classes([str(c) for c in obj["classnames"]], list(templates))
 
 
