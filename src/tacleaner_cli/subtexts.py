@@ -26,17 +26,25 @@ def add_parsers(add: AddCommand) -> None:
 
 
 def subtexts(args: argparse.Namespace) -> int:
+    import sys
+
     from tacleaner.text.subtexts import SubtextConfig, SubtextGenerator
+    from tacleaner.text.usable import SUPPORTED_LANGUAGES, count_causes, describe, unusable_cause
 
     captions = _read_captions(Path(args.captions))
     cfg = SubtextConfig(spacy_model=args.spacy_model, seed=args.seed, negatives_per_positive=args.m,
                         negative_mode=args.negative_mode)
     results = SubtextGenerator(cfg, vocabulary=captions).generate(captions)
+    causes = [unusable_cause(r.caption, bool(r.positives), bool(r.negatives), args.m > 0) for r in results]
+    counts = count_causes(causes)
+    summary = (f"unusable for TA-Cleaner's subtext term: {describe(counts, len(results))} "
+               f"(supported: {', '.join(SUPPORTED_LANGUAGES)})")
     if args.json:
         print(json.dumps([{"caption": r.caption, "positives": list(r.positives),
-                           "negatives": [n.text for n in r.negatives],
-                           "negative_details": [dataclasses.asdict(n) for n in r.negatives]} for r in results],
-                         indent=1))
+                           "negatives": [n.text for n in r.negatives], "unusable": cause,
+                           "negative_details": [dataclasses.asdict(n) for n in r.negatives]}
+                          for r, cause in zip(results, causes)], indent=1))
+        print(summary, file=sys.stderr)
         return 0
     for r in results:
         print(r.caption)
@@ -44,6 +52,7 @@ def subtexts(args: argparse.Namespace) -> int:
             print(f"  + {p}")
         for n in r.negatives:
             print(f"  - {n.text}    [{n.kind}: {n.source} -> {n.replacement}, {n.origin}]")
+    print(summary)
     return 0
 
 

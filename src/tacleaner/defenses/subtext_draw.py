@@ -20,6 +20,7 @@ import torch
 from ..fileio import read_json, write_json
 from ..text.normalise import subtext_key
 from ..text.prefetch import SubtextPrefetcher
+from ..text.usable import count_causes, unusable_cause
 
 if TYPE_CHECKING:  # the generator's module (and its parser) loads when a run sets one up
     from ..text.subtexts import SubtextGenerator
@@ -81,10 +82,13 @@ class SubtextDraw:
         if self.prefetch_from and len(chosen) >= self.prefetch_from:
             self._prefetch(epoch + 1)  # parsed while this epoch trains
         positives, negatives, masks, self.selected = [], [], [], {}
-        dropped = 0
+        dropped, causes = 0, []
         for i, sub in zip(chosen, subtexts):
             if (self.use_positives and not sub.positives) or (self.uses_negatives and not sub.negatives):
-                continue  # the generator found nothing usable for this caption
+                # the generator found nothing usable for this caption: counted by cause
+                causes.append(unusable_cause(self.captions[i], bool(sub.positives) or not self.use_positives,
+                                             bool(sub.negatives), self.uses_negatives))
+                continue
             pos = sub.positives[rng.integers(len(sub.positives))] if self.use_positives else self.captions[i]
             if self.uses_negatives:
                 negs, same = self._negatives_for(sub, pos, rng)
@@ -96,9 +100,10 @@ class SubtextDraw:
         self.pos_tokens = self.tokenizer(positives) if positives else None
         self.neg_tokens = self.tokenizer(negatives) if negatives else None
         self.neg_mask = torch.tensor(masks, dtype=torch.bool).view(len(masks), self.m)
-        self._key_positives(epoch, positives, dropped)
+        self._key_positives(epoch, positives, dropped, len(chosen), count_causes(causes))
 
-    def _key_positives(self, epoch: int, positives: list[str], dropped: int) -> None:
+    def _key_positives(self, epoch: int, positives: list[str], dropped: int, drawn: int,
+                       unusable: dict[str, int]) -> None:
         """Give equivalent positives one id (``pos_key``, by first appearance) and record the
         epoch's counts for :meth:`write_report`: pairs of selected samples whose positives are
         equivalent (the loss masks them when they share a batch) and negatives dropped for
@@ -107,7 +112,8 @@ class SubtextDraw:
         self.pos_key = torch.tensor([ids.setdefault(subtext_key(p), len(ids)) for p in positives], dtype=torch.long)
         sizes = torch.bincount(self.pos_key, minlength=1)
         self.masking = [e for e in self.masking if e["epoch"] != epoch + 1] + [{
-            "epoch": epoch + 1, "selected": len(positives), "distinct_positives": len(ids),
+            "epoch": epoch + 1, "drawn": drawn, "unusable": unusable, "selected": len(positives),
+            "distinct_positives": len(ids),
             "duplicate_positive_pairs": int((sizes * (sizes - 1) // 2).sum()),
             "negatives_equal_to_positive": dropped,
         }]
@@ -145,7 +151,8 @@ class SubtextDraw:
         return out
 
     def write_report(self, out: str | Path) -> None:
-        """``subtext_masking.json``: per epoch, the selected samples, their distinct positives,
+        """``subtext_masking.json``: per epoch, the samples drawn, those unusable by cause
+        (:mod:`tacleaner.text.usable`), the selected (usable) samples, their distinct positives,
         the pairs of them whose positives are equivalent (masked where they share a batch) and
         the negatives equivalent to their own positive (dropped when ``mask_false_negatives``).
         A resumed run keeps the epochs written before it stopped."""

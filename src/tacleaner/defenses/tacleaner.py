@@ -136,6 +136,24 @@ class TACleaner(CleanCLIP):
     def on_epoch_start(self, epoch: int) -> None:
         super().on_epoch_start(epoch)
         self.subtexts.start_epoch(epoch)
+        self._warn_unusable()
+
+    def _warn_unusable(self) -> None:
+        """One warning line per run (first process only) when more than ``usable.WARN_SHARE`` of
+        an epoch's drawn captions give the subtext term nothing."""
+        import warnings
+
+        from ..text.usable import SUPPORTED_LANGUAGES, WARN_SHARE, describe
+
+        last = self.subtexts.masking[-1]
+        bad = sum(last["unusable"].values())
+        if getattr(self, "_warned_unusable", False) or not self.dist.is_main or bad <= WARN_SHARE * last["drawn"]:
+            return
+        self._warned_unusable = True
+        warnings.warn(f"TA-Cleaner: epoch {last['epoch']}: {describe(last['unusable'], last['drawn'])} of the captions "
+                      f"drawn for subtexts give none (supported: {', '.join(SUPPORTED_LANGUAGES)}); the subtext term "
+                      "trains on the rest only, so the defense is weaker than configured (counts per epoch: "
+                      "subtext_masking.json)")
 
     def close(self) -> None:
         if getattr(self, "subtexts", None) is not None:
