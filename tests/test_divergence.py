@@ -43,3 +43,28 @@ def test_a_sane_rate_is_not_stopped(world, tmp_path, capsys):
                  "--epochs", "1", "--batch-size", "64", "--lr", "1e-3", "--threads", "1", "--max-steps", "3"])
     assert code == 0, capsys.readouterr().err
     assert _complete(out)
+
+
+def test_captions_cut_by_the_tokenizer_are_counted_like_skips(world, tmp_path, capsys):
+    """A caption longer than the tokenizer's 77 tokens is cut: counted in the log, metadata.json
+    and one warning line, as skipped images are."""
+    import csv
+
+    rows = list(csv.DictReader(open(world / "clean.csv", newline="")))[:64]
+    long = " ".join(["a red star next to a blue circle"] * 20)  # about 160 tokens
+    for row in rows[:5]:
+        row["caption"] = long
+    data = tmp_path / "long.csv"
+    with open(data, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["image", "caption"])
+        w.writeheader()
+        w.writerows({"image": str((world / r["image"]).resolve()), "caption": r["caption"]} for r in rows)
+    out = tmp_path / "run"
+    code = main(["train", "--data", str(data), "--model", "tacleaner-tiny-rn", "--out", str(out), "--epochs", "1",
+                 "--batch-size", "32", "--threads", "1", "--lr", "1e-4"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert json.loads((out / "metadata.json").read_text())["truncated_captions"] == 5
+    assert "5 captions longer than the tokenizer's context were cut" in (out / "log.txt").read_text()
+    warned = [line for line in err.splitlines() if "longer than the tokenizer's context" in line]
+    assert len(warned) == 1 and warned[0].startswith("warning:") and "5 of 64 captions" in warned[0]

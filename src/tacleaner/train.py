@@ -192,7 +192,7 @@ def train(
             write_json(out / "metadata.json", {
                 "completed": True, "epochs": cfg.epochs, "steps": run.scheduler.last_epoch,
                 "model": "model.safetensors", "model_name": bundle.model_name, "objective": objective.name,
-                **run.run_info, "pairs": len(table), "skipped": counts,
+                **run.run_info, "pairs": len(table), "skipped": counts, "truncated_captions": _truncated(run),
                 "environment": environment(device, run.precision)})
             run.checkpoint.discard()  # after metadata.json: a run stopped between the two still resumes
         dist.barrier()  # no rank reads the run folder before it is complete
@@ -256,7 +256,16 @@ def _prepare_data(run: _Run) -> None:
     run.log(f"training {run.bundle.model_name} on {len(table)} pairs ({table.source}) with {run.objective.name}: "
             f"{cfg.epochs} epochs x {run.steps_per_epoch} steps, device {run.device} ({run.precision})"
             + (f", {dist.world_size} processes ({distributed.backend()})" if dist.enabled else "")
-            + (f"; left out when reading: {describe_skipped(_dropped(table))}" if _dropped(table) else ""))
+            + (f"; left out when reading: {describe_skipped(_dropped(table))}" if _dropped(table) else "")
+            + (f"; {_truncated(run)} captions longer than the tokenizer's context were cut" if _truncated(run) else ""))
+    if _truncated(run) and dist.is_main:
+        warnings.warn(f"{table.source}: {_truncated(run)} of {len(table)} captions are longer than the tokenizer's "
+                      f"context and were cut to it; counted in {run.out / 'log.txt'} and metadata.json")
+
+
+def _truncated(run: _Run) -> int:
+    """Captions the objective's tokenizer cut (0 for an objective that keeps no token table)."""
+    return int(getattr(run.objective, "truncated", 0) or 0)
 
 
 def _loader(run: _Run, epoch: int, start: int) -> DataLoader:

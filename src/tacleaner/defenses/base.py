@@ -91,6 +91,7 @@ class ClipObjective(Objective):
         self._clip_loss = ClipLoss()
         # Captions are fixed, so tokenise them once rather than in every batch of every epoch.
         self.tokens = tokenize_all(bundle.tokenizer, table.captions)
+        self.truncated = count_truncated(bundle.tokenizer, self.tokens)
 
     def collate(self, samples: list[dict]) -> dict[str, Any]:
         """Turn dataset samples into a batch, dropping (and counting) unreadable images."""
@@ -151,6 +152,16 @@ def tokenize_all(tokenizer, texts, chunk: int = 4096) -> torch.Tensor:
             out = torch.empty((len(texts), part.shape[1]), dtype=torch.int32)
         out[i:i + len(part)] = part
     return out if out is not None else torch.empty((0, 0), dtype=torch.int32)
+
+
+def count_truncated(tokenizer, tokens: torch.Tensor) -> int:
+    """Captions the tokenizer cut at its context length: rows whose last position is not padding
+    (the padding id is what an empty text ends with; a caption of exactly the context length
+    counts too, which is rare)."""
+    if not len(tokens):
+        return 0
+    pad = int(tokenizer([""])[0, -1])
+    return int((tokens[:, -1] != pad).sum())
 
 
 def batch_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -96,6 +96,7 @@ class Combination(Objective):
         for part in self.parts:
             part.dist = self.dist
             part.setup(bundle, table, seed)
+        self.truncated = max(int(getattr(part, "truncated", 0) or 0) for part in self.parts)  # the same captions
 
     def check_ready(self) -> None:
         for part in self.parts:
