@@ -23,11 +23,8 @@ def test_the_causes_one_caption_at_a_time():
     assert unusable_cause("a star", True, False, need_negatives=False) is None
 
 
-def test_an_epoch_counts_unusable_captions_and_warns_once(world, tmp_path):
-    from tacleaner.data.pairs import read_pairs
-    from tacleaner.defenses import create_defense
-    from tacleaner.models import create_model
-
+def _mixed(world, tmp_path):
+    """Eight of the world's clean pairs, four of them captioned outside English."""
     rows = list(csv.DictReader(open(world / "clean.csv", newline="")))[:8]
     foreign = ["一只红色的星星", "красная звезда на тёмном фоне", "🌟🌟🌟", "..."]
     for row, caption in zip(rows[4:], foreign):
@@ -37,6 +34,15 @@ def test_an_epoch_counts_unusable_captions_and_warns_once(world, tmp_path):
         w = csv.DictWriter(f, fieldnames=["image", "caption"])
         w.writeheader()
         w.writerows({"image": str((world / r["image"]).resolve()), "caption": r["caption"]} for r in rows)
+    return path
+
+
+def test_an_epoch_counts_unusable_captions_and_warns_once(world, tmp_path):
+    from tacleaner.data.pairs import read_pairs
+    from tacleaner.defenses import create_defense
+    from tacleaner.models import create_model
+
+    path = _mixed(world, tmp_path)
     torch.manual_seed(0)
     objective = create_defense("tacleaner", k=1.0, m=2, aug_images=False, prefetch_from=0)
     objective.setup(create_model("tacleaner-tiny-rn"), read_pairs(path), seed=0)
@@ -84,3 +90,23 @@ def test_the_subtexts_command_reports_the_same_counts(tmp_path, capsys):
     out = capsys.readouterr()
     assert [r["unusable"] for r in json.loads(out.out)] == [None, "language not supported", "language not supported"]
     assert "2 of 3" in out.err
+
+
+def test_clean_logs_and_records_the_counts(world, tmp_path, capsys):
+    import json
+
+    from tacleaner.models import create_model, save_model
+    from tacleaner_cli import main
+
+    start = tmp_path / "start.safetensors"
+    save_model(create_model("tacleaner-tiny-rn"), start)
+    out = tmp_path / "run"
+    code = main(["clean", "--defense", "tacleaner", "--param", "k=1.0", "--param", "prefetch_from=0",
+                 "--checkpoint", str(start), "--data", str(_mixed(world, tmp_path)), "--out", str(out),
+                 "--epochs", "1", "--batch-size", "8", "--threads", "1"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "subtexts unusable: 4 of 8 (50%: 4 language not supported)" in (out / "log.txt").read_text()
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["subtexts"]["unusable"]["language not supported"] == 4 and meta["subtexts"]["drawn"] == 8
+    assert len([line for line in err.splitlines() if line.startswith("warning: TA-Cleaner")]) == 1, err

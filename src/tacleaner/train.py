@@ -193,6 +193,7 @@ def train(
                 "completed": True, "epochs": cfg.epochs, "steps": run.scheduler.last_epoch,
                 "model": "model.safetensors", "model_name": bundle.model_name, "objective": objective.name,
                 **run.run_info, "pairs": len(table), "skipped": counts, "truncated_captions": _truncated(run),
+                **run.objective.run_metadata(),
                 "environment": environment(device, run.precision)})
             run.checkpoint.discard()  # after metadata.json: a run stopped between the two still resumes
         dist.barrier()  # no rank reads the run folder before it is complete
@@ -387,7 +388,9 @@ def _end_epoch(run: _Run, epoch: int, at: EpochProgress, warned: bool) -> tuple[
         run.sink.epoch({"epoch": epoch + 1, "summary": True, **means, "pairs": at.seen, "skipped_images": at.skipped,
                         **{f"skipped_{k}": v for k, v in counts.items()},
                         "seconds": at.seconds, "pairs_per_s": at.seen / at.seconds}, run.scheduler.last_epoch)
-    run.log(f"epoch {epoch + 1}/{run.cfg.epochs}: loss {means['loss']:.4f}, {at.seen / at.seconds:.3g} pairs/s{skips}")
+    note = run.objective.epoch_note()
+    run.log(f"epoch {epoch + 1}/{run.cfg.epochs}: loss {means['loss']:.4f}, {at.seen / at.seconds:.3g} pairs/s{skips}"
+            + (f"; {note}" if note else ""))
     run.checkpoint.save(epoch + 1)
     return counts, warned or bool(skips)
 

@@ -62,6 +62,15 @@ class Objective:
     def close(self) -> None:
         """Called when training ends (or fails): stop any background work."""
 
+    def epoch_note(self) -> str:
+        """What the run log's line for the epoch just prepared adds about this objective (words,
+        or "")."""
+        return ""
+
+    def run_metadata(self) -> dict[str, Any]:
+        """What ``metadata.json`` of the finished run records about this objective."""
+        return {}
+
     def collate(self, samples: list[dict]) -> dict[str, Any]:
         """Turn dataset samples into a batch with its ``size``, ``skipped`` and ``missing`` counts."""
         raise NotImplementedError

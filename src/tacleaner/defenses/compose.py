@@ -106,6 +106,12 @@ class Combination(Objective):
         for part in self.parts:
             part.write_report(out)
 
+    def epoch_note(self) -> str:
+        return "; ".join(note for part in self.parts if (note := part.epoch_note()))
+
+    def run_metadata(self) -> dict[str, Any]:
+        return {k: v for part in self.parts for k, v in part.run_metadata().items()}
+
     def state(self) -> dict[str, Any] | None:
         states = {str(i): st for i, part in enumerate(self.parts) if (st := part.state()) is not None}
         return states or None

@@ -138,6 +138,17 @@ class TACleaner(CleanCLIP):
         self.subtexts.start_epoch(epoch)
         self._warn_unusable()
 
+    def epoch_note(self) -> str:
+        from ..text.usable import describe
+
+        last = self.subtexts.masking[-1] if self.subtexts.masking else None
+        return f"subtexts unusable: {describe(last['unusable'], last['drawn'])}" if last else ""
+
+    def run_metadata(self) -> dict[str, Any]:
+        """The last epoch's subtext counts: drawn, unusable by cause, selected."""
+        last = self.subtexts.masking[-1] if self.subtexts.masking else None
+        return {"subtexts": {k: last[k] for k in ("drawn", "unusable", "selected")}} if last else {}
+
     def _warn_unusable(self) -> None:
         """One warning line per run (first process only) when more than ``usable.WARN_SHARE`` of
         an epoch's drawn captions give the subtext term nothing."""
