@@ -68,3 +68,23 @@ def test_captions_cut_by_the_tokenizer_are_counted_like_skips(world, tmp_path, c
     assert "5 captions longer than the tokenizer's context were cut" in (out / "log.txt").read_text()
     warned = [line for line in err.splitlines() if "longer than the tokenizer's context" in line]
     assert len(warned) == 1 and warned[0].startswith("warning:") and "5 of 64 captions" in warned[0]
+
+
+def test_resume_with_a_lower_rate_after_divergence(world, tmp_path, capsys):
+    """The documented way on: `--resume` with a lower `--lr` continues the diverged run (from its
+    last finished epoch: here none, as it diverged within the first of 12 steps an epoch) and
+    completes it; the same or a higher rate is refused."""
+    out = tmp_path / "run"
+    base = ["--quiet", "train", "--data", str(world / "clean.csv"), "--model", "tacleaner-tiny-rn", "--out", str(out),
+            "--epochs", "2", "--batch-size", "8", "--warmup-steps", "0", "--threads", "1"]
+    assert main([*base, "--lr", "1e3"]) == 2
+    assert (out / "diverged.json").is_file() and not _complete(out)
+    capsys.readouterr()
+    assert main([*base, "--lr", "1e3", "--resume"]) == 2
+    assert "resume it with a lower --lr" in capsys.readouterr().err
+    assert main([*base, "--lr", "1e-3", "--resume"]) == 0, capsys.readouterr().err
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["completed"] and meta["resumed_after_divergence"]["lr"] == 1000
+    assert not (out / "diverged.json").exists()
+    assert "lr: 0.001" in (out / "config.yaml").read_text()
+    assert "resuming a run that diverged" in (out / "log.txt").read_text()

@@ -88,7 +88,8 @@ def _settings(cfg: TrainConfig, objective: Objective) -> dict[str, Any]:
 
 def _check_same_settings(out: Path, cfg: TrainConfig, objective: Objective) -> None:
     """--resume continues a run with the settings it was started with: a changed setting would
-    otherwise be silently ignored (a complete run) or mix two schedules (an unfinished one)."""
+    otherwise be silently ignored (a complete run) or mix two schedules (an unfinished one). The
+    one exception: a run that diverged (``diverged.json``) may resume with a lower ``lr``."""
     saved_path = out / "config.yaml"
     if not saved_path.is_file():
         return
@@ -98,6 +99,11 @@ def _check_same_settings(out: Path, cfg: TrainConfig, objective: Objective) -> N
     now = _settings(cfg, objective)
     # Settings that do not change the result may differ: where it runs and how it reports.
     free = {"device", "num_workers", "log_every", "save_every", "tensorboard", "threads", "compile"}
+    if (out / DIVERGED).is_file():
+        diverged = read_json(out / DIVERGED)
+        if cfg.lr >= diverged["lr"]:
+            raise TacleanerError(f"{out}: diverged at lr {diverged['lr']:g}; resume it with a lower --lr, not {cfg.lr:g}")
+        free = free | {"lr"}
     for part in ("train", "objective"):
         before = saved.get(part) or {}
         for key, value in now[part].items():
@@ -173,6 +179,7 @@ def train(
         _prepare_model(run, extra_config)
         _prepare_optimiser(run)
         resumed = run.checkpoint.resume(run.log, cfg.seed)
+        diverged = _after_divergence(run)
         _prepare_data(run)
         counts, warned, within = skip_counts(table, 0, 0), False, resumed.within  # counts: the last epoch's
         try:
@@ -193,14 +200,32 @@ def train(
                 "completed": True, "epochs": cfg.epochs, "steps": run.scheduler.last_epoch,
                 "model": "model.safetensors", "model_name": bundle.model_name, "objective": objective.name,
                 **run.run_info, "pairs": len(table), "skipped": counts, "truncated_captions": _truncated(run),
+                **({"resumed_after_divergence": diverged} if diverged else {}),
                 **run.objective.run_metadata(),
                 "environment": environment(device, run.precision)})
             run.checkpoint.discard()  # after metadata.json: a run stopped between the two still resumes
+            (out / DIVERGED).unlink(missing_ok=True)  # recorded in metadata.json
         dist.barrier()  # no rank reads the run folder before it is complete
         return bundle
     finally:
         if dist.is_main:
             release_run_dir(out)
+
+
+def _after_divergence(run: _Run) -> dict[str, Any] | None:
+    """In a run that diverged and resumes with a lower lr (``_check_same_settings`` allowed it):
+    the schedule restored from the checkpoint scaled to the new rate, and what diverged."""
+    path = run.out / DIVERGED
+    if not path.is_file():
+        return None
+    diverged = read_json(path)
+    sched = run.scheduler
+    sched.base_lrs = [run.cfg.lr for _ in sched.base_lrs]
+    for group, fn in zip(run.optimizer.param_groups, sched.lr_lambdas):
+        group["initial_lr"] = run.cfg.lr
+        group["lr"] = run.cfg.lr * fn(sched.last_epoch)
+    run.log(f"resuming a run that diverged at step {diverged['step']} (lr {diverged['lr']:g}) with lr {run.cfg.lr:g}")
+    return diverged
 
 
 def _prepare_model(run: _Run, extra_config: dict[str, Any] | None) -> None:
@@ -359,6 +384,9 @@ def _step(run: _Run, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], to
     return losses, loss
 
 
+DIVERGED = "diverged.json"  # in a run folder a step's NaN stopped: where and at what rate (resume may lower lr)
+
+
 def _check_finite(run: _Run, loss: torch.Tensor, lr: float) -> None:
     """Stop the run, on every rank, when the step's loss or any parameter after it is not finite
     (a learning rate far too high): one error naming the step and the rate, and nothing written
@@ -371,11 +399,14 @@ def _check_finite(run: _Run, loss: torch.Tensor, lr: float) -> None:
         good = all(v[0] for v in run.dist.all_gather_ints([int(good)], run.device))
     if not good:
         what = "loss" if not bool(torch.isfinite(loss.detach())) else "weights"
+        if run.dist.is_main:
+            write_json(run.out / DIVERGED, {"step": run.scheduler.last_epoch, "lr_at_step": lr, "lr": run.cfg.lr,
+                                            "non_finite": what})
         raise TacleanerError(
             f"{run.out}: training diverged at step {run.scheduler.last_epoch} (learning rate {lr:.3g} at that step; "
             f"the run's lr {run.cfg.lr:g}): the {what} "
-            f"became NaN or infinite; nothing was written as complete. Lower --lr (or the config's lr) and start "
-            "again with --overwrite or a new --out")
+            f"became NaN or infinite; nothing was written as complete. Rerun with a lower --lr and --overwrite to "
+            "start over, or --resume to continue from the last finished epoch")
 
 
 def _end_epoch(run: _Run, epoch: int, at: EpochProgress, warned: bool) -> tuple[dict[str, int], bool]:
