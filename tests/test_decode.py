@@ -86,6 +86,9 @@ def test_exif_orientation_is_applied(tmp_path):
     image.save(tmp_path / "rotated.jpg", exif=exif, quality=100)
     out = _rgb(tmp_path / "rotated.jpg")
     assert out.shape == (8, 4, 3)  # upright: 4 wide, 8 high
+    from tacleaner.data.pairs import image_size
+
+    assert image_size(tmp_path / "rotated.jpg") == (4, 8)  # the header read agrees with the decoded image
     top, bottom = out[1, 2], out[6, 2]  # red (the stored left) is now on top
     assert top[0] > 200 and top[2] < 60 and bottom[2] > 200 and bottom[0] < 60
 

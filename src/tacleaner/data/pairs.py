@@ -102,6 +102,9 @@ def read_pairs(path: str | Path, image_col: str = "image", caption_col: str = "c
     return PairTable(path, PathColumn(path.parent, images.finish()), captions.finish())
 
 
+EXIF_ORIENTATION = 0x0112  # orientations 5-8 turn the image a quarter: width and height swap
+
+
 def image_source(path: str | Path):
     """What ``PIL.Image.open`` takes for ``path``: the path, or the bytes of a shard member
     (``SHARD.tar#MEMBER``)."""
@@ -109,10 +112,12 @@ def image_source(path: str | Path):
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) from the file's header, or a one-line error naming the file."""
+    """(width, height) as :func:`load_image` gives the image (EXIF orientation applied), from the
+    file's header, or a one-line error naming the file."""
     try:
         with Image.open(image_source(path)) as img:
-            return img.size
+            w, h = img.size
+            return (h, w) if img.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8) else (w, h)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         load_image(path)  # raises its one-line error naming the file
         raise
