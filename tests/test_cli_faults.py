@@ -1,5 +1,5 @@
 """Faults a user meets at scale, each a contract case: real files and real processes, no mocks
-of what is tested (issue 23). Every case ends in one ``error:`` line naming the file, folder or
+of what is tested. Every case ends in one ``error:`` line naming the file, folder or
 option, exit status 2, and nothing half-written that looks complete."""
 from __future__ import annotations
 
