@@ -42,14 +42,15 @@ def test_every_quoted_demo_output_is_in_the_recorded_run():
     printed = record["stdout"]
     readme = ROOT / "README.md"
     pages = {readme: quoted_blocks(readme), ROOT / "docs" / "tutorial.md": quoted_blocks(ROOT / "docs" / "tutorial.md")}
-    assert len(pages[readme]) == 1 and all(pages.values())
+    assert len(pages[readme]) >= 1 and all(pages.values())
     for page, blocks in pages.items():
         for block in blocks:
             assert len(block.splitlines()) >= 3, f"{page.name}: an empty quote"
             assert block in printed, f"{page.name}: this block is not in {RECORD.name}:\n{block}"
     text = readme.read_text()
     assert f"in {minutes(record['wall_s'])}, quoted from the" in text  # the time the record measured
-    assert "Intel Xeon" in record["cpu_model"] and "2-core Intel Xeon" in text and record["cores"] == 2
+    assert "Intel" in record["cpu_model"] and "Xeon" in record["cpu_model"] and record["cores"] == 2
+    assert "2-core Intel Xeon" in text
     assert record["command"].startswith("tacleaner demo")
     # the verdict words the README explains are the ones the run printed
-    assert "removed" in pages[readme][0] and "reduced" in pages[readme][0]
+    assert any("removed" in b and "reduced" in b for b in pages[readme])
