@@ -249,15 +249,3 @@ def test_torchrun_runs_an_experiment_grid_with_shared_stages(tmp_path):
     log = (tmp_path / "two" / "log.txt").read_text()
     assert log.count("poisoning 8 pairs") == 1  # rank 0 alone poisons and logs
 
-
-def test_a_diverging_torchrun_job_stops_on_every_rank_with_one_error(world, tiny_checkpoint, tmp_path):
-    """A learning-rate typo under torchrun: both ranks stop at the same step, the job fails with
-    one error line naming the step and the rate, and nothing is marked complete."""
-    out = tmp_path / "diverged"
-    args = [a for a in _clean_args(world, tiny_checkpoint, out, 2)]
-    done = torchrun(2, *args, "--lr", "1e3", timeout=300)
-    assert done.returncode != 0
-    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "training diverged at step" in lines[0] and "the run's lr 1000)" in lines[0], done.stderr[-2000:]
-    assert "tacleaner_cli" not in done.stderr  # no traceback of ours (torchrun's agent prints its own report)
-    assert not (out / "metadata.json").exists() or not json.loads((out / "metadata.json").read_text()).get("completed")

@@ -88,3 +88,26 @@ def test_resume_with_a_lower_rate_after_divergence(world, tmp_path, capsys):
     assert not (out / "diverged.json").exists()
     assert "lr: 0.001" in (out / "config.yaml").read_text()
     assert "resuming a run that diverged" in (out / "log.txt").read_text()
+
+
+def test_a_diverging_torchrun_job_stops_on_every_rank_with_one_error(world, tmp_path):
+    """A learning-rate typo under torchrun: both ranks stop at the same step, the job fails with
+    one error line naming the step and the rate, and nothing is marked complete."""
+    import os
+    import subprocess
+    import sys
+
+    torch.manual_seed(0)
+    start = tmp_path / "start.safetensors"
+    save_model(create_model("tacleaner-tiny-rn"), start)
+    out = tmp_path / "diverged"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "tacleaner",
+           "--quiet", "clean", "--defense", "cleanclip", "--checkpoint", str(start), "--data", str(world / "clean.csv"),
+           "--out", str(out), "--epochs", "1", "--batch-size", "16", "--threads", "1", "--device", "cpu", "--lr", "1e3"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "training diverged at step" in lines[0] and "the run's lr 1000)" in lines[0], done.stderr[-2000:]
+    assert "tacleaner_cli" not in done.stderr  # no traceback of ours (torchrun's agent prints its own report)
+    assert not (out / "metadata.json").exists() or not json.loads((out / "metadata.json").read_text()).get("completed")
