@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 
 from tacleaner.fileio import read_json, write_json, write_text
-from tacleaner.report import _points, _removed, per_run_checks, per_run_markdown
+from tacleaner.report import per_run_checks, per_run_markdown, points_cell, removed_cell
 
 _PER_RUN = re.compile(r"\nPer run[,:].*?\nVerdicts \(each true of every run above, whatever the machine\):\n\n(?:- [^\n]*\n)+",
                       re.S)
@@ -49,15 +49,15 @@ def _tune_cells(old: list[str]) -> str:
 def rederive(page: str) -> str:
     rows = rows_of(page)
     page = _PER_RUN.sub(lambda _: "\n" + "\n".join(per_run_markdown(rows)[1:]) + "\n", page, count=1)
-    checks = {(c["attack"], c["defense"]): c for c in per_run_checks([r for r in rows])}
+    checks = {(c["attack"], c["defense"]): c for c in per_run_checks(rows)}
     match = _SELECTION.search(page)
     if match:
         lines = []
         for line in match.group(1).splitlines():
             old = [c.strip() for c in line.strip("|").split("|")]
             t = checks[(old[0], old[1])]
-            lines.append(f"| {old[0]} | {old[1]} | {_tune_cells(old)} | {_removed(t)} | {t['reduced']}/{t['n']} | "
-                         f"{t['ca_kept']}/{t['n']} | {100 * t['worst_asr']:.1f} | {_points(t['worst_over_floor'])} | "
+            lines.append(f"| {old[0]} | {old[1]} | {_tune_cells(old)} | {removed_cell(t)} | {t['reduced']}/{t['n']} | "
+                         f"{t['ca_kept']}/{t['n']} | {100 * t['worst_asr']:.1f} | {points_cell(t['worst_over_floor'])} | "
                          f"{100 * t['worst_ca_change']:+.1f} |")
         head = ("\nPer-run checks on the tune set and on the held-out test set (removed: ASR@1 within 5 points of the "
                 "clean model's; reduced: ASR@1 halved; both with CA within 5 points; test split of each world; tune "

@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny synthetic world on disk and the shipped tiny model."""
 from __future__ import annotations
 
+import csv
 import logging
 import os
 from pathlib import Path
@@ -91,6 +92,23 @@ def interrupted_at_step():
 
         return Interrupted
 
+    return make
+
+
+@pytest.fixture
+def recaptioned(world, tmp_path):
+    """``make(name, n, captions)``: the world's first ``n`` clean pairs written to ``tmp_path/name``
+    (absolute image paths), the caption of each row ``i`` in ``captions`` replaced by ``captions[i]``."""
+    def make(name: str, n: int, captions: dict[int, str]) -> Path:
+        with open(world / "clean.csv", newline="") as f:
+            rows = list(csv.DictReader(f))[:n]
+        path = tmp_path / name
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["image", "caption"])
+            w.writeheader()
+            w.writerows({"image": str((world / r["image"]).resolve()), "caption": captions.get(i, r["caption"])}
+                        for i, r in enumerate(rows))
+        return path
     return make
 
 

@@ -2,7 +2,6 @@
 ``usable.WARN_SHARE`` is one warning line: on real captions with a real spaCy parse."""
 from __future__ import annotations
 
-import csv
 import warnings
 
 import pytest
@@ -23,26 +22,15 @@ def test_the_causes_one_caption_at_a_time():
     assert unusable_cause("a star", True, False, need_negatives=False) is None
 
 
-def _mixed(world, tmp_path):
-    """Eight of the world's clean pairs, four of them captioned outside English."""
-    rows = list(csv.DictReader(open(world / "clean.csv", newline="")))[:8]
-    foreign = ["一只红色的星星", "красная звезда на тёмном фоне", "🌟🌟🌟", "..."]
-    for row, caption in zip(rows[4:], foreign):
-        row["caption"] = caption
-    path = tmp_path / "mixed.csv"
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["image", "caption"])
-        w.writeheader()
-        w.writerows({"image": str((world / r["image"]).resolve()), "caption": r["caption"]} for r in rows)
-    return path
+FOREIGN = {4: "一只红色的星星", 5: "красная звезда на тёмном фоне", 6: "🌟🌟🌟", 7: "..."}  # rows 4-7 of eight
 
 
-def test_an_epoch_counts_unusable_captions_and_warns_once(world, tmp_path):
+def test_an_epoch_counts_unusable_captions_and_warns_once(recaptioned):
     from tacleaner.data.pairs import read_pairs
     from tacleaner.defenses import create_defense
     from tacleaner.models import create_model
 
-    path = _mixed(world, tmp_path)
+    path = recaptioned("mixed.csv", 8, FOREIGN)
     torch.manual_seed(0)
     objective = create_defense("tacleaner", k=1.0, m=2, aug_images=False, prefetch_from=0)
     objective.setup(create_model("tacleaner-tiny-rn"), read_pairs(path), seed=0)
@@ -92,7 +80,7 @@ def test_the_subtexts_command_reports_the_same_counts(tmp_path, capsys):
     assert "2 of 3" in out.err
 
 
-def test_clean_logs_and_records_the_counts(world, tmp_path, capsys):
+def test_clean_logs_and_records_the_counts(recaptioned, tmp_path, capsys):
     import json
 
     from tacleaner.models import create_model, save_model
@@ -102,7 +90,7 @@ def test_clean_logs_and_records_the_counts(world, tmp_path, capsys):
     save_model(create_model("tacleaner-tiny-rn"), start)
     out = tmp_path / "run"
     code = main(["clean", "--defense", "tacleaner", "--param", "k=1.0", "--param", "prefetch_from=0",
-                 "--checkpoint", str(start), "--data", str(_mixed(world, tmp_path)), "--out", str(out),
+                 "--checkpoint", str(start), "--data", str(recaptioned("mixed.csv", 8, FOREIGN)), "--out", str(out),
                  "--epochs", "1", "--batch-size", "8", "--threads", "1"])
     err = capsys.readouterr().err
     assert code == 0, err

@@ -45,20 +45,11 @@ def test_a_sane_rate_is_not_stopped(world, tmp_path, capsys):
     assert _complete(out)
 
 
-def test_captions_cut_by_the_tokenizer_are_counted_like_skips(world, tmp_path, capsys):
+def test_captions_cut_by_the_tokenizer_are_counted_like_skips(recaptioned, tmp_path, capsys):
     """A caption longer than the tokenizer's 77 tokens is cut: counted in the log, metadata.json
     and one warning line, as skipped images are."""
-    import csv
-
-    rows = list(csv.DictReader(open(world / "clean.csv", newline="")))[:64]
     long = " ".join(["a red star next to a blue circle"] * 20)  # about 160 tokens
-    for row in rows[:5]:
-        row["caption"] = long
-    data = tmp_path / "long.csv"
-    with open(data, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["image", "caption"])
-        w.writeheader()
-        w.writerows({"image": str((world / r["image"]).resolve()), "caption": r["caption"]} for r in rows)
+    data = recaptioned("long.csv", 64, {i: long for i in range(5)})
     out = tmp_path / "run"
     code = main(["train", "--data", str(data), "--model", "tacleaner-tiny-rn", "--out", str(out), "--epochs", "1",
                  "--batch-size", "32", "--threads", "1", "--lr", "1e-4"])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .errors import TacleanerError
 from .fileio import read_json
-from .report import CLEAN_MODEL, NO_DEFENSE, _removed, groups, paired_values, per_run_checks, unit_values
+from .report import CLEAN_MODEL, NO_DEFENSE, groups, paired_values, per_run_checks, removed_cell, unit_values
 from .stats import compare, format_summary, summarize
 
 METRICS = ("clean_acc", "asr_at_1", "asr_at_10")
@@ -61,7 +61,7 @@ def tables(rows: list[dict], baseline: str, pairs: list[tuple[str, str]], ca_equ
             compared = base is not None and d not in (baseline, NO_DEFENSE, CLEAN_MODEL)
             diff = {m: _diff(rs, base, m, d, baseline) for m in ("asr_at_1", "asr_at_10", "clean_acc")} if compared else {}
             c = checks.get((attack, d))
-            removed = f"{_removed(c)} | {c['reduced']}/{c['n']}" if c else " | "
+            removed = f"{removed_cell(c)} | {c['reduced']}/{c['n']}" if c else " | "
             name = f"*{d}*" if d in (NO_DEFENSE, CLEAN_MODEL) else d
             out.append(f"| {name} | {len(n)} | " + " | ".join(_cell(rs, m) for m in METRICS) + " | "
                        + " | ".join(_dcell(diff[m]) if compared else "" for m in ("asr_at_1", "asr_at_10", "clean_acc"))

@@ -185,11 +185,11 @@ def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.1f}"
 
 
-def _points(x: float | None) -> str:
+def points_cell(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:+.1f}"
 
 
-def _removed(check: dict[str, Any]) -> str:
+def removed_cell(check: dict[str, Any]) -> str:
     """The removed count, or a dash when no run had a clean-model row to judge it against."""
     return f"{check['removed']}/{check['n']}" if check["floor_n"] else "—"
 
@@ -207,9 +207,9 @@ def per_run_markdown(rows: list[dict[str, Any]]) -> list[str]:
              "worst above floor | worst CA change |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for c in checks:
-        lines.append(f"| {c['attack']} | {c['defense']} | {_removed(c)} | {c['reduced']}/{c['n']} | "
+        lines.append(f"| {c['attack']} | {c['defense']} | {removed_cell(c)} | {c['reduced']}/{c['n']} | "
                      f"{c['asr_halved']}/{c['n']} | {c['ca_kept']}/{c['n']} | {_pct(c['worst_asr'])} | "
-                     f"{_points(c.get('worst_over_floor'))} | {100 * c['worst_ca_change']:+.1f} |")
+                     f"{points_cell(c.get('worst_over_floor'))} | {100 * c['worst_ca_change']:+.1f} |")
     lines += ["", "Verdicts (each true of every run above, whatever the machine):", ""]
     lines += [f"- {verdict(c)}." for c in checks]
     return lines
@@ -349,8 +349,8 @@ def held_out_summary(record: dict[str, Any]) -> str:
         if d.get("command") and d["command"] != record["command"]:  # chosen by a second grid on the same worlds
             when = f", measured {d['measured']} on {d.get('cpu_model', '?')}" if d.get("measured") else ""
             where += f" [`{d['command']}`{when}]"
-        tuned = f"; on the tune worlds removed {_removed(u)}, reduced {u['reduced']}/{u['n']}" if u else ""
-        lines.append(f"- {d['defense']}{where} on the held-out worlds: removed {_removed(t)} (ASR@1 within "
+        tuned = f"; on the tune worlds removed {removed_cell(u)}, reduced {u['reduced']}/{u['n']}" if u else ""
+        lines.append(f"- {d['defense']}{where} on the held-out worlds: removed {removed_cell(t)} (ASR@1 within "
                      f"{FLOOR_TOLERANCE:g} points of the clean model's), reduced {t['reduced']}/{t['n']} (ASR@1 "
                      f"halved), CA within {CA_TOLERANCE:g} points on {t['ca_kept']}/{t['n']} ({_worst(t)}){tuned}.")
     return "\n".join(lines) + "\n"

@@ -392,13 +392,13 @@ def _check_finite(run: _Run, loss: torch.Tensor, lr: float) -> None:
     (a learning rate far too high): one error naming the step and the rate, and nothing written
     as complete (the last epoch's checkpoint stays as it was)."""
     with torch.no_grad():
-        params = [p for p in run.model.parameters()]
-        ok = torch.isfinite(loss.detach()) & torch.isfinite(torch.nn.utils.get_total_norm(params, foreach=True))
+        loss_ok = torch.isfinite(loss.detach())
+        ok = loss_ok & torch.isfinite(torch.nn.utils.get_total_norm(list(run.model.parameters()), foreach=True))
     good = bool(ok)
     if run.dist.enabled:  # a rank's NaN reaches every rank's weights through DDP; agree before stopping
         good = all(v[0] for v in run.dist.all_gather_ints([int(good)], run.device))
     if not good:
-        what = "loss" if not bool(torch.isfinite(loss.detach())) else "weights"
+        what = "loss" if not bool(loss_ok) else "weights"
         if run.dist.is_main:
             write_json(run.out / DIVERGED, {"step": run.scheduler.last_epoch, "lr_at_step": lr, "lr": run.cfg.lr,
                                             "non_finite": what})

@@ -48,17 +48,15 @@ def _has_transparency(image: Image.Image) -> bool:
 def _eight_bit(image: Image.Image) -> Image.Image:
     """A high-bit-depth single-channel image as 8-bit ``L`` (keeping a transparent colour key,
     scaled); any other image unchanged."""
+    if image.mode not in (*SIXTEEN_BIT, "I", "F"):
+        return image
+    values = np.asarray(image).astype(np.float64)
     if image.mode in SIXTEEN_BIT:
         scale = 65535.0
     elif image.mode == "I":
-        values = np.asarray(image)
         scale = 65535.0 if values.size and values.max() > 255 else 255.0
-    elif image.mode == "F":
-        values = np.asarray(image)
+    else:  # F
         scale = 1.0 if values.size and np.nanmax(values) <= 1.0 else 255.0
-    else:
-        return image
-    values = np.asarray(image).astype(np.float64)
     out = Image.fromarray(np.clip(np.rint(np.nan_to_num(values) * (255.0 / scale)), 0, 255).astype(np.uint8), "L")
     key = image.info.get("transparency")
     if isinstance(key, (int, float)):  # a transparent grey level, in the image's own scale

@@ -56,6 +56,11 @@ class SubtextDraw:
     def uses_negatives(self) -> bool:
         return self.use_negatives and self.m > 0
 
+    @property
+    def last(self) -> dict[str, Any] | None:
+        """The counts of the latest epoch drawn (:meth:`_key_positives`), or None before the first."""
+        return self.masking[-1] if self.masking else None
+
     def draw(self, epoch: int) -> tuple[list[int], np.random.Generator]:
         """The samples of ``epoch`` (sorted) and the generator that goes on to draw their subtexts."""
         n = len(self.captions)

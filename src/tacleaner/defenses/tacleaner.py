@@ -141,12 +141,12 @@ class TACleaner(CleanCLIP):
     def epoch_note(self) -> str:
         from ..text.usable import describe
 
-        last = self.subtexts.masking[-1] if self.subtexts.masking else None
+        last = self.subtexts.last
         return f"subtexts unusable: {describe(last['unusable'], last['drawn'])}" if last else ""
 
     def run_metadata(self) -> dict[str, Any]:
         """The last epoch's subtext counts: drawn, unusable by cause, selected."""
-        last = self.subtexts.masking[-1] if self.subtexts.masking else None
+        last = self.subtexts.last
         return {"subtexts": {k: last[k] for k in ("drawn", "unusable", "selected")}} if last else {}
 
     def _warn_unusable(self) -> None:
@@ -156,7 +156,7 @@ class TACleaner(CleanCLIP):
 
         from ..text.usable import SUPPORTED_LANGUAGES, WARN_SHARE, describe
 
-        last = self.subtexts.masking[-1]
+        last = self.subtexts.last
         bad = sum(last["unusable"].values())
         if getattr(self, "_warned_unusable", False) or not self.dist.is_main or bad <= WARN_SHARE * last["drawn"]:
             return

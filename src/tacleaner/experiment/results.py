@@ -7,7 +7,7 @@ from typing import Any
 from ..environment import environment, precision_of
 from ..fileio import read_json, write_json
 from ..metric_names import KEY_METRICS, METRICS
-from ..report import CLEAN_MODEL, _points, _removed, per_run_checks, write_reports
+from ..report import CLEAN_MODEL, per_run_checks, points_cell, removed_cell, write_reports
 from ..selection import TEST, TUNE
 from .config import ExperimentConfig
 from .grid import Unit, chosen, units
@@ -120,9 +120,9 @@ def selection_markdown(records: list[dict], tune_rows: list[dict], test_rows: li
               "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for key, t in test.items():
         u = tune.get(key)
-        tune_cells = (f"{_removed(u)} | {u['reduced']}/{u['n']} | {100 * u['worst_ca_change']:+.1f}" if u
+        tune_cells = (f"{removed_cell(u)} | {u['reduced']}/{u['n']} | {100 * u['worst_ca_change']:+.1f}" if u
                       else "— | — | —")
-        lines.append(f"| {key[0]} | {key[1]} | {tune_cells} | {_removed(t)} | {t['reduced']}/{t['n']} | "
-                     f"{t['ca_kept']}/{t['n']} | {100 * t['worst_asr']:.1f} | {_points(t.get('worst_over_floor'))} | "
+        lines.append(f"| {key[0]} | {key[1]} | {tune_cells} | {removed_cell(t)} | {t['reduced']}/{t['n']} | "
+                     f"{t['ca_kept']}/{t['n']} | {100 * t['worst_asr']:.1f} | {points_cell(t.get('worst_over_floor'))} | "
                      f"{100 * t['worst_ca_change']:+.1f} |")
     return "\n".join(lines) + "\n"
