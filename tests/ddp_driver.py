@@ -20,7 +20,9 @@ NO_RANDOM_AUG = {"finetune": {}, "cleanclip": {"aug_images": False},
                  "par": {"noise_p": 0.0, "erase_p": 0.0},
                  "invert": {"places": "best", "probe_images": 16, "steps": 2, "patch_steps": 3, "patch_grid": 2,
                             "classes": os.environ.get("DDP_TEST_CLASSES")}}
-NO_RANDOM_AUG["tacleaner+par"] = {**NO_RANDOM_AUG["tacleaner"], **NO_RANDOM_AUG["par"]}
+# the combination masks by exact truth (the data's scenes.jsonl): the matrix over the global
+# batch's images must come out the same on every rank as in one process
+NO_RANDOM_AUG["tacleaner+par"] = {**NO_RANDOM_AUG["tacleaner"], **NO_RANDOM_AUG["par"], "mask": "truth"}
 
 
 def main(data: str, out: str, batch_size: int, objectives: list[str]) -> None:

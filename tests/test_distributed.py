@@ -55,6 +55,13 @@ def pairs_with_a_broken_image(world, tmp_path_factory) -> Path:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
+    # what each image shows (mask: truth), the broken one standing in for the image it replaced
+    scenes = {r["image"]: r for r in map(json.loads, (world / "scenes.jsonl").read_text().splitlines())}
+    with open(root / "scenes.jsonl", "w", encoding="utf-8") as f:
+        for i, row in enumerate(rows):
+            original = Path(row["image"]).relative_to(world.resolve()).as_posix() if i != victim else None
+            scene = scenes[original] if original else scenes[f"images/clean/{victim:06d}.png"]
+            f.write(json.dumps({**scene, "image": row["image"]}) + "\n")
     return out
 
 
@@ -78,10 +85,12 @@ def test_two_processes_match_one_with_the_global_batch(pairs_with_a_broken_image
         ma, mb = metrics(a), metrics(b)
         assert [r["step"] for r in ma] == [r["step"] for r in mb] == [1, 2, 3, 4]
         for ra, rb in zip(ma, mb):
-            for key in [k for k in ra if k.endswith("loss") or k == "ta_masked"]:  # masked: from gathered keys
+            for key in [k for k in ra if k.endswith("loss") or k.startswith("ta_masked")]:  # masked: gathered rows
                 assert rb[key] == pytest.approx(ra[key], rel=1e-4, abs=1e-6), (name, ra["step"], key)
-        if name.startswith("tacleaner"):  # the masking of equivalent positives was exercised
+        if name.startswith("tacleaner"):  # the masking (of equivalent positives; by truth) was exercised
             assert any(r["ta_masked"] > 0 for r in ma), name
+        if name == "tacleaner+par":  # by truth: the subtext -> image direction is counted as well
+            assert any(r["ta_masked_images"] > 0 for r in ma)
         summary = json.loads((b / "metrics.jsonl").read_text().splitlines()[-1])
         assert summary["skipped_images"] == 1 and summary["pairs"] == 4 * 16 - 1  # the broken image, counted once
         wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")

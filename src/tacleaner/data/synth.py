@@ -12,6 +12,7 @@ generator, so a dataset is a pure function of its seed and sizes.
 from __future__ import annotations
 
 import csv
+import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -55,6 +56,7 @@ RELATION_PHRASES = {"left": "to the left of", "above": "above", "next": "next to
 VERBS = ("sits", "floats", "rests", "lies", "hovers", "stands")
 WEB_SHARE = 0.4  # share of captions rewritten in a web alt-text form in the "web" style
 WEB_STREAM = 7  # seed-stream id of the rewrite draws: images and plain captions keep their own draws
+SCENES_FILE = "scenes.jsonl"  # beside the CSVs: one line per pair image
 SPLIT_IDS = {"pretrain": 1, "implant": 2, "clean": 3, "zeroshot": 4, "zeroshot_val": 5}
 
 
@@ -234,9 +236,24 @@ def render(objs: list[_Obj], bg: np.ndarray, rng: np.random.Generator, size: int
     return big.resize((size, size), Image.BOX)
 
 
+def scene_record(objs: list[_Obj], relation: str | None, background: str) -> dict:
+    """What an image shows, as ``scenes.jsonl`` stores it (:mod:`.scenes` reads it): each
+    object's colour, shape, size and centre (x, y in [0, 1], y down), the background, and the
+    relation the caption may name between the first two objects."""
+    return {"objects": [{"colour": o.colour, "shape": o.shape, "size": o.size, "x": round(o.x, 4),
+                         "y": round(o.y, 4)} for o in objs],
+            "background": background, "relation": relation}
+
+
 def make_pair(seed: int, split: str, index: int, size: int, captions: str = "web") -> tuple[Image.Image, str]:
     """One scene and its caption; a pure function of its arguments. The "web" style redraws
     some captions from a separate stream, so its images equal the "plain" style's."""
+    image, caption, _ = make_scene(seed, split, index, size, captions)
+    return image, caption
+
+
+def make_scene(seed: int, split: str, index: int, size: int, captions: str = "web") -> tuple[Image.Image, str, dict]:
+    """:func:`make_pair` and the :func:`scene_record` of what the image shows."""
     rng = np.random.default_rng([seed, SPLIT_IDS[split], index])
     n = int(rng.choice([1, 2, 3], p=[0.5, 0.35, 0.15]))
     objs = [_random_obj(rng) for _ in range(n)]
@@ -248,7 +265,7 @@ def make_pair(seed: int, split: str, index: int, size: int, captions: str = "web
         web = np.random.default_rng([seed, SPLIT_IDS[split], index, WEB_STREAM])
         if web.random() < WEB_SHARE:
             caption = _web_caption(web, objs, relation, bg_name)
-    return image, caption
+    return image, caption, scene_record(objs, relation, bg_name)
 
 
 def make_zeroshot(seed: int, index: int, label: int, size: int, split: str = "zeroshot") -> Image.Image:
@@ -269,9 +286,10 @@ def _write_split(out: Path, split: str, rows: list[tuple[str, str]], columns: tu
 
 
 def _render_chunk(root: str, seed: int, split: str, start: int, stop: int, size: int,
-                  captions: str) -> list[tuple[str, str]]:
-    """Draw and save images ``start..stop-1`` of ``split``; returns their CSV rows."""
-    rows = []
+                  captions: str) -> tuple[list[tuple[str, str]], list[dict]]:
+    """Draw and save images ``start..stop-1`` of ``split``; returns their CSV rows and, for the
+    pair splits, their ``scenes.jsonl`` records."""
+    rows, scenes = [], []
     n_classes = len(class_names())
     for i in range(start, stop):
         rel = f"images/{split}/{i:06d}.png"
@@ -279,10 +297,11 @@ def _render_chunk(root: str, seed: int, split: str, start: int, stop: int, size:
             label = i % n_classes
             img, second = make_zeroshot(seed, i, label, size, split), str(label)
         else:
-            img, second = make_pair(seed, split, i, size, captions)
+            img, second, scene = make_scene(seed, split, i, size, captions)
+            scenes.append({"image": rel, **scene})
         img.save(Path(root) / rel, compress_level=1)
         rows.append((rel, second))
-    return rows
+    return rows, scenes
 
 
 def generate(out: str | Path, cfg: SynthConfig, *, overwrite: bool = False, progress: bool = True,
@@ -290,7 +309,8 @@ def generate(out: str | Path, cfg: SynthConfig, *, overwrite: bool = False, prog
     """Write the world to ``out``: ``{pretrain,implant,clean}.csv`` (image, caption),
     ``zeroshot.csv`` (image, label: the test split reports use), ``zeroshot_val.csv`` (the
     validation split settings are chosen on, drawn from its own seed stream), ``classes.json``
-    and ``world.json``.
+    ``world.json`` and ``scenes.jsonl`` (what every pair image shows: :func:`scene_record`,
+    the attributes TA-Cleaner's ``mask: truth`` judges subtexts by).
 
     Images are drawn in parallel processes (each image has its own seed, so the result does
     not depend on the number of workers). The folder is built under a temporary name and
@@ -310,6 +330,7 @@ def generate(out: str | Path, cfg: SynthConfig, *, overwrite: bool = False, prog
     jobs = [(split, a, min(a + chunk, n)) for split, n in sizes.items() for a in range(0, n, chunk)]
     workers = workers or min(len(jobs), os.cpu_count() or 1) or 1
     rows: dict[str, list] = {split: [] for split in sizes}
+    scenes: list[dict] = []
     with staged_dir(out, overwrite=overwrite) as tmp:
         for split in sizes:
             (tmp / "images" / split).mkdir(parents=True)
@@ -319,8 +340,9 @@ def generate(out: str | Path, cfg: SynthConfig, *, overwrite: bool = False, prog
                                                    cfg.captions))
                        for split, a, b in jobs]
             for split, fut in futures:  # submission order keeps rows in index order
-                part = fut.result()
+                part, part_scenes = fut.result()
                 rows[split] += part
+                scenes += part_scenes
                 bar.update(len(part))
         for split in ("pretrain", "implant", "clean"):
             _write_split(tmp, split, rows[split], ("image", "caption"))
@@ -328,4 +350,32 @@ def generate(out: str | Path, cfg: SynthConfig, *, overwrite: bool = False, prog
             _write_split(tmp, split, rows[split], ("image", "label"))
         write_json(tmp / "classes.json", {"classnames": class_names(), "templates": ZEROSHOT_TEMPLATES})
         write_json(tmp / "world.json", {"generator": "tacleaner.data.synth", **asdict(cfg)})
+        with open(tmp / SCENES_FILE, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(scene, separators=(",", ":")) + "\n" for scene in scenes)
     return out
+
+
+def write_scenes(root: str | Path, splits: tuple[str, ...] = ("pretrain", "implant", "clean")) -> Path:
+    """Write ``scenes.jsonl`` for a world that :func:`generate` wrote before it recorded scenes:
+    each image's scene is drawn again from ``world.json``'s seed (a world is a pure function of
+    it), and every caption drawn must equal the CSV's, else nothing is written and the row is
+    named. Returns the file's path."""
+    from ..errors import TacleanerError
+    from ..fileio import atomic_path, read_json
+
+    root = Path(root)
+    meta = read_json(root / "world.json")
+    cfg = SynthConfig(**{k: v for k, v in meta.items() if k != "generator"})
+    lines = []
+    for split in splits:
+        with open(root / f"{split}.csv", newline="", encoding="utf-8") as f:
+            for n, row in enumerate(csv.DictReader(f), 2):
+                index = int(Path(row["image"]).stem)
+                _, caption, scene = make_scene(cfg.seed, split, index, cfg.image_size, cfg.captions)
+                if caption != row["caption"]:
+                    raise TacleanerError(f"{root / split}.csv row {n}: the caption is not the one world.json's seed "
+                                         "draws; scenes can only be recorded for an unmodified world")
+                lines.append(json.dumps({"image": row["image"], **scene}, separators=(",", ":")) + "\n")
+    with atomic_path(root / SCENES_FILE) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(lines)
+    return root / SCENES_FILE

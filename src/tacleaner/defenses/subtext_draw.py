@@ -43,6 +43,9 @@ class SubtextDraw:
     use_negatives: bool
     mask_false_negatives: bool
     prefetch_from: int
+    # what every dataset row's image shows (mask: truth), or None: negatives true of their own
+    # image are dropped and truth_matrix judges every positive against every image
+    scenes: list | None = None
     prefetcher: SubtextPrefetcher | None = None
     selected: dict[int, int] = field(default_factory=dict)  # dataset index -> row in this epoch's subtext tensors
     pos_tokens: torch.Tensor | None = None  # [rows, context]
@@ -51,6 +54,7 @@ class SubtextDraw:
     # per row: an id, equal for equivalent positives
     pos_key: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
     masking: list[dict[str, int]] = field(default_factory=list)  # per epoch: what the masking found (write_report)
+    claims: list = field(default_factory=list)  # per row (mask: truth): what its positive says (scenes.parse)
 
     @property
     def uses_negatives(self) -> bool:
@@ -87,7 +91,7 @@ class SubtextDraw:
         if self.prefetch_from and len(chosen) >= self.prefetch_from:
             self._prefetch(epoch + 1)  # parsed while this epoch trains
         positives, negatives, masks, self.selected = [], [], [], {}
-        dropped, causes = 0, []
+        dropped, causes, untrue = 0, [], 0
         for i, sub in zip(chosen, subtexts):
             if (self.use_positives and not sub.positives) or (self.uses_negatives and not sub.negatives):
                 # the generator found nothing usable for this caption: counted by cause
@@ -96,8 +100,9 @@ class SubtextDraw:
                 continue
             pos = sub.positives[rng.integers(len(sub.positives))] if self.use_positives else self.captions[i]
             if self.uses_negatives:
-                negs, same = self._negatives_for(sub, pos, rng)
+                negs, same, true_of_image = self._negatives_for(sub, pos, rng, i)
                 dropped += same
+                untrue += true_of_image
                 masks.append([True] * len(negs) + [False] * (self.m - len(negs)))
                 negatives += negs + [pos] * (self.m - len(negs))  # padding, masked out of the loss
             positives.append(pos)
@@ -106,6 +111,33 @@ class SubtextDraw:
         self.neg_tokens = self.tokenizer(negatives) if negatives else None
         self.neg_mask = torch.tensor(masks, dtype=torch.bool).view(len(masks), self.m)
         self._key_positives(epoch, positives, dropped, len(chosen), count_causes(causes))
+        if self.scenes is not None:
+            from ..data.scenes import parse
+
+            self.claims = [parse(p) for p in positives]
+            self.masking[-1].update(negatives_true_of_image=untrue, masked_image_to_subtext=0,
+                                    masked_subtext_to_image=0)
+
+    def truth_matrix(self, selected: list[int], images: list[int]) -> torch.Tensor:
+        """[len(selected), len(images)]: True where the positive of dataset row ``selected[i]``
+        is true of the image of dataset row ``images[j]`` (``mask: truth``); the epoch's counts
+        of ``subtext_masking.json`` add the columns it masks (:func:`~.tacleaner.truth_masks`)."""
+        from ..data.scenes import claim_true_of
+
+        cache: dict[tuple[int, int], bool] = {}
+        out = torch.zeros((len(selected), len(images)), dtype=torch.bool)
+        for a, row in enumerate(selected):
+            claim = self.claims[self.selected[row]]
+            for b, image in enumerate(images):
+                if (row, image) not in cache:
+                    cache[row, image] = claim_true_of(claim, self.scenes[image])
+                out[a, b] = cache[row, image]
+        last, chosen = self.masking[-1], set(selected)
+        for a, b in torch.nonzero(out).tolist():
+            if images[b] != selected[a]:  # a row's own image is its target, never masked
+                last["masked_subtext_to_image"] += 1
+                last["masked_image_to_subtext"] += images[b] in chosen
+        return out
 
     def _key_positives(self, epoch: int, positives: list[str], dropped: int, drawn: int,
                        unusable: dict[str, int]) -> None:
@@ -123,21 +155,30 @@ class SubtextDraw:
             "negatives_equal_to_positive": dropped,
         }]
 
-    def _negatives_for(self, sub, pos: str, rng: np.random.Generator) -> tuple[list[str], int]:
+    def _negatives_for(self, sub, pos: str, rng: np.random.Generator, row: int) -> tuple[list[str], int, int]:
         """Up to ``m`` negatives, those made from the chosen positive first (they differ from it
         in exactly one word, the contrast the loss is meant to teach), and how many of the
         sample's negatives say the same as ``pos`` (a negative made from another positive can:
         it would push the image away from a right description). With
-        ``mask_false_negatives`` those are dropped before the ``m`` are taken."""
+        ``mask_false_negatives`` those are dropped before the ``m`` are taken, and with
+        ``scenes`` every negative true of dataset row ``row``'s image too (counted third)."""
         order = rng.permutation(len(sub.negatives))
-        own = [sub.negatives[j].text for j in order if sub.negatives[j].base == pos]
-        other = [sub.negatives[j].text for j in order if sub.negatives[j].base != pos]
+        own = [sub.negatives[j] for j in order if sub.negatives[j].base == pos]
+        other = [sub.negatives[j] for j in order if sub.negatives[j].base != pos]
         key = subtext_key(pos)
-        same = sum(subtext_key(text) == key for text in own + other)
+        same = sum(subtext_key(n.text) == key for n in own + other)
         if self.mask_false_negatives and same:
-            own = [t for t in own if subtext_key(t) != key]
-            other = [t for t in other if subtext_key(t) != key]
-        return (own + other)[:self.m], same
+            own = [n for n in own if subtext_key(n.text) != key]
+            other = [n for n in other if subtext_key(n.text) != key]
+        true_of_image = 0
+        if self.scenes is not None:
+            from ..data.scenes import negative_true_of
+
+            scene, before = self.scenes[row], len(own) + len(other)
+            own = [n for n in own if not negative_true_of(n.text, n.source, scene)]
+            other = [n for n in other if not negative_true_of(n.text, n.source, scene)]
+            true_of_image = before - len(own) - len(other)
+        return [n.text for n in own + other][:self.m], same, true_of_image
 
     def batch_fields(self, index: torch.Tensor) -> dict[str, Any]:
         """What a batch of the dataset rows ``index`` takes: the batch positions of the selected
@@ -159,10 +200,13 @@ class SubtextDraw:
         """``subtext_masking.json``: per epoch, the samples drawn, those unusable by cause
         (:mod:`tacleaner.text.usable`), the selected (usable) samples, their distinct positives,
         the pairs of them whose positives are equivalent (masked where they share a batch) and
-        the negatives equivalent to their own positive (dropped when ``mask_false_negatives``).
+        the negatives equivalent to their own positive (dropped when ``mask_false_negatives``);
+        with ``mask: truth`` also the negatives true of their own image (dropped) and the columns
+        masked in each direction (:meth:`truth_matrix`, summed over the epoch's batches).
         A resumed run keeps the epochs written before it stopped."""
         path = Path(out) / "subtext_masking.json"
         earlier = read_json(path).get("epochs", []) if path.is_file() else []
         mine = {e["epoch"] for e in self.masking}
         epochs = sorted([e for e in earlier if e.get("epoch") not in mine] + self.masking, key=lambda e: e["epoch"])
-        write_json(path, {"mask_false_negatives": self.mask_false_negatives, "epochs": epochs})
+        write_json(path, {"mask_false_negatives": self.mask_false_negatives,
+                          "mask": "truth" if self.scenes is not None else "key", "epochs": epochs})

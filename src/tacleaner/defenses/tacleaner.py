@@ -13,7 +13,10 @@ P_i (a reduction of the caption that keeps its core) and ``m`` negative subtexts
 A column that is no negative is masked (``mask_false_negatives``): another selected sample's
 positive that says the same as P_i (equal :func:`~tacleaner.text.normalise.subtext_key`), in
 either direction, and a negative that says the same as its own positive (dropped when the
-epoch's subtexts are drawn).
+epoch's subtexts are drawn). With ``mask: truth`` (a synthetic world, whose ``scenes.jsonl``
+records what every image shows) the masking is exact: every column whose subtext is true of the
+row's image is masked, in both directions and over every image of the batch, selected or not,
+and every negative true of its own image is dropped (:mod:`tacleaner.data.scenes`).
 
 ``L = L_cleanclip + w_ta * mean_i(...)``. Ablations: ``use_positives=False`` aligns the full
 caption in place of P_i, against negatives that are the full caption with one word swapped
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,6 +46,9 @@ from .subtext_draw import SubtextDraw
 # its captions: tagging all of CC3M's 3M would take the tagger most of an hour; 50,000 captions
 # already hold nearly every common word.
 VOCABULARY_CAPTIONS = 50_000
+# Which columns the masking takes out: "key", positives that say the same (normalise.subtext_key);
+# "truth", every subtext true of the image (a synthetic world's scenes.jsonl).
+MASKS = ("key", "truth")
 
 
 @DEFENSES.register("tacleaner")
@@ -61,7 +68,10 @@ class TACleaner(CleanCLIP):
     epoch; 0: up to 8, one core left, on machines with 4 cores or more, else 1).
     ``mask_false_negatives`` masks in-batch positives equivalent to a row's own (the loss
     reports how many as ``ta_masked``) and drops negatives equivalent to their own positive;
-    the run folder's ``subtext_masking.json`` counts both per epoch. ``refuse_entailed`` refuses
+    the run folder's ``subtext_masking.json`` counts both per epoch. ``mask`` says which columns
+    that masks: "key", positives that say the same (any data); "truth", every subtext true of the
+    image, judged on the attributes a synthetic world records (``scenes.jsonl``; other data is
+    refused), with negatives true of their own image dropped. ``refuse_entailed`` refuses
     a replacement a picture of the caption may still fit (a WordNet synonym, hypernym, hyponym or
     similar-to of the word, or a near-equivalent of the shipped table); false, with
     ``mask_false_negatives`` false, gives TA-Cleaner as it was before both fixes (an ablation)."""
@@ -80,6 +90,7 @@ class TACleaner(CleanCLIP):
     prefetch_from: int = 2000
     parse_processes: int = 0
     mask_false_negatives: bool = True
+    mask: str = "key"
     refuse_entailed: bool = True
     name = "tacleaner"
     relative_cost = 2.7  # cleanclip + subtexts (bench_defenses.py: 1.1x cleanclip at k 0.1)
@@ -105,6 +116,8 @@ class TACleaner(CleanCLIP):
         if self.prefetch_from < 0 or self.parse_processes < 0:
             raise TacleanerError(f"tacleaner needs prefetch_from >= 0 and parse_processes >= 0 (got "
                                  f"{self.prefetch_from}, {self.parse_processes})")
+        if self.mask not in MASKS:
+            raise TacleanerError(f"tacleaner mask {self.mask!r}: choose one of {', '.join(MASKS)}")
         if not (self.use_positives or self.use_negatives):
             raise TacleanerError("tacleaner: use_positives and use_negatives cannot both be false (that is cleanclip)")
 
@@ -125,7 +138,21 @@ class TACleaner(CleanCLIP):
         self.subtexts = SubtextDraw(
             table.captions, self.tokenizer, SubtextGenerator(cfg, vocabulary=vocabulary), vocabulary, seed, k=self.k,
             k_count=self.k_count, m=self.m, use_positives=self.use_positives, use_negatives=self.use_negatives,
-            mask_false_negatives=self.mask_false_negatives, prefetch_from=self.prefetch_from)
+            mask_false_negatives=self.mask_false_negatives, prefetch_from=self.prefetch_from,
+            scenes=self._scenes(table) if self.truth_masking else None)
+
+    @property
+    def truth_masking(self) -> bool:
+        return self.mask_false_negatives and self.mask == "truth"
+
+    def _scenes(self, table: PairTable) -> list:
+        """What every image of ``table`` shows, from the ``scenes.jsonl`` beside its CSV."""
+        from ..data.scenes import scenes_for
+
+        try:
+            return scenes_for(table.images, Path(table.source).parent)
+        except TacleanerError as e:
+            raise TacleanerError(f"tacleaner mask: truth: {e}") from None
 
     def _parse_processes(self) -> int:
         if self.parse_processes:
@@ -183,6 +210,7 @@ class TACleaner(CleanCLIP):
     def losses(self, model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         sel = batch["ta_batch_pos"]
         key = batch["ta_pos_key"] if self.mask_false_negatives else None
+        index = batch["index"]
         s = len(sel)
         extra = None
         if s and self.w_ta:  # with w_ta = 0 (CleanCLIP) the subtexts need no encoding
@@ -195,19 +223,27 @@ class TACleaner(CleanCLIP):
             if key is None:
                 sel, mask = self.gather(sel.to(img.device) + batch["row_offset"], mask)
             else:  # the positives' ids too: equivalent positives on different ranks are masked alike
-                sel, mask, key = self.gather(sel.to(img.device) + batch["row_offset"], mask, key.to(img.device))
+                sel, mask, key, index = self.gather(sel.to(img.device) + batch["row_offset"], mask, key.to(img.device),
+                                                    index.to(img.device))
             s = len(sel)
         else:
             mask = batch.get("ta_neg_mask")
         out = self.cleanclip_losses(img, aug_img, txt, aug_txt, scale)
-        if key is not None:  # logged per step and averaged per epoch (not a *_loss: not summed)
+        truth = None
+        if self.truth_masking:  # the global batch's rows: every rank computes the same matrix
+            index = index.tolist()
+            truth = self.subtexts.truth_matrix([index[j] for j in sel.tolist()], index).to(img.device)
+            same, same_image = truth_masks(sel.to(img.device), truth)
+            out["ta_masked"], out["ta_masked_images"] = same.sum().float(), same_image.sum().float()
+            key = None
+        elif key is not None:  # logged per step and averaged per epoch (not a *_loss: not summed)
             out["ta_masked"] = masked_count(key.to(img.device)).float()
         if not s or self.w_ta == 0:
             out["ta_loss"] = torch.zeros((), device=img.device)
             return out
         neg = neg.view(s, self.m, -1) if self.uses_negatives else None
         ta = subtext_alignment_loss(img, txt, sel.to(img.device), pos, neg, mask, scale, self.text_term,
-                                    key.to(img.device) if key is not None else None)
+                                    key.to(img.device) if key is not None else None, truth)
         out["ta_loss"] = self.w_ta * ta
         return out
 
@@ -231,6 +267,19 @@ def false_negative_masks(sel: torch.Tensor, pos_key: torch.Tensor, n: int) -> tu
     image_key[sel] = pos_key
     same_image = pos_key[:, None] == image_key[None, :]
     same_image[torch.arange(len(sel), device=sel.device), sel] = False  # the own image is the target
+    return same, same_image
+
+
+def truth_masks(sel: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`false_negative_masks` from exact truth: ``truth`` [s, n] is True where selected
+    sample i's positive is true of batch image j. ``same`` [s, s] marks row i's column j (P_j)
+    when P_j is true of image i; ``same_image`` [s, n] marks P_i's column j when P_i is true of
+    image j, selected or not. Own targets are never masked."""
+    rows = torch.arange(len(sel), device=sel.device)
+    same = truth[:, sel].T.clone()
+    same[rows, rows] = False
+    same_image = truth.clone()
+    same_image[rows, sel] = False
     return same, same_image
 
 
@@ -258,19 +307,23 @@ def image_to_subtext_logits(img_sel: torch.Tensor, pos: torch.Tensor, neg: torch
 
 def subtext_alignment_loss(img: torch.Tensor, txt: torch.Tensor, sel: torch.Tensor, pos: torch.Tensor,
                            neg: torch.Tensor | None, neg_mask: torch.Tensor | None, scale: torch.Tensor,
-                           text_term: bool = False, pos_key: torch.Tensor | None = None) -> torch.Tensor:
+                           text_term: bool = False, pos_key: torch.Tensor | None = None,
+                           truth: torch.Tensor | None = None) -> torch.Tensor:
     """The subtext terms for the ``s`` selected samples of a batch (all embeddings normalised).
 
     ``img`` [n, d] and ``txt`` [n, d]: the batch; ``sel`` [s]: batch positions of the selected
     samples; ``pos`` [s, d]: their positive subtexts; ``neg`` [s, m, d] with ``neg_mask``
     [s, m] (False = padding): their negatives, or None. ``pos_key`` [s], when given, masks the
-    in-batch false negatives (:func:`false_negative_masks`) in both directions; without it the
-    terms are computed exactly as before masking existed.
+    in-batch false negatives (:func:`false_negative_masks`) in both directions; ``truth`` [s, n],
+    when given, masks instead every column true of the row's image (:func:`truth_masks`); without
+    either the terms are computed exactly as before masking existed.
     """
     img_sel = img[sel]
     targets = torch.arange(len(sel), device=img.device)
     same = same_image = None
-    if pos_key is not None:
+    if truth is not None:
+        same, same_image = truth_masks(sel, truth)
+    elif pos_key is not None:
         same, same_image = false_negative_masks(sel, pos_key, len(img))
     logits = image_to_subtext_logits(img_sel, pos, neg, neg_mask, scale, same)
     if same_image is None:
