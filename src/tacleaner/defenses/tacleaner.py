@@ -73,7 +73,7 @@ class TACleaner(CleanCLIP):
     image, judged on the attributes a synthetic world records (``scenes.jsonl``; other data is
     refused), with negatives true of their own image dropped. ``refuse_entailed`` refuses
     a replacement a picture of the caption may still fit (a WordNet synonym, hypernym, hyponym or
-    similar-to of the word, or a near-equivalent of the shipped table); false, with
+    similar-to of the word in its own senses, or a near-equivalent of the shipped table); false, with
     ``mask_false_negatives`` false, gives TA-Cleaner as it was before both fixes (an ablation)."""
 
     w_ta: float = 1.0

@@ -31,10 +31,11 @@ Negatives (m = ``negatives_per_positive`` per positive; from the caption if that
     and ``blocklist``) and words already in the caption (which could make the "negative" true)
     are skipped; at most ``max_candidates`` per origin are kept.
   * A negative must contradict the image: with ``refuse_entailed`` (default) a replacement
-    that is, in any WordNet sense of either word, a synonym, hypernym, hyponym, similar-to or
-    also-see of the source, or its near-equivalent in the shipped table
-    (``data/near_equivalents.tsv``: boy/man, girl/woman, rest/sit, wear/dress, little/young),
-    is refused, in both negative modes (:func:`.lexicon.near_equivalent`; the modes themselves,
+    that is, between the two words' own (first two) WordNet senses, a synonym, a word on the
+    source's own hypernym / hyponym chain, a similar-to or also-see, or its near-equivalent in
+    the shipped hand-written table (``data/near_equivalents.tsv``: boy/man, girl/woman,
+    rest/sit, wear/dress, little/young, pond/lagoon, boat/ship), is refused; co-hyponyms
+    (dog -> cat) are kept, in both negative modes (:func:`.lexicon.near_equivalent`; the modes themselves,
     ours and the paper's random swaps, are in :mod:`.negative_modes`).
   * Inflection is kept: the new word takes the source's form (NNS, VBG, VBZ, VBD, ...). Forms
     observed in the vocabulary with that tag come first; otherwise WordNet's exception lists

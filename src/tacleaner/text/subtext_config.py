@@ -54,7 +54,7 @@ class SubtextConfig:
     random_min_zipf: float = 4.0  # random-mode replacements: words at least this common
     n_process: int = 1  # spaCy processes parsing a batch of at least PARALLEL_FROM new captions (same output)
     # Refuse replacements a picture of the source may still fit: synonyms, hypernyms, hyponyms,
-    # similar-tos in any WordNet sense, and the shipped near-equivalents (lexicon.near_equivalent).
+    # similar-tos between the words' own senses, and the shipped near-equivalents (lexicon.near_equivalent).
     refuse_entailed: bool = True
     blocklist: frozenset[str] = field(default_factory=lambda: frozenset(
         {"whore", "prostitute", "harlot", "slut", "bitch", "bastard", "wench", "hussy"}))
