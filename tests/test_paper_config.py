@@ -63,3 +63,25 @@ def test_every_shipped_experiment_grid_loads(path):
 
     cfg, raw = load_config(PAPER.parents[1] / path)
     assert cfg.attacks and raw["name"] == cfg.name  # defenses may be empty (trojvqa-dualkey: the implant only)
+
+
+def test_the_paper_scale_schedule_grid_is_held_out_and_paired(world):
+    """experiments/paper/rn50-cc3m-badclip-schedules.yaml: BadCLIP only, the schedule chosen on
+    one target and reported on three others, the same schedules for both defenses, and it loads
+    (data pointed at the test world, the rest as shipped)."""
+    raw = yaml.safe_load(PAPER.with_name("rn50-cc3m-badclip-schedules.yaml").read_text())
+    assert {a["name"] for a in raw["attacks"]} == {"badclip"}
+    tune, test = raw["conditions"]["tune"]["attacks"], raw["conditions"]["test"]["attacks"]
+    targets = {a["id"]: a["target"] for a in raw["attacks"]}
+    assert len(test) == 3 and not {targets[a] for a in tune} & {targets[a] for a in test}
+    schedules = {g: [(d["train"]["epochs"], d["train"]["lr"]) for d in raw["defenses"] if d["group"] == g]
+                 for g in ("cleanclip", "tacleaner")}
+    assert schedules["cleanclip"] == schedules["tacleaner"] and len(schedules["cleanclip"]) >= 3
+    raw["model"] = {"name": "tacleaner-tiny-rn"}
+    raw["data"] = {k: str(world / f) for k, f in (("implant", "implant.csv"), ("clean", "clean.csv"),
+                                                  ("zeroshot", "zeroshot.csv"), ("zeroshot_val", "zeroshot.csv"),
+                                                  ("classes", "classes.json"))}
+    for a in raw["attacks"]:
+        a["target"] = "yellow star"
+    cfg = parse_config(raw)
+    assert cfg.conditions.test.attacks == tuple(test)
