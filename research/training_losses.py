@@ -4,8 +4,9 @@ and TA-Cleaner's false-negative masking counts (docs/research/reproduction.md, "
     python research/training_losses.py runs/ta-evidence
 
 For each defense: the number of finished cleanings and the mean, over them, of the last epoch's
-summary line in ``metrics.jsonl`` (CLIP loss, in-modal loss, TA loss, masked columns per batch;
-0 for a term the defense does not have). Then, over the ``subtext_masking.json`` of every
+summary line in ``metrics.jsonl`` (CLIP loss, in-modal loss, TA loss, masked columns per batch
+in the image -> subtext term and, with ``mask: truth``, in the subtext -> image term; 0 for a
+term the defense does not have). Then, over the ``subtext_masking.json`` of every
 finished cleaning that wrote one, the range per epoch of the samples selected, their distinct positives,
 the pairs of selected samples sharing a positive, and the negatives equal to their positive,
 over one defense's cleanings (``--masking``, default ``tacleaner``).
@@ -22,8 +23,9 @@ from pathlib import Path
 from tacleaner.errors import TacleanerError
 from tacleaner.fileio import read_json
 
-TERMS = ("clip_loss", "inmodal_loss", "ta_loss", "ta_masked")
-MASKING = ("selected", "distinct_positives", "duplicate_positive_pairs", "negatives_equal_to_positive")
+TERMS = ("clip_loss", "inmodal_loss", "ta_loss", "ta_masked", "ta_masked_images")
+MASKING = ("selected", "distinct_positives", "duplicate_positive_pairs", "negatives_equal_to_positive",
+           "negatives_true_of_image", "masked_image_to_subtext", "masked_subtext_to_image")  # the last three: mask truth
 
 
 def last_summary(path: Path) -> dict | None:
@@ -56,14 +58,15 @@ def cleanings(root: Path) -> tuple[dict[str, list[Path]], int]:
 
 
 def loss_table(runs: dict[str, list[Path]]) -> list[str]:
-    lines = ["| defense | runs | CLIP loss | in-modal loss | TA loss | masked per batch |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| defense | runs | CLIP loss | in-modal loss | TA loss | masked per batch | subtext -> image masked |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for defense, folders in sorted(runs.items()):
         ends = [row for row in (last_summary(f / "metrics.jsonl") for f in folders) if row is not None]
         if not ends:
             continue
         means = [sum(float(r.get(t, 0.0)) for r in ends) / len(ends) for t in TERMS]
-        lines.append(f"| {defense} | {len(ends)} | {means[0]:.3f} | {means[1]:.3f} | {means[2]:.3f} | {means[3]:.1f} |")
+        lines.append(f"| {defense} | {len(ends)} | {means[0]:.3f} | {means[1]:.3f} | {means[2]:.3f} | {means[3]:.1f} "
+                     f"| {means[4]:.1f} |")
     return lines
 
 

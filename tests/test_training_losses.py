@@ -33,10 +33,13 @@ def test_last_epoch_means_per_defense_and_masking_of_one(tmp_path, capsys):
               masking=[{"selected": 10, "distinct_positives": 4}, {"selected": 12, "distinct_positives": 7}])
     _cleaning(tmp_path, 1, "tacleaner", {"clip_loss": 99.0}, finished=False)  # no eval.json: left out
     _cleaning(tmp_path, 0, "tacleaner-random", {"clip_loss": 0.1}, masking=[{"selected": 500}])
+    _cleaning(tmp_path, 0, "tacleaner-truth", {"clip_loss": 0.5, "ta_masked": 90.0, "ta_masked_images": 180.0},
+              masking=[{"negatives_true_of_image": 40, "masked_subtext_to_image": 3000}])
     assert training_losses.main([str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "| cleanclip | 2 | 0.500 | 0.500 | 0.000 | 0.0 |" in out
-    assert "| tacleaner | 1 | 0.700 | 0.500 | 1.000 | 3.0 |" in out
+    assert "| cleanclip | 2 | 0.500 | 0.500 | 0.000 | 0.0 | 0.0 |" in out
+    assert "| tacleaner | 1 | 0.700 | 0.500 | 1.000 | 3.0 | 0.0 |" in out
+    assert "| tacleaner-truth | 1 | 0.500 | 0.000 | 0.000 | 90.0 | 180.0 |" in out
     assert "(1 unfinished cleanings left out)" in out
     assert "tacleaner's masking, per epoch over 2 cleanings" not in out  # the unfinished one wrote none
     assert "selected: 10-12" in out and "distinct_positives: 4-7" in out  # not tacleaner-random's 500
