@@ -164,17 +164,26 @@ def test_image_cache_hands_out_copies_of_the_decoded_pixels(world, tmp_path):
 
 def contract_params(name, world):
     """What a defense needs beyond its defaults: the inversion defense its class names (and
-    small probe settings, so that the contract stays fast)."""
+    small probe settings, so that the contract stays fast); RVPT its labelled images."""
     if name == "invert":
         return {"classes": str(world / "classes.json"), "probe_images": 24, "steps": 2, "patch_steps": 3,
                 "patch_grid": 2}
+    if name == "rvpt":
+        return {"fewshot": str(world / "zeroshot_val.csv"), "classes": str(world / "classes.json"), "shots": 1,
+                "prompt_tokens": 4}
     return {}
 
 
+# The model each defense's contract runs on: prompt tuning needs a ViT image encoder.
+CONTRACT_MODEL = {"rvpt": "tacleaner-tiny-vit-p4"}
+
+
 @pytest.mark.parametrize("name", DEFENSES.names())
-def test_contract_every_defense_trains_and_returns_named_losses(name, world, tiny, tmp_path):
+def test_contract_every_defense_trains_and_returns_named_losses(name, world, tmp_path):
+    torch.manual_seed(0)
+    tiny = create_model(CONTRACT_MODEL.get(name, "tacleaner-tiny-rn"))
     objective = create_defense(name, **contract_params(name, world))
-    table = read_pairs(world / "clean.csv")
+    table = objective.training_table(read_pairs(world / "clean.csv"), 0)
     objective.setup(tiny, table, seed=0)
     objective.on_epoch_start(0)
     from tacleaner.data.pairs import PairDataset
@@ -189,7 +198,10 @@ def test_contract_every_defense_trains_and_returns_named_losses(name, world, tin
     total = sum(named.values())
     assert torch.isfinite(total)
     total.backward()
-    grads = [p.grad for p in tiny.model.parameters() if p.grad is not None]
+    grads = [n for n, p in tiny.model.named_parameters() if p.grad is not None]
+    if name == "rvpt":  # prompt tuning: the model stays frozen
+        assert grads == ["visual.transformer.deep_prompts"]
+        return
     assert tiny.model.visual.conv1.weight.grad is not None and tiny.model.token_embedding.weight.grad is not None
     assert len(grads) > 10
 
@@ -204,7 +216,7 @@ def test_same_seed_same_machine_gives_bit_identical_weights_and_metrics(name, wo
 
     def run(folder, seed=5, **short):
         torch.manual_seed(seed)
-        bundle = create_model("tacleaner-tiny-rn")
+        bundle = create_model(CONTRACT_MODEL.get(name, "tacleaner-tiny-rn"))
         train(bundle, table, create_defense(name, **contract_params(name, world)),
               TrainConfig(**{**cfg.__dict__, "seed": seed, **short}), tmp_path / folder,
               progress=False)

@@ -9,6 +9,7 @@ from .errors import TacleanerError
 from .metrics_log import require_tensorboard
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+OPTIMIZERS = ("adamw", "sgd")
 
 
 @dataclass
@@ -23,6 +24,8 @@ class TrainConfig:
     warmup_fraction: float = 0.0  # > 0: the warm-up is this fraction of all steps (replaces warmup_steps)
     lr_start: float = 0.0  # > 0: the warm-up runs linearly from this lr to lr (may be higher: PAR); 0 = from lr/warmup_steps
     lr_end: float = 0.0  # the lr the cosine ends at
+    optimizer: str = "adamw"  # adamw, or sgd (momentum below; RVPT's and CoOp's prompt tuning)
+    momentum: float = 0.9  # sgd only
     beta1: float = 0.9
     beta2: float = 0.98
     eps: float = 1e-6
@@ -57,6 +60,10 @@ class TrainConfig:
                       "lr_end": f"in [0, lr={self.lr}]"}
             raise TacleanerError(f"training setting {bad[0]}={getattr(self, bad[0])}: must be "
                                  f"{limits.get(bad[0], '>= 0')}")
+        if self.optimizer not in OPTIMIZERS:
+            raise TacleanerError(f"training setting optimizer={self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
+        if not 0 <= self.momentum < 1:
+            raise TacleanerError(f"training setting momentum={self.momentum}: must be in [0, 1)")
         if self.precision not in PRECISIONS:
             raise TacleanerError(f"training setting precision={self.precision!r}: choose one of {', '.join(PRECISIONS)}")
         if self.device != "auto":

@@ -37,9 +37,16 @@ class Objective:
     # Parameters an experiment fills from its world's data files when the config leaves them
     # unset: parameter -> data key (``classes``, ``zeroshot_val``, ...).
     world_files: ClassVar[dict[str, str]] = {}
+    # False for an objective that trains on data of its own (training_table): no combination
+    combinable: ClassVar[bool] = True
 
     def setup(self, bundle: ClipBundle, table: PairTable, seed: int) -> None:
         """Called once before training with the model and the whole dataset."""
+
+    def training_table(self, table: PairTable, seed: int) -> PairTable:
+        """The data the loop trains on: ``table`` itself, unless the objective trains on data of
+        its own (RVPT: K labelled images per class), drawn with ``seed``."""
+        return table
 
     def check_ready(self) -> None:
         """Raise a one-line error for what setup would need and lacks (a file, a setting), so

@@ -67,7 +67,11 @@ class Recipe:
                                      f"'{SEPARATOR}', e.g. tacleaner{SEPARATOR}par")
             if len(set(names)) != len(names):
                 raise TacleanerError(f"defense {name!r} names a part twice")
-            cls._made[name] = cls(name, tuple(lookup(n) for n in names))  # an unknown part is the registry's error
+            classes = tuple(lookup(n) for n in names)  # an unknown part is the registry's error
+            alone = [c.name for c in classes if not c.combinable]
+            if alone:
+                raise TacleanerError(f"defense {name!r}: {alone[0]} trains on data of its own and cannot be combined")
+            cls._made[name] = cls(name, classes)
         return cls._made[name]
 
     def __call__(self, **values: Any) -> Combination:

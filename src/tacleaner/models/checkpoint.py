@@ -24,6 +24,8 @@ from safetensors.torch import load_file, save_file
 from ..errors import TacleanerError
 from ..fileio import atomic_path
 from .factory import ClipBundle, bundle_for, model_config, register_config
+from .prompts import META_KEY as PROMPTS_KEY
+from .prompts import install_prompts, prompt_spec
 
 META_KEY = "tacleaner"
 # Buffers some OpenAI-format state dicts carry that are hyper-parameters, not weights.
@@ -34,6 +36,10 @@ def save_model(bundle: ClipBundle, path: str | Path, **meta: Any) -> None:
     """Write the model as safetensors, atomically, with name and config in its metadata."""
     state = {k: v.detach().contiguous().cpu() for k, v in bundle.model.state_dict().items()}
     header = {"model_name": bundle.model_name, "model_cfg": bundle.model_cfg, **bundle.meta, **meta}
+    spec = prompt_spec(bundle.model)  # deep visual prompts (rvpt): rebuilt by load_model
+    header.pop(PROMPTS_KEY, None)
+    if spec is not None:
+        header[PROMPTS_KEY] = spec
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata={META_KEY: json.dumps(header)})
 
@@ -205,6 +211,9 @@ def load_model(path: str | Path, model_name: str | None = None, device: str | to
     else:
         raise TacleanerError(f"{path}: checkpoint does not name its model; pass {name_option}")
     model = open_clip.create_model(name, device="cpu")
+    if isinstance(meta.get(PROMPTS_KEY), dict):  # a model cleaned by prompt tuning (rvpt): its prompts first
+        spec = meta[PROMPTS_KEY]
+        install_prompts(model, int(spec["tokens"]), int(spec["first"]))
     load_weights(model, state, path, name)
     model.to(device)
     provenance = {k: v for k, v in meta.items() if k not in ("model_name", "model_cfg")}
@@ -222,6 +231,9 @@ def export_model(bundle: ClipBundle, path: str | Path, fmt: str = "openai") -> N
     PyTorch pickle, loadable with ``torch.load(weights_only=True)``."""
     if fmt not in EXPORT_FORMATS:
         raise TacleanerError(f"export format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
+    if prompt_spec(bundle.model) is not None:
+        raise TacleanerError("this model's image encoder has deep visual prompts (cleaned by rvpt), which neither "
+                             "open_clip nor the OpenAI layout can hold; use the tacleaner checkpoint itself")
     state = {k: v.detach().contiguous().cpu() for k, v in bundle.model.state_dict().items()}
     obj: Any = state if fmt == "open_clip" else {"epoch": int(bundle.meta.get("epoch", 0) or 0), "state_dict": state}
     with atomic_path(path) as tmp:
