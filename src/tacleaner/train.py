@@ -378,6 +378,10 @@ def _step(run: _Run, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], to
     if cfg.grad_clip > 0:
         scaler.unscale_(optimizer)  # clipping sees the true gradients
         torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+    factor = run.objective.lr_factor()
+    if factor != 1.0:  # this step only: the scheduler sets every step's rate afresh
+        for group in optimizer.param_groups:
+            group["lr"] *= factor
     lr = optimizer.param_groups[0]["lr"]
     scaler.step(optimizer)
     scaler.update()

@@ -43,6 +43,11 @@ class Objective:
     def setup(self, bundle: ClipBundle, table: PairTable, seed: int) -> None:
         """Called once before training with the model and the whole dataset."""
 
+    def lr_factor(self) -> float:
+        """What the current step's learning rate is multiplied by (SafeCLIP's low-rate CLIP
+        warm-up epoch); 1 for every other objective."""
+        return 1.0
+
     def training_table(self, table: PairTable, seed: int) -> PairTable:
         """The data the loop trains on: ``table`` itself, unless the objective trains on data of
         its own (RVPT: K labelled images per class), drawn with ``seed``."""

@@ -106,6 +106,12 @@ class Combination(Objective):
         for part in self.parts:
             part.check_ready()
 
+    def lr_factor(self) -> float:
+        factor = 1.0
+        for part in self.parts:
+            factor *= part.lr_factor()
+        return factor
+
     def write_report(self, out) -> None:
         for part in self.parts:
             part.write_report(out)
