@@ -1,9 +1,12 @@
-"""Defenses that act on the data instead of the model: ``filter`` scores the poisoned implant
-set with the backdoored model (:mod:`tacleaner.detect`), removes the most suspicious pairs, and
-trains the clean model from before the attack again on what is left, with the implant's
-settings. In a grid it is a defense entry like the fine-tuning ones (``defenses: [{name:
-filter, params: {detector: norm}}]``), so "filter, then train" and the
-fine-tuning defenses are compared on the same seeds, with the same intervals."""
+"""Defenses that act on the data or on the training instead of on the backdoored model:
+``filter`` scores the poisoned implant set with the backdoored model (:mod:`tacleaner.detect`),
+removes the most suspicious pairs, and trains the clean model from before the attack again on
+what is left, with the implant's settings; ``safeclip`` trains the clean model from before the
+attack again on the whole poisoned set under SafeCLIP's objective (a training-time defense), with
+the implant's settings. In a grid each is a defense entry like the fine-tuning ones
+(``defenses: [{name: filter, params: {detector: norm}}]``), so these and the fine-tuning
+defenses are compared on the same seeds, with the same intervals. ``stage`` names the grid
+stage that runs each."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,6 +39,7 @@ class Filter:
     world_files: ClassVar[dict[str, str]] = {}
     description: ClassVar[str] = ("scores the poisoned set with the backdoored model, removes the most suspicious pairs, trains the "
                    "clean model again on the rest (tacleaner detect, then the implant's training)")
+    stage: ClassVar[str] = "filter"
 
     def __post_init__(self) -> None:
         if self.remove is not None and not 0 <= self.remove < 1:
@@ -51,8 +55,35 @@ class Filter:
         return {"remove": self.remove} if self.remove is not None else {"z": self.z}
 
 
-DATA_DEFENSES: Registry[Filter] = Registry("data defense")
+class TrainUnder:
+    """A training-time defense: the implant trained again, from the clean model, under the
+    objective of the same name (its parameters, checked when the config is read; the poisoning
+    run's ``poisoned_indices.json`` passed as ``poisoned`` when the objective takes it, so that it
+    can log how well it found the poison)."""
+
+    objective: ClassVar[str] = ""
+    stage: ClassVar[str] = "train-under"
+    train_defaults: ClassVar[dict[str, Any]] = {}  # the implant's settings, not a defense's
+    world_files: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, **params: Any) -> None:
+        self.params = params
+        create_defense(self.objective, **params)
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        entry = DEFENSES.get(cls.objective)
+        cls.name, cls.relative_cost = cls.objective, entry.relative_cost
+        cls.description = f"the implant trained again from the clean model under {cls.objective}: {entry.description}"
+
+
+class SafeClipTraining(TrainUnder):
+    objective = "safeclip"
+
+
+DATA_DEFENSES: Registry[Any] = Registry("data defense")
 DATA_DEFENSES.register("filter")(Filter)
+DATA_DEFENSES.register("safeclip")(SafeClipTraining)
 
 
 def defense_entry(name: str) -> Any:

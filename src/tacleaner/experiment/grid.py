@@ -96,7 +96,7 @@ def _unit_steps(cfg: ExperimentConfig, unit: Unit, i: int, order: list[int], tun
                 continue
             key = f"defense/{name}/{d.id}/{c}"
             on_data = d.name in DATA_DEFENSES
-            stage = "filter" if on_data else "clean"  # on the data, or on the model
+            stage = DATA_DEFENSES.get(d.name).stage if on_data else "clean"  # on the data or training, or the model
             out.append(Step(key, stage, (b, k, c), (f"implant/{name}",) + after_first(d.id, on_data, c)))
             if d.group:
                 tuned[d.group].append(key)

@@ -5,6 +5,7 @@ every process runs every stage: training and evaluation are shared, rank 0 alone
 poisons and the selection."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -14,7 +15,7 @@ import torch
 from ..attacks import create_attack, load_attack, poison_dataset
 from ..data.pairs import read_pairs
 from ..data.zeroshot import read_classes, read_zeroshot
-from ..defenses import create_defense
+from ..defenses import DEFENSES, create_defense
 from ..detect import detect
 from ..environment import environment, precision_of
 from ..errors import TacleanerError
@@ -148,6 +149,26 @@ def filter_data(exp: Context, b: Backdoor, k: int, c: int, folder: str = "") -> 
     eval_stage(exp, ckpt, unit.cleaned_eval(folder or d.id, c), paths, attack, target)
 
 
+@STAGES.register("train-under")
+def train_under(exp: Context, b: Backdoor, k: int, c: int, folder: str = "") -> None:
+    """A training-time defense: the clean model trained again on the implant's poisoned pairs
+    under the defense's objective, with the implant's settings and the clean seed, into
+    ``<id>/clean<c>``."""
+    spec, d = exp.cfg.attacks[b.attack], exp.cfg.defenses[k]
+    unit, paths = exp.layout.unit(b.world, spec.id, b.implant), data_paths(exp, b.world)
+    entry = DATA_DEFENSES.get(d.name)
+    params = dict(d.params)
+    if "poisoned" in {f.name for f in dataclasses.fields(DEFENSES.get(entry.objective))}:
+        params.setdefault("poisoned", str(unit.poison / "poisoned_indices.json"))
+    tcfg = for_jobs(train_config({**exp.cfg.train, "seed": c}, {**spec.implant, **d.train}, f"{d.id}.train"), exp.jobs)
+    set_threads(tcfg)
+    ckpt = train_stage(exp, unit.cleaned(folder or d.id, c), exp.layout.clean_checkpoint(b.world, exp.cfg.pretrain
+                       is not None), unit.poisoned_pairs, entry.objective, params, tcfg,
+                       f"world{b.world}/{spec.id}/implant{b.implant} {folder or d.id} clean{c}")
+    attack, target = load_attack(unit.poison)
+    eval_stage(exp, ckpt, unit.cleaned_eval(folder or d.id, c), paths, attack, target)
+
+
 @STAGES.register("select")
 def select_group(exp: Context, group: str) -> None:
     """Apply the selection rule to a group's candidates on the tune units (validation CA
@@ -175,8 +196,8 @@ def select_group(exp: Context, group: str) -> None:
 def chosen_defense(exp: Context, b: Backdoor, group: str, c: int) -> None:
     """A test unit's cleaning with the candidate its group's selection chose, under the group's name."""
     k = chosen(exp.cfg, exp.layout, group)
-    stage = filter_data if exp.cfg.defenses[k].name in DATA_DEFENSES else clean
-    stage(exp, b, k, c, folder=group)
+    name = exp.cfg.defenses[k].name
+    STAGES.get(DATA_DEFENSES.get(name).stage if name in DATA_DEFENSES else "clean")(exp, b, k, c, folder=group)
 
 
 def val_ca(path: Path) -> float:
