@@ -187,3 +187,49 @@ def test_the_defaults_are_the_setting_measured_on_held_out_worlds(world):
     design = create_defense("invert", classes=str(world / "classes.json"), **DESIGN)
     assert design.shapes() == [(0.25, 1.0)] and design.params()["candidates"] == 1
     assert design.params()["probe"] == "linf"
+
+
+def test_successive_halving_keeps_the_best_third_twice_and_each_survivor_is_scored_in_full(trained, world):
+    """patch_search: 3 targets x 2 sizes x 4 places = 24 settings -> 8 -> 3 survivors, best
+    first, each with its target, size and place; the same generator seed gives the same result;
+    the flip rates are those of the survivors' patterns on every probe image not of their target."""
+    from tacleaner.evaluate import build_classifier
+    from tacleaner.patch_search import invert_patches_halving
+    from tacleaner.scan import ZeroShotLogits
+
+    inv = setup_invert(trained, world)
+    model = trained.model.eval().requires_grad_(False)
+    logits = ZeroShotLogits(trained, build_classifier(trained, inv.triggers.class_list, "cpu").float())
+    x = inv.triggers.probe
+    with torch.no_grad():
+        own = logits(x).argmax(1)
+
+    def run():
+        return invert_patches_halving(logits, x, own, [0, 1, 2], [(0.25, 1.0), (0.125, 1.0)], 2, 10, 0.1, 64,
+                                      torch.Generator().manual_seed(0))
+
+    found = run()
+    assert len(found) == 3 and [f["flip"] for f in found] == sorted((f["flip"] for f in found), reverse=True)
+    assert all(f["target"] in (0, 1, 2) and f["side"] in (0.25, 0.125) and f["place"] for f in found)
+    again = run()
+    assert all(torch.equal(a["pattern"], b["pattern"]) for a, b in zip(found, again))
+    best = found[0]
+    with torch.no_grad():
+        others = x[own != best["target"]]
+        z = logits((1 - best["mask"]) * others + best["mask"] * best["pattern"])
+    assert best["flip"] == pytest.approx(float((z.argmax(1) == best["target"]).float().mean()))
+    model.requires_grad_(True)
+
+
+def test_halving_search_keeps_its_survivors_and_a_reinversion_goes_on_from_them(trained, world):
+    inv = setup_invert(trained, world, search="halving", candidates=2, sizes="0.125,0.25", patch_steps=5)
+    found = inv.triggers.found
+    assert found["target"] == max(found["target_search"], key=lambda s: s["best_flip"] or -1)["class"]
+    kept = len(found["triggers"])
+    assert 1 <= kept <= 2 and inv.triggers.masks.shape[0] == kept  # 2 x 2 x 4 = 16 -> 6 -> 2, split by target
+    masks, patterns = inv.triggers.masks.clone(), inv.triggers.patterns.clone()
+    inv.on_epoch_start(1)
+    assert inv.triggers.found["target"] == found["target"] and torch.equal(inv.triggers.masks, masks)
+    assert not torch.equal(inv.triggers.patterns, patterns)  # optimised further on the model as it is
+    with pytest.raises(TacleanerError, match="invert settings out of range"):
+        create_defense("invert", classes=str(world / "classes.json"), search="greedy")

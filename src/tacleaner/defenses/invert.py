@@ -93,6 +93,12 @@ class InvertTrigger(ClipObjective):
     classes are inverted, the target being the one whose trigger flips most; ``sizes`` /
     ``aspects``: comma-separated patch sides (fractions of the frame) and width/height ratios
     inverted instead of ``patch_frac`` alone, every one kept (empty: ``patch_frac``, square).
+    ``search``: ``all`` inverts every (candidate, size, place) for ``patch_steps`` steps, and
+    again from scratch at each re-inversion; ``halving`` optimises them all at once and keeps
+    the best third twice (:mod:`tacleaner.patch_search`), the survivors of the chosen target
+    being the triggers, and a re-inversion toward the same target goes on from them for a fifth
+    of the steps (about a twentieth of the inversion work; not yet the default: the held-out
+    comparison with ``all`` is docs/research/benchmarks.md's to record).
 
     The defaults are the setting measured on worlds nobody tuned on (``experiments/invert-heldout.yaml``):
     three candidate targets, sides 1/8, 1/4 and 1/3 (fixed in advance, not told the trigger's
@@ -121,6 +127,7 @@ class InvertTrigger(ClipObjective):
     aspects: str = ""
     reinvert: bool = True
     retarget: bool = False
+    search: str = "all"
     name = "invert"
     world_files = {"classes": "classes"}  # an experiment passes its world's class list
     relative_cost = 1.8  # a second image pass and the frozen model's, on top of fine-tuning (not measured)
@@ -132,7 +139,8 @@ class InvertTrigger(ClipObjective):
         if not (self.probe_images >= 2 and self.eps > 0 and self.steps >= 1 and self.step_size > 0
                 and self.invert_steps >= 1 and self.invert_lr > 0 and self.mask_weight >= 0
                 and self.shape in ("patch", "free") and 0 < self.patch_frac < 1 and self.patch_grid >= 1
-                and self.patch_steps >= 1 and self.places in ("all", "best") and self.candidates >= 1):
+                and self.patch_steps >= 1 and self.places in ("all", "best") and self.candidates >= 1
+                and self.search in ("all", "halving")):
             raise TacleanerError(f"invert settings out of range: {self.params()}")
         probe_kinds(self.probe, "invert probe=")
         for name, ok in (("sizes", lambda v: 0 < v < 1), ("aspects", lambda v: v > 0)):
@@ -239,7 +247,7 @@ class TriggerInversion:
             else:
                 pool = rows[:k.candidates]
             gen = torch.Generator().manual_seed(cfg.seed)
-            tried = [(r, self._triggers(logits, x, own, r.index, cfg, gen)) for r in pool]
+            tried = self._search(logits, x, own, pool, cfg, gen, epoch)
             best = max(range(len(tried)), key=lambda i: (max((f["flip"] for f in tried[i][1]), default=-1.0), -i))
             chosen, found = tried[best]
             search = [{"class": r.name, "attraction_rank": 1 + [q.index for q in rows].index(r.index),
@@ -253,6 +261,28 @@ class TriggerInversion:
             raise TacleanerError(f"invert: every probe image is already classified as {chosen.name!r}; "
                                  "no trigger to invert (probe with more images or other classes)")
         self._keep(epoch, chosen, rows, found, search)
+
+    def _search(self, logits, x, own, pool: list, cfg: ScanConfig, gen: torch.Generator,
+                epoch: int) -> list[tuple[Any, list[dict[str, Any]]]]:
+        """Each candidate class of ``pool`` with the triggers inverted toward it (best first)."""
+        k = self.knobs
+        if k.search != "halving" or k.shape != "patch":
+            return [(r, self._triggers(logits, x, own, r.index, cfg, gen)) for r in pool]
+        from ..patch_search import ROUNDS, invert_patches_halving, refine_patches
+
+        if epoch > 0 and len(pool) == 1 and getattr(self, "found", None) and pool[0].name == self.found["target"]:
+            found = refine_patches(logits, x, own, self._kept(pool[0].index), max(1, round(ROUNDS[0] * k.patch_steps)),
+                                   k.invert_lr, cfg.batch_size, gen)
+            return [(pool[0], found[:1] if k.places == "best" else found)]
+        found = invert_patches_halving(logits, x, own, [r.index for r in pool], k.shapes(), k.patch_grid, k.patch_steps,
+                                       k.invert_lr, cfg.batch_size, gen)
+        mine = [(r, [f for f in found if f["target"] == r.index]) for r in pool]
+        return [(r, fs[:1] if k.places == "best" else fs) for r, fs in mine]
+
+    def _kept(self, target: int) -> list[dict[str, Any]]:
+        """The triggers in use, as :func:`tacleaner.patch_search.refine_patches` takes them."""
+        return [{"target": target, "side": t.get("side"), "aspect": t.get("aspect"), "place": t["place"], "mask": m,
+                 "pattern": p} for t, m, p in zip(self.found["triggers"], self.masks, self.patterns)]
 
     def _triggers(self, logits, x, own, target: int, cfg: ScanConfig, gen: torch.Generator) -> list[dict[str, Any]]:
         """The triggers inverted toward ``target``, best first: patches of every shape at every
