@@ -17,7 +17,7 @@ import sys
 import types
 from typing import Any
 
-__version__ = "0.7.0"
+__version__ = "0.8.0"
 
 # public name -> the module that defines it (docs/reference/api.md documents each)
 EXPORTS = {
