@@ -116,7 +116,8 @@ def recaptioned(world, tmp_path):
 # `-n auto --dist loadscope` every module goes to one worker in collection order, so a long module
 # started last would run on alone while the other worker idles.
 LONGEST_FIRST = ("test_distributed", "test_e2e", "test_experiment", "test_audit", "test_cli_faults", "test_train",
-                 "test_subtexts", "test_selection", "test_paper_config", "test_detect", "test_divergence")
+                 "test_safeclip", "test_invert", "test_subtexts", "test_selection", "test_paper_config", "test_detect",
+                 "test_divergence")
 
 
 def pytest_collection_modifyitems(session, config, items):
