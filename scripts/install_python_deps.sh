@@ -4,7 +4,7 @@
 # byte-compiles in parallel (33 s against pip's 97 s for the same versions on a 2-core Xeon,
 # 2026-12-08; benchmarks/README.md), else, or when uv fails, with pip. uv does not read pip's
 # configuration, so the package sources pip is configured with (pip.conf or PIP_* variables:
-# index-url, extra-index-url, find-links, constraint) are handed to it.
+# index-url, extra-index-url, find-links, constraint) are handed to it. TACLEANER_NO_UV=1 uses pip.
 set -euo pipefail
 venv="${1:?usage: install_python_deps.sh VENV}"
 pip="$venv/bin/pip"
