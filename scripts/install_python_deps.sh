@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install the pinned Python dependencies (requirements.txt, every version fixed by
 # constraints.txt) into the virtual environment $1. With uv where it can be had: it unpacks and
-# byte-compiles in parallel (33 s against pip's 97 s for the same versions on a 2-core Xeon,
-# 2026-12-08; benchmarks/README.md), else, or when uv fails, with pip. uv does not read pip's
+# byte-compiles in parallel (32 s against pip's 97 s for the same versions on a 2-core Xeon,
+# 2026-12-08; docs/research/benchmarks.md), else, or when uv fails, with pip. uv does not read pip's
 # configuration, so the package sources pip is configured with (pip.conf or PIP_* variables:
 # index-url, extra-index-url, find-links, constraint) are handed to it. TACLEANER_NO_UV=1 uses pip.
 set -euo pipefail
