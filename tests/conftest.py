@@ -112,6 +112,35 @@ def recaptioned(world, tmp_path):
     return make
 
 
+@pytest.fixture
+def tiny_grid(tmp_path):
+    """``run(name, defenses, model=..., implant_epochs=1, val_per_class=1, out="run")``: a
+    one-world experiment on a small synthetic world (one BadNet implant toward "red circle", one
+    seed), written to ``tmp_path/<name>.yaml`` and run through ``tacleaner run``; returns the
+    exit code, the run folder and the config (a test may change and run it again)."""
+    import yaml
+
+    from tacleaner_cli import main
+
+    def run(name: str, defenses: list[dict], model: str = "tacleaner-tiny-rn", implant_epochs: int = 1,
+            val_per_class: int = 1, out: str = "run", config: dict | None = None):
+        config = config or {
+            "name": name, "model": {"name": model},
+            "data": {"synth": {"seed": 2, "pretrain": 96, "implant": 96, "clean": 64, "zeroshot_per_class": 1,
+                               "zeroshot_val_per_class": val_per_class}},
+            "pretrain": {"epochs": 1, "lr": 2e-3}, "train": {"batch_size": 32, "warmup_steps": 2, "threads": 1},
+            "attacks": [{"name": "badnet", "target": "red circle", "num": 16, "params": {"patch_frac": 0.9},
+                         "implant": {"epochs": implant_epochs}}],
+            "defenses": defenses,
+            "seeds": {"implant": [0], "clean": [0]},
+        }
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        return main(["--quiet", "run", str(path), "--out", str(tmp_path / out)]), tmp_path / out, config
+
+    return run
+
+
 # The modules that take longest (measured with --durations on a 2-core machine), run first: with
 # `-n auto --dist loadscope` every module goes to one worker in collection order, so a long module
 # started last would run on alone while the other worker idles.

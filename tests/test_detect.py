@@ -331,29 +331,16 @@ def test_torchrun_scores_each_share_on_its_process_and_agrees_with_one(poisoned,
     assert json.loads((tmp_path / "two" / "summary.json").read_text())["rows"] == 160
 
 
-def test_a_grid_compares_filter_then_train_with_a_fine_tuning_defense_on_the_same_seeds(tmp_path):
+def test_a_grid_compares_filter_then_train_with_a_fine_tuning_defense_on_the_same_seeds(tiny_grid):
     """The ``filter`` defense in an experiment: the implant set scored with the backdoored model,
     the most suspicious pairs removed, the clean model trained again on the rest; its rows sit
     beside fine-tuning's in results.json and the report."""
     import yaml
 
-    from tacleaner_cli import main
-
-    config = {
-        "name": "filter", "model": {"name": "tacleaner-tiny-rn"},
-        "data": {"synth": {"seed": 2, "pretrain": 96, "implant": 96, "clean": 64, "zeroshot_per_class": 1,
-                           "zeroshot_val_per_class": 1}},
-        "pretrain": {"epochs": 1, "lr": 2e-3}, "train": {"batch_size": 32, "warmup_steps": 2, "threads": 1},
-        "attacks": [{"name": "badnet", "target": "red circle", "num": 16, "params": {"patch_frac": 0.9},
-                     "implant": {"epochs": 1}}],
-        "defenses": [{"name": "filter", "params": {"detector": "density", "k": 8, "reference": 96, "remove": 0.25}},
-                     {"name": "finetune", "train": {"epochs": 1, "lr": 1e-4}}],
-        "seeds": {"implant": [0], "clean": [0]},
-    }
-    path = tmp_path / "g.yaml"
-    path.write_text(yaml.safe_dump(config))
-    out = tmp_path / "run"
-    assert main(["--quiet", "run", str(path), "--out", str(out)]) == 0
+    code, out, config = tiny_grid("filter", [
+        {"name": "filter", "params": {"detector": "density", "k": 8, "reference": 96, "remove": 0.25}},
+        {"name": "finetune", "train": {"epochs": 1, "lr": 1e-4}}])
+    assert code == 0
     rows = json.loads((out / "results.json").read_text())
     assert [r["defense"] for r in rows] == ["clean model", "none", "filter", "finetune"]
     unit = out / "world0" / "badnet" / "implant0"
@@ -366,8 +353,7 @@ def test_a_grid_compares_filter_then_train_with_a_fine_tuning_defense_on_the_sam
     assert json.loads((unit / "filter" / "clean0" / "metadata.json").read_text())["pairs"] == 72
     assert "| filter |" in (out / "results.md").read_text()
     bad = {**config, "defenses": [{"name": "filter", "params": {"remove": 1.0}}]}
-    path.write_text(yaml.safe_dump(bad))
-    assert main(["--quiet", "run", str(path), "--out", str(tmp_path / "bad")]) == 2
+    assert tiny_grid("filter", [], out="bad", config=bad)[0] == 2
 
 
 def test_later_clean_seeds_of_a_filter_wait_for_the_first_which_scores_the_implant_set():

@@ -143,25 +143,12 @@ def test_a_resnet_or_a_combination_is_refused_in_one_line(world, tmp_path, capsy
     assert code == 2 and err[-1].startswith("error: ") and "ViT" in err[-1]
 
 
-def test_in_a_grid_rvpt_tunes_on_the_worlds_validation_split_and_is_evaluated_with_its_prompts(tmp_path):
+def test_in_a_grid_rvpt_tunes_on_the_worlds_validation_split_and_is_evaluated_with_its_prompts(tiny_grid):
     import yaml
 
-    from tacleaner_cli import main
-
-    config = {
-        "name": "rvpt", "model": {"name": VIT},
-        "data": {"synth": {"seed": 2, "pretrain": 96, "implant": 96, "clean": 64, "zeroshot_per_class": 1,
-                           "zeroshot_val_per_class": 2}},
-        "pretrain": {"epochs": 1, "lr": 2e-3}, "train": {"batch_size": 32, "warmup_steps": 2, "threads": 1},
-        "attacks": [{"name": "badnet", "target": "red circle", "num": 16, "params": {"patch_frac": 0.9},
-                     "implant": {"epochs": 1}}],
-        "defenses": [{"name": "rvpt", "params": {"shots": 2, "prompt_tokens": 4}, "train": {"epochs": 1}}],
-        "seeds": {"implant": [0], "clean": [0]},
-    }
-    path = tmp_path / "g.yaml"
-    path.write_text(yaml.safe_dump(config))
-    out = tmp_path / "run"
-    assert main(["--quiet", "run", str(path), "--out", str(out)]) == 0
+    code, out, _ = tiny_grid("rvpt", [{"name": "rvpt", "params": {"shots": 2, "prompt_tokens": 4},
+                                       "train": {"epochs": 1}}], model=VIT, val_per_class=2)
+    assert code == 0
     rows = json.loads((out / "results.json").read_text())
     assert [r["defense"] for r in rows] == ["clean model", "none", "rvpt"]
     run = out / "world0" / "badnet" / "implant0" / "rvpt" / "clean0"

@@ -142,28 +142,16 @@ def test_bad_settings_are_one_line_errors():
         create_defense("safeclip", ratio_cap=0)
 
 
-def test_in_a_grid_safeclip_trains_the_implant_again_under_its_objective(tmp_path):
+def test_in_a_grid_safeclip_trains_the_implant_again_under_its_objective(tiny_grid):
     """``defenses: [{name: safeclip}]`` in an experiment: the clean model trained again on the
     poisoned implant set under SafeCLIP with the implant's settings, the split measured against
     the poisoning run's truth; its rows sit beside an undefended implant's."""
     import yaml
 
-    from tacleaner_cli import main
-
-    config = {
-        "name": "safeclip", "model": {"name": "tacleaner-tiny-rn"},
-        "data": {"synth": {"seed": 2, "pretrain": 96, "implant": 96, "clean": 64, "zeroshot_per_class": 1,
-                           "zeroshot_val_per_class": 1}},
-        "pretrain": {"epochs": 1, "lr": 2e-3}, "train": {"batch_size": 32, "warmup_steps": 2, "threads": 1},
-        "attacks": [{"name": "badnet", "target": "red circle", "num": 16, "params": {"patch_frac": 0.9},
-                     "implant": {"epochs": 2}}],
-        "defenses": [{"name": "safeclip", "params": {"unimodal_epochs": 0, "clip_warmup_epochs": 0}}],
-        "seeds": {"implant": [0], "clean": [0]},
-    }
-    path = tmp_path / "g.yaml"
-    path.write_text(yaml.safe_dump(config))
-    out = tmp_path / "run"
-    assert main(["--quiet", "run", str(path), "--out", str(out)]) == 0
+    code, out, _ = tiny_grid("safeclip", [{"name": "safeclip", "params": {"unimodal_epochs": 0,
+                                                                          "clip_warmup_epochs": 0}}],
+                             implant_epochs=2)
+    assert code == 0
     rows = json.loads((out / "results.json").read_text())
     assert [r["defense"] for r in rows] == ["clean model", "none", "safeclip"]
     unit = out / "world0" / "badnet" / "implant0"

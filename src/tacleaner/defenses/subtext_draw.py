@@ -124,14 +124,8 @@ class SubtextDraw:
         of ``subtext_masking.json`` add the columns it masks (:func:`~.tacleaner.truth_masks`)."""
         from ..data.scenes import claim_true_of
 
-        cache: dict[tuple[int, int], bool] = {}
-        out = torch.zeros((len(selected), len(images)), dtype=torch.bool)
-        for a, row in enumerate(selected):
-            claim = self.claims[self.selected[row]]
-            for b, image in enumerate(images):
-                if (row, image) not in cache:
-                    cache[row, image] = claim_true_of(claim, self.scenes[image])
-                out[a, b] = cache[row, image]
+        out = torch.tensor([[claim_true_of(self.claims[self.selected[row]], self.scenes[image]) for image in images]
+                            for row in selected], dtype=torch.bool).view(len(selected), len(images))
         last, chosen = self.masking[-1], set(selected)
         for a, b in torch.nonzero(out).tolist():
             if images[b] != selected[a]:  # a row's own image is its target, never masked
